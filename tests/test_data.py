@@ -1,0 +1,167 @@
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import write_jsonl
+from xlr import data
+from xlr.languages import LANGUAGE_NAMES, language_name
+from xlr.paths import DataRootNotFound, data_root
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")
+
+
+def _jsonl(path):
+    return [json.loads(x) for x in open(path, encoding="utf-8") if x.strip()]
+
+
+def test_language_table_covers_required_codes():
+    assert set("ar bn de en es fr it ja ko ru sw th zh".split()) <= set(LANGUAGE_NAMES)
+    assert language_name("zh") == "Chinese" and language_name("yo", {"yo": "Yoruba"}) == "Yoruba"
+    with pytest.raises(KeyError, match="languages.names"):
+        language_name("yo")
+
+
+@needs_shared
+def test_train_prompts_aligned_with_english():
+    ds = data.load_train_prompts(["en", "de", "zh"], n=7, offset=3, data_dir=SHARED)
+    assert len(ds) == 21
+    en = _jsonl(SHARED / "ultrafeedback-prompts/en.jsonl")
+    de = _jsonl(SHARED / "ultrafeedback-prompts/de.jsonl")
+    en_by_id = {r["instruction_id"]: r["instruction"] for r in en}
+    de_rows = [r for r in ds if r["lang"] == "de"]
+    assert [r["instruction_id"] for r in de_rows] == [r["instruction_id"] for r in de[3:10]]
+    assert [r["instruction"] for r in de_rows] == [r["instruction"] for r in de[3:10]]
+    assert all(r["instruction_en"] == en_by_id[r["instruction_id"]] for r in ds)
+    assert [r["index"] for r in de_rows] == list(range(3, 10))
+
+
+@needs_shared
+def test_train_prompts_too_few_rows_is_an_error():
+    with pytest.raises(data.DataError, match=r"bn.jsonl: 1000 prompts.*n_train_prompts"):
+        data.load_train_prompts(["en", "bn"], n=3000, data_dir=SHARED)
+
+
+def _fake_root(tmp_path, de_rows, en_rows=None):
+    en_rows = en_rows or [{"instruction": f"English {i}", "instruction_id": f"id{i}"} for i in range(4)]
+    write_jsonl(tmp_path / "ultrafeedback-prompts/en.jsonl", en_rows)
+    write_jsonl(tmp_path / "ultrafeedback-prompts/de.jsonl", de_rows)
+    return tmp_path
+
+
+def test_misaligned_prompts_name_both_languages(tmp_path):
+    root = _fake_root(tmp_path, [{"instruction": f"Deutsch {i}", "instruction_id": f"id{i}"} for i in (0, 1, 3, 2)])
+    assert len(data.load_train_prompts(["en", "de"], 2, data_dir=root)) == 4  # same set in another order is fine
+    with pytest.raises(data.DataError) as e:
+        data.load_train_prompts(["en", "de"], 3, data_dir=root)
+    msg = str(e.value)
+    assert "id2" in msg and "en.jsonl" in msg and "de.jsonl" in msg and "'en'" in msg and "'de'" in msg
+
+
+def test_duplicate_id_names_both_lines(tmp_path):
+    root = _fake_root(tmp_path, [{"instruction": "a", "instruction_id": "id0"}, {"instruction": "b", "instruction_id": "id1"}, {"instruction": "c", "instruction_id": "id0"}])
+    with pytest.raises(data.DataError, match=r"de.jsonl: duplicate instruction_id id0 on lines 1 and 3"):
+        data.load_train_prompts(["de"], 1, data_dir=root)
+
+
+def test_empty_instruction_and_bad_json(tmp_path):
+    root = _fake_root(tmp_path, [{"instruction": "  ", "instruction_id": "id0"}])
+    with pytest.raises(data.DataError, match=r"de.jsonl \(line 1, instruction_id id0\): field 'instruction' is empty"):
+        data.load_train_prompts(["de"], 1, data_dir=root)
+    (root / "ultrafeedback-prompts/de.jsonl").write_text('{"instruction": "x", "instruction_id": "id0"}\n{oops\n')
+    with pytest.raises(data.DataError, match=r"de.jsonl:2: not valid JSON"):
+        data.load_train_prompts(["de"], 1, data_dir=root)
+
+
+def test_missing_language_file(tmp_path):
+    root = _fake_root(tmp_path, [{"instruction": "a", "instruction_id": "id0"}])
+    with pytest.raises(data.DataError, match=r"fr.jsonl: training prompts for language 'fr' not found"):
+        data.load_train_prompts(["fr"], 1, data_dir=root)
+
+
+@needs_shared
+@pytest.mark.parametrize("lang", ["en", "zh", "sw"])
+def test_xalpacaeval_join(lang):
+    ds = data.load_xalpacaeval(lang, data_dir=SHARED)
+    assert len(ds) == 805 and ds[0]["id"] == 1 and ds[804]["id"] == 805
+    refs = json.load(open(SHARED / f"x-alpacaeval/references/gpt-4-turbo-2024-04-09/{lang}.json", encoding="utf-8"))
+    by_id = {int(r["id"]): r for r in refs} if "id" in refs[0] else {k + 1: r for k, r in enumerate(refs)}
+    for row in ds.select(range(0, 805, 97)):
+        assert row["reference_output"] == by_id[row["id"]]["output"]
+        assert row["instruction"].strip() == by_id[row["id"]]["instruction"].strip()
+
+
+def test_subset_ids_are_seeded_and_shared():
+    a, b = data.xalpacaeval_ids(50, seed=0), data.xalpacaeval_ids(50, seed=0)
+    assert a == b and len(set(a)) == 50 and a == sorted(a) and all(1 <= i <= 805 for i in a)
+    assert data.xalpacaeval_ids(50, seed=1) != a
+    assert data.xalpacaeval_ids(None) == list(range(1, 806))
+
+
+def test_reference_instruction_mismatch_is_an_error(tmp_path):
+    (tmp_path / "x-alpacaeval/prompts").mkdir(parents=True)
+    (tmp_path / "x-alpacaeval/references/g").mkdir(parents=True)
+    (tmp_path / "x-alpacaeval/prompts/en.json").write_text(json.dumps([{"id": 1, "dataset": "d", "instruction": "A"}, {"id": 2, "dataset": "d", "instruction": "B"}]))
+    (tmp_path / "x-alpacaeval/references/g/en.json").write_text(json.dumps([{"instruction": "B", "output": "x"}, {"instruction": "A", "output": "y"}]))
+    with pytest.raises(data.DataError, match=r"en.json record 0 \(id 1\): instruction differs.*row order"):
+        data.load_xalpacaeval("en", reference_generator="g", data_dir=tmp_path)
+
+
+@needs_shared
+def test_ultrafeedback_pairs_counted_not_dropped():
+    rep = data.LoadReport("ultrafeedback")
+    ds = data.load_english_preferences("ultrafeedback", "train", data_dir=SHARED, report=rep)
+    raw = _jsonl(SHARED / "english-preferences/ultrafeedback/train.jsonl")
+    bad = sum(1 for r in raw if not r["chosen"].strip() or not r["rejected"].strip() or r["chosen"].strip() == r["rejected"].strip())
+    assert len(raw) == 1000 and len(ds) == 1000 - bad and sum(rep.skipped.values()) == bad
+    assert ds[0]["prompt"] == raw[0]["prompt"] and ds[0]["messages"] == [{"role": "user", "content": raw[0]["prompt"]}]
+
+
+def test_hh_prompt_is_shared_prefix_to_last_assistant():
+    chosen = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke\n\nAssistant: Why did..."
+    rejected = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke\n\nAssistant: No."
+    prompt, c, r = data.split_hh_dialogue(chosen, rejected)
+    assert prompt == "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke\n\nAssistant:"
+    assert (c, r) == ("Why did...", "No.")
+    assert data.hh_to_messages(prompt) == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Tell me a joke"}]
+    assert data.split_hh_dialogue(chosen, "\n\nHuman: Other\n\nAssistant: x") is None
+
+
+@needs_shared
+def test_hh_split_partition_is_complete():
+    raw = [json.loads(x) for x in gzip.open(SHARED / "english-preferences/hh-rlhf/helpful-base_test.jsonl.gz", "rt")]
+    reps = {s: data.LoadReport("h") for s in ("train", "eval")}
+    sizes = {s: len(data.load_english_preferences("hh-rlhf-helpful", s, data_dir=SHARED, report=reps[s])) for s in reps}
+    assert sizes["train"] + sizes["eval"] + sum(sum(r.skipped.values()) for r in reps.values()) == len(raw)
+
+
+def test_data_root_resolution(tmp_path, monkeypatch):
+    monkeypatch.delenv("XLR_DATA_DIR", raising=False)
+    with pytest.raises(DataRootNotFound) as e:
+        data_root(tmp_path / "missing")
+    assert "missing" in str(e.value) and "XLR_DATA_DIR" in str(e.value)
+    monkeypatch.setenv("XLR_DATA_DIR", str(tmp_path))
+    assert data_root() == tmp_path.resolve()
+    monkeypatch.setenv("XLR_DATA_DIR", str(tmp_path / "nope"))
+    with pytest.raises(DataRootNotFound, match="env XLR_DATA_DIR"):
+        data_root()
+
+
+def test_checksum_mismatch_is_refused(tmp_path):
+    root = _fake_root(tmp_path, [{"instruction": "a", "instruction_id": "id0"}])
+    (root / "SHA256SUMS").write_text("0" * 64 + "  ./ultrafeedback-prompts/de.jsonl\n")
+    with pytest.raises(data.DataError, match=r"de.jsonl: sha256 .* differs .*SHA256SUMS"):
+        data.load_train_prompts(["de"], 1, data_dir=root)
+
+
+@needs_shared
+def test_check_data_lists_every_shipped_file():
+    root, rows = data.check_data(SHARED)
+    listed = {r["file"] for r in rows}
+    shipped = {line.split()[1].removeprefix("./") for line in (SHARED / "SHA256SUMS").read_text().splitlines() if line.strip()}
+    assert listed == shipped
+    assert all(r["sha256"] == "ok" for r in rows)
+    counts = {(r["kind"], r["lang"]): r["rows"] for r in rows if r["kind"] == "train-prompts"}
+    assert counts[("train-prompts", "en")] == 5000 and counts[("train-prompts", "bn")] == 1000 and counts[("train-prompts", "de")] == 3000

@@ -1,0 +1,124 @@
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from xlr import models
+from xlr.models import ModelError, ModelHashMismatch, load_model, resolve_spec
+from xlr.runs import sha256_file
+from xlr.tiny import TINY_CONFIG, build_tiny_model
+
+
+def test_tiny_model_is_small_real_tokenizer_and_deterministic(tmp_path, tiny_dir):
+    rec = json.loads((tiny_dir / "xlr_model.json").read_text())
+    assert 1_000_000 < rec["n_params"] < 10_000_000
+    again = build_tiny_model(seed=0, out_dir=tmp_path / "again")
+    other = build_tiny_model(seed=1, out_dir=tmp_path / "other")
+    again_rec = json.loads((again / "xlr_model.json").read_text())
+    assert again_rec["weights"] == rec["weights"]
+    assert json.loads((other / "xlr_model.json").read_text())["weights"] != rec["weights"]
+    model, tok = load_model(str(again))
+    assert model.config.num_hidden_layers == TINY_CONFIG["num_hidden_layers"]
+    assert tok.chat_template and len(tok) == model.config.vocab_size == 49152
+    assert tok.pad_token != tok.eos_token == "<|im_end|>"
+    text = tok.apply_chat_template([{"role": "user", "content": "Bonjour"}], tokenize=False, add_generation_prompt=True)
+    assert text.endswith("<|im_start|>assistant\n") and "Bonjour" in text
+    ids = tok(text, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        logits = model(**ids).logits
+    assert logits.shape == (1, ids["input_ids"].shape[1], 49152) and torch.isfinite(logits).all()
+
+
+def test_tiny_spec_resolves_to_cache(tiny_dir):
+    r = resolve_spec("tiny:0")
+    assert r.kind == "tiny" and Path(r.path) == tiny_dir
+
+
+def test_corrupted_weights_are_refused(tmp_path, tiny_dir):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_dir, bad)
+    weights = next(bad.glob("*.safetensors"))
+    raw = bytearray(weights.read_bytes())
+    raw[-1] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(ModelHashMismatch, match=r"model.safetensors: sha256 .* does not match"):
+        load_model(str(bad))
+
+
+def test_tokenizer_without_chat_template_is_refused(tmp_path, tiny_dir):
+    d = tmp_path / "nochat"
+    shutil.copytree(tiny_dir, d)
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg))
+    (d / "chat_template.jinja").unlink(missing_ok=True)
+    with pytest.raises(ModelError, match="no chat template"):
+        load_model(str(d))
+
+
+def test_bad_specs_say_what_was_tried():
+    with pytest.raises(ModelError, match="local folder not found"):
+        resolve_spec("./no/such/dir")
+    with pytest.raises(ModelError, match="not a registry name"):
+        resolve_spec("not-a-model")
+    r = resolve_spec("princeton-nlp/Llama-3-Base-8B-SFT@main")
+    assert (r.kind, r.path, r.revision) == ("hub", "princeton-nlp/Llama-3-Base-8B-SFT", "main")
+
+
+def test_gguf_hash_mismatch_is_refused_and_leaves_nothing(tmp_path):
+    real = models.REGISTRY["smollm2-135m-instruct"]
+    tampered = replace(real, sha256="0" * 64)
+    dest = tmp_path / "x.gguf"
+    with pytest.raises(ModelHashMismatch, match="Refusing to load"):
+        models.assemble_gguf(tampered, dest, progress=False)
+    assert not dest.exists() and not list(tmp_path.iterdir())
+
+
+def test_gguf_assembly_matches_independent_hash(tmp_path):
+    real = models.REGISTRY["smollm2-135m-instruct"]
+    out = models.assemble_gguf(real, tmp_path / "s.gguf", progress=False)
+    d, v, rel = real.packages[0]
+    src = models._package_file(d, v, rel, real)
+    assert sha256_file(out) == sha256_file(src) == real.sha256
+
+
+def test_missing_package_names_the_install_command():
+    fake = models.ShippedModel(name="ghost", description="", packages=(("xlr-no-such-dist", "1.0", "data/part01.bin"),), sha256="0" * 64, requirements="requirements/cpu-models.txt")
+    with pytest.raises(ModelError, match=r"xlr-no-such-dist==1.0 is not installed.*requirements/cpu-models.txt"):
+        models.assemble_gguf(fake, Path("/tmp/never"), progress=False)
+
+
+def test_registry_pins_match_requirement_files():
+    repo = Path(__file__).resolve().parents[1]
+    for m in models.REGISTRY.values():
+        text = (repo / m.requirements).read_text()
+        for dist, version, _ in m.packages:
+            assert f"{dist}=={version} --hash=sha256:" in text
+
+
+QWEN = models.prepared_dir("qwen2.5-coder-0.5b-instruct")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (QWEN / "xlr_model.json").is_file(), reason="qwen2.5-coder-0.5b-instruct not prepared (make models)")
+def test_prepared_qwen_is_tied_to_the_finer_copy_and_answers(tmp_path):
+    import gguf
+
+    from xlr.study import greedy_answers
+
+    model, tok = load_model("qwen2.5-coder-0.5b-instruct")
+    assert model.config.tie_word_embeddings
+    emb = model.get_input_embeddings().weight
+    assert emb.data_ptr() == model.get_output_embeddings().weight.data_ptr()
+    # Independent check: de-quantize the GGUF's output.weight (Q8_0, finer than token_embd's Q5_0) with gguf itself.
+    path = models.assemble_gguf(models.REGISTRY["qwen2.5-coder-0.5b-instruct"], tmp_path / "q.gguf", progress=False)
+    t = next(t for t in gguf.GGUFReader(str(path)).tensors if t.name == "output.weight")
+    assert t.tensor_type.name == "Q8_0"
+    ref = torch.from_numpy(gguf.dequantize(t.data, t.tensor_type).reshape(emb.shape).copy())
+    assert torch.equal(emb.detach(), ref)
+    model = model.to(torch.bfloat16)
+    answer = greedy_answers(model, tok, {"en": "What is the capital of France? Answer in one word."}, max_new_tokens=8)["en"]
+    assert "Paris" in answer

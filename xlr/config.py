@@ -1,0 +1,283 @@
+"""The params schema: one typed, documented description of a whole xlr experiment.
+
+A params file (``params/*.yaml``) is YAML whose keys mirror the classes below; anything left out takes the
+default written here. Unknown keys, wrong types and impossible values are errors that name the file, the
+field and what is allowed (:class:`ParamsError`). Names follow the paper: ``pi_ref`` is the SFT reference,
+``pi0`` the English DPO model whose log-ratio to ``pi_ref`` is the implicit reward, ``G(x)`` the
+cross-lingual reward prompt, ``alpha`` the length-control coefficient, ``R_c``/``R_m``/``R_t`` the reward
+variants of the paper's Fig. 3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from xlr.languages import LANGUAGE_NAMES
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Probability = Annotated[float, Field(gt=0.0, le=1.0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataParams(_Strict):
+    """Where the data lives and how much of it a run uses."""
+
+    data_dir: Path | None = Field(
+        None,
+        description="Data root. Resolution order: this field, env XLR_DATA_DIR, ../shared/data beside the "
+        "checkout, then the Hugging Face hub where reachable.",
+    )
+    n_train_prompts: PositiveInt = Field(3000, description="Training prompts per language per iteration (a prefix of each file, as the paper's subsets).")
+    prompt_offset: NonNegInt = Field(0, description="Skip this many prompts before taking the prefix.")
+    english_preferences: Literal["ultrafeedback", "hh-rlhf-helpful", "hh-rlhf-harmless"] = Field(
+        "ultrafeedback", description="English preference pairs used to build pi0 when none is given."
+    )
+
+
+class LanguageParams(_Strict):
+    """Training and evaluation languages (ISO 639-1 codes)."""
+
+    train: list[str] = Field(default_factory=lambda: ["en", "es", "ru", "de", "fr"], min_length=1)
+    eval: list[str] = Field(default_factory=lambda: ["en", "es", "ru", "de", "fr", "zh"], min_length=1)
+    names: dict[str, str] = Field(default_factory=dict, description="Extra or overriding code -> English name entries, used in G(x).")
+
+    @model_validator(mode="after")
+    def _known_codes(self) -> LanguageParams:
+        table = {**LANGUAGE_NAMES, **self.names}
+        for field in ("train", "eval"):
+            codes = getattr(self, field)
+            unknown = [c for c in codes if c not in table]
+            if unknown:
+                raise ValueError(
+                    f"languages.{field}: unknown code(s) {unknown}; known: {', '.join(sorted(table))}. "
+                    "Add a name under languages.names to use another code."
+                )
+            dup = sorted({c for c in codes if codes.count(c) > 1})
+            if dup:
+                raise ValueError(f"languages.{field}: duplicate code(s) {dup}")
+        return self
+
+
+class LoraParams(_Strict):
+    r: PositiveInt = 16
+    alpha: PositiveInt = 32
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class ModelParams(_Strict):
+    """The two models of the method. A spec is a registry name (`xlr models list`), `tiny:<seed>` (the
+    random-weight test model), a local folder, or a Hugging Face hub id (optionally `id@revision`)."""
+
+    pi_ref: str = Field(..., min_length=1, description="The SFT model pi0 was trained from (DPO reference).")
+    pi0: str = Field("build", min_length=1, description="English DPO model, or 'build' to train it from pi_ref (anchor stage).")
+    trust_remote_code: bool = Field(False, description="Never needed for the supported architectures; enabling it logs a warning.")
+
+
+class AnchorParams(_Strict):
+    """Building pi0 by English DPO of pi_ref (only when models.pi0 == 'build')."""
+
+    n_train: PositiveInt = 1000
+    n_eval: PositiveInt = 200
+    beta: Annotated[float, Field(gt=0)] = 0.1
+    learning_rate: Annotated[float, Field(gt=0)] = 5e-5
+    epochs: Annotated[float, Field(gt=0)] = 1.0
+    batch_size: PositiveInt = 4
+    grad_accum: PositiveInt = 1
+    max_length: PositiveInt = 512
+    finetune: Literal["lora", "full"] = "lora"
+    lora: LoraParams = Field(default_factory=LoraParams)
+    bootstrap: PositiveInt = Field(1000, description="Bootstrap resamples for the reward-accuracy CI.")
+
+
+class SamplingParams(_Strict):
+    """On-policy sampling of N responses per training prompt (paper: N 10, T 0.9, top_p 1.0, 2400 tokens)."""
+
+    backend: Literal["hf", "vllm"] = "hf"
+    n_samples: Annotated[int, Field(ge=2)] = 10
+    temperature: Annotated[float, Field(gt=0.0)] = 0.9
+    top_p: Probability = 1.0
+    top_k: NonNegInt = Field(0, description="0 = no top-k (paper).")
+    max_new_tokens: PositiveInt = 2400
+    batch_size: PositiveInt = Field(16, description="Sequences (prompts x samples) per generation batch.")
+    shard_size: PositiveInt = Field(64, description="Prompts per resumable output shard.")
+
+
+class RewardParams(_Strict):
+    """Implicit cross-lingual reward r = log pi0(y|G(x)) - log pi_ref(y|G(x)) (sums over response tokens)."""
+
+    variant: Literal["R_c", "R_m", "R_t"] = Field("R_c", description="R_c: G(x) = language prefix + English instruction (paper's method); R_m: target-language instruction; R_t: translate y to English, score under English x.")
+    models: Literal["pi0/pi_ref", "prev/pi_ref", "prev/prev2"] = Field(
+        "pi0/pi_ref", description="Which (policy, reference) pair gives the reward at iteration t: fixed (paper), previous policy vs pi_ref, or previous vs the one before."
+    )
+    dtype: Literal["auto", "fp32", "bf16"] = Field("fp32", description="Scoring precision; bf16 flipped pair order in measurements, so fp32 is the default.")
+    batch_tokens: PositiveInt = Field(4096, description="Token budget per length-bucketed scoring batch.")
+    parity: Literal["none", "icr"] = Field("none", description="'icr' reproduces the reference code's off-by-one masking.")
+
+
+class PairParams(_Strict):
+    """Length-controlled pair selection: s = r - alpha * len_chars(y); chosen = argmax s, rejected = argmin s."""
+
+    alpha_grid: Literal["paper", "signed"] = Field("paper", description="paper: 0, 0.001, ..., 0.999; signed: -0.999 ... 0.999 (beyond the paper).")
+    upper_bound: float | None = Field(None, description="Scores >= this cannot be chosen (off by default).")
+    language_filter: bool = Field(False, description="Drop samples detected in another language before selection (off in the paper).")
+
+
+class TrainingParams(_Strict):
+    """Iterative multilingual DPO (loss = DPO sigmoid + nll_weight * NLL on chosen)."""
+
+    beta: Annotated[float, Field(gt=0)] = 0.1
+    nll_weight: Annotated[float, Field(ge=0)] = 1.0
+    learning_rate: Annotated[float, Field(gt=0)] = 5e-6
+    epochs: Annotated[float, Field(gt=0)] = 1.0
+    batch_size: PositiveInt = 2
+    grad_accum: PositiveInt = 4
+    max_length: PositiveInt = 2048
+    max_prompt_length: PositiveInt = 512
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    finetune: Literal["lora", "full"] = "lora"
+    lora: LoraParams = Field(default_factory=LoraParams)
+    dpo_reference: Literal["iteration_start", "pi_ref"] = "iteration_start"
+    precompute_ref_log_probs: bool = True
+    prompts_per_iteration: Literal["same", "next_slice"] = Field("same", description="Reuse the same prompts each iteration or take the next slice of the files.")
+    save_merged: bool = False
+
+
+class EvalParams(_Strict):
+    """X-AlpacaEval generation (paper: T 0.6, top_p 0.9, 1 sample, 2048 tokens)."""
+
+    n_prompts: PositiveInt | None = Field(None, description="None = all 805; else a seeded subset of ids, identical across languages and models.")
+    subset_seed: int = 0
+    temperature: Annotated[float, Field(ge=0.0)] = 0.6
+    top_p: Probability = 0.9
+    max_new_tokens: PositiveInt = 2048
+    batch_size: PositiveInt = 16
+    reference_generator: str = "gpt-4-turbo-2024-04-09"
+    head_to_head: bool = Field(True, description="Also judge pi^t against pi0, both orders.")
+    bootstrap: PositiveInt = 1000
+    instruction_difficulty_csv: Path | None = Field(None, description="AlpacaEval's instruction_difficulty.csv for the official LC GLM; without it LC runs without the difficulty term.")
+    gamed_csv: Path | None = None
+
+
+class JudgeParams(_Strict):
+    """AlpacaEval 2 weighted_alpaca_eval_gpt4_turbo protocol plus the paper's same-language clause."""
+
+    backend: Literal["local", "api", "none"] = "local"
+    model: str = Field("qwen2.5-coder-1.5b-instruct", description="Local: a model spec. API: the model name sent to the endpoint.")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint (API backend).")
+    api_key_env: str = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="NAME of the environment variable holding the key; never the key itself.")
+    concurrency: PositiveInt = 4
+    max_retries: NonNegInt = 5
+    timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    same_language_clause: bool = True
+    n_validation_pairs: PositiveInt = Field(200, description="Held-out English preference pairs used to measure the judge's agreement.")
+    price_per_1k_input: Annotated[float, Field(ge=0)] = 0.0
+    price_per_1k_output: Annotated[float, Field(ge=0)] = 0.0
+
+
+class RuntimeParams(_Strict):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CPU when it is faster (measured), bf16 on CUDA.")
+    threads: PositiveInt | None = Field(None, description="torch intra-op threads; None = number of CPU cores available to this process.")
+
+
+class Params(_Strict):
+    """A whole experiment."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name: runs/<name>/ and reports/<name>/.")
+    description: str = ""
+    seed: int = 42
+    iterations: NonNegInt = 2
+    data: DataParams = Field(default_factory=DataParams)
+    languages: LanguageParams = Field(default_factory=LanguageParams)
+    models: ModelParams
+    anchor: AnchorParams = Field(default_factory=AnchorParams)
+    sampling: SamplingParams = Field(default_factory=SamplingParams)
+    reward: RewardParams = Field(default_factory=RewardParams)
+    pairs: PairParams = Field(default_factory=PairParams)
+    training: TrainingParams = Field(default_factory=TrainingParams)
+    evaluation: EvalParams = Field(default_factory=EvalParams)
+    judge: JudgeParams = Field(default_factory=JudgeParams)
+    runtime: RuntimeParams = Field(default_factory=RuntimeParams)
+    paper_reference: dict[str, Any] = Field(default_factory=dict, description="The paper's published numbers for this setting (shown labelled as the paper's, never mixed with ours).")
+
+    @field_validator("models")
+    @classmethod
+    def _pi0_not_pi_ref(cls, v: ModelParams) -> ModelParams:
+        if v.pi0 == v.pi_ref:
+            raise ValueError("models.pi0 equals models.pi_ref: the implicit reward log pi0/pi_ref would be 0 everywhere")
+        return v
+
+    def params_hash(self) -> str:
+        """sha256 of the canonical JSON of the validated params (defaults filled in)."""
+        canon = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()
+
+
+class ParamsError(ValueError):
+    """A params file that cannot be used; the message names the file, the field and the fix."""
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    kind = err["type"]
+    got = err.get("input")
+    msg = err["msg"]
+    if kind == "extra_forbidden":
+        return f"field '{loc}': unknown key. Fix: remove it or check its spelling against `xlr params --schema`."
+    if kind == "missing":
+        return f"field '{loc}': required but missing. Fix: add it."
+    shown = repr(got)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return f"field '{loc}': {msg} (got {shown})."
+
+
+def load_params(path: str | Path, overrides: dict[str, Any] | None = None) -> Params:
+    """Read and validate a params YAML file; raise :class:`ParamsError` naming file, field and fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found. Fix: pass an existing file, e.g. params/cpu.yaml.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: invalid YAML: {e}. Fix: correct the syntax at the position shown.") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: the top level must be a mapping of keys (name:, models:, ...), got {type(raw).__name__}.")
+    if overrides:
+        raw = deep_merge(raw, overrides)
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"{path}: {len(e.errors())} problem(s):"] + [f"  - {_describe(err)}" for err in e.errors()]
+        raise ParamsError("\n".join(lines)) from None
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`a.b.c=value` (value parsed as YAML) -> {'a': {'b': {'c': value}}}, for command-line overrides."""
+    if "=" not in text:
+        raise ParamsError(f"override {text!r}: expected KEY.PATH=VALUE, e.g. sampling.n_samples=4")
+    key, value = text.split("=", 1)
+    node: Any = yaml.safe_load(value)
+    for part in reversed(key.strip().split(".")):
+        node = {part: node}
+    return node

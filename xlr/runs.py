@@ -1,0 +1,224 @@
+"""Run directories, atomic writes and the run manifest.
+
+Layout of one run (``runs/<name>/``)::
+
+    manifest.json          params hash + full params, git SHA, package versions, stage status, artifact hashes
+    params.yaml            the validated params, defaults filled in
+    <stage>/...            one folder per stage (``iter1/sampling/`` etc. for per-iteration stages)
+    notebooks/             executed notebooks (papermill)
+
+Every file is written to a temporary name in the same folder, flushed, fsynced and renamed, so a crash
+leaves either the old file or the new one, never half of one. A stage counts as done only when its status
+is ``done`` and every artifact it recorded still has the recorded sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+TRACKED_PACKAGES = (
+    "torch", "transformers", "trl", "peft", "datasets", "accelerate", "gguf", "numpy", "pandas",
+    "pydantic", "papermill", "nbconvert", "matplotlib", "seaborn",
+)
+
+
+class RunMismatch(RuntimeError):
+    """The run directory was created from different params."""
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Path:
+    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read a JSONL file; a bad line is an error naming the file and line number."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i}: not valid JSON ({e.msg}). Fix: repair or delete the file (xlr will redo what it held).") from None
+    return rows
+
+
+def git_sha(root: Path | None = None) -> str | None:
+    from xlr.paths import REPO_ROOT
+
+    root = root or REPO_ROOT
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class Run:
+    """A run directory and its manifest. Create with :meth:`open`."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any]):
+        self.root = root
+        self.manifest = manifest
+
+    # -- creation -------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, params: Any, root: Path | None = None, force: bool = False) -> Run:
+        """Open (or create) ``runs/<params.name>``. A directory made from other params is refused unless
+        ``force``, which moves it aside to ``<name>.replaced-<timestamp>`` (nothing is deleted)."""
+        import yaml
+
+        from xlr.paths import runs_dir
+
+        root = Path(root) if root else runs_dir() / params.name
+        phash = params.params_hash()
+        mpath = root / MANIFEST
+        if mpath.is_file():
+            manifest = json.loads(mpath.read_text())
+            if manifest.get("params_hash") != phash:
+                if not force:
+                    raise RunMismatch(
+                        f"{root}: this run directory was made from other params (params_hash "
+                        f"{manifest.get('params_hash', '?')[:12]}, yours {phash[:12]}). Fix: give the experiment "
+                        "another `name`, or pass --force to move the old run aside and start anew."
+                    )
+                aside = root.with_name(f"{root.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+                root.rename(aside)
+                return cls.open(params, root, force=False)
+            run = cls(root, manifest)
+            run.manifest["reopened"] = [*manifest.get("reopened", []), _now()]
+            run.save()
+            return run
+        root.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "name": params.name,
+            "params_hash": phash,
+            "created": _now(),
+            "git_sha": git_sha(),
+            "packages": package_versions(),
+            "params": params.model_dump(mode="json"),
+            "runtime": {},
+            "models": {},
+            "stages": {},
+        }
+        atomic_write_text(root / "params.yaml", yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+        run = cls(root, manifest)
+        run.save()
+        return run
+
+    def save(self) -> None:
+        atomic_write_json(self.root / MANIFEST, self.manifest)
+
+    # -- stages ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def stage_key(stage: str, iteration: int | None = None) -> str:
+        return f"iter{iteration}/{stage}" if iteration is not None else stage
+
+    def stage_dir(self, stage: str, iteration: int | None = None) -> Path:
+        path = self.root / self.stage_key(stage, iteration)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def start_stage(self, stage: str, iteration: int | None = None) -> None:
+        key = self.stage_key(stage, iteration)
+        prev = self.manifest["stages"].get(key, {})
+        self.manifest["stages"][key] = {**prev, "status": "running", "started": _now(), "attempts": prev.get("attempts", 0) + 1}
+        self._t0 = time.monotonic()
+        self.save()
+
+    def finish_stage(
+        self,
+        stage: str,
+        iteration: int | None = None,
+        artifacts: Iterable[str | os.PathLike] = (),
+        counts: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> None:
+        key = self.stage_key(stage, iteration)
+        entry = self.manifest["stages"].setdefault(key, {})
+        entry.update(
+            status="done",
+            finished=_now(),
+            wall_s=round(time.monotonic() - getattr(self, "_t0", time.monotonic()), 2),
+            artifacts={str(Path(a).resolve().relative_to(self.root.resolve())): sha256_file(a) for a in artifacts},
+            counts=counts or {},
+            **extra,
+        )
+        self.save()
+
+    def fail_stage(self, stage: str, error: str, iteration: int | None = None) -> None:
+        key = self.stage_key(stage, iteration)
+        self.manifest["stages"].setdefault(key, {}).update(status="failed", error=error, finished=_now())
+        self.save()
+
+    def stage_done(self, stage: str, iteration: int | None = None) -> bool:
+        """Done, and every recorded artifact still exists with its recorded hash."""
+        entry = self.manifest["stages"].get(self.stage_key(stage, iteration))
+        if not entry or entry.get("status") != "done":
+            return False
+        for rel, digest in entry.get("artifacts", {}).items():
+            path = self.root / rel
+            if not path.is_file() or sha256_file(path) != digest:
+                return False
+        return True
