@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xlr.pairs import PAPER_GRID, SIGNED_GRID, length_gap, search_alpha, select_pairs
+
+
+def brute_force_alpha(R, L, grid, upper_bound=None):
+    """Straightforward loops: for each alpha, pick argmax/argmin per prompt (first index on ties)."""
+    best = None
+    for a in sorted(grid, key=abs):
+        gaps = []
+        for r, ln in zip(R, L):
+            s = [ri - a * li for ri, li in zip(r, ln)]
+            cands = [k for k in range(len(s)) if upper_bound is None or s[k] < upper_bound]
+            if not cands:
+                continue
+            c = max(cands, key=lambda k: (s[k], -k))
+            j = min(range(len(s)), key=lambda k: (s[k], k))
+            gaps.append(ln[c] - ln[j])
+        if not gaps:
+            continue
+        obj = abs(sum(gaps) / len(gaps))
+        if best is None or obj < best[0]:
+            best = (obj, a)
+    return best[1]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_search_alpha_equals_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    P = 12
+    R = [list(rng.normal(0, 2, size=rng.integers(2, 6))) for _ in range(P)]
+    L = [list(rng.integers(5, 600, size=len(r)).astype(float)) for r in R]
+    grid = PAPER_GRID[::7]
+    assert search_alpha(R, L, grid) == brute_force_alpha(R, L, grid)
+    sgrid = SIGNED_GRID[::11]
+    assert search_alpha(R, L, sgrid) == brute_force_alpha(R, L, sgrid)
+
+
+def test_search_alpha_default_grid_and_zero_when_lengths_balanced():
+    R = [[1.0, 0.0], [0.0, 1.0]]
+    L = [[10.0, 20.0], [10.0, 20.0]]  # already balanced at alpha 0: gaps -10 and +10
+    assert search_alpha(R, L) == 0.0
+    with pytest.raises(ValueError, match="empty"):
+        search_alpha(R, L, [])
+
+
+def test_length_control_removes_a_length_bias():
+    rng = np.random.default_rng(0)
+    L = [list(rng.integers(50, 500, size=8).astype(float)) for _ in range(200)]
+    R = [[0.01 * li + rng.normal(0, 0.5) for li in ln] for ln in L]  # reward favours longer answers
+    a = search_alpha(R, L)
+    assert a > 0
+    assert abs(length_gap(R, L, a)) < abs(length_gap(R, L, 0.0)) / 5
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(-20, 20), st.integers(1, 50)), min_size=2, max_size=5), min_size=1, max_size=6),
+       st.one_of(st.none(), st.integers(-10, 10)))
+def test_property_search_alpha_matches_brute_force(data, ub):
+    R = [[float(r) for r, _ in p] for p in data]
+    L = [[float(n) for _, n in p] for p in data]
+    grid = PAPER_GRID[::50]
+    assert search_alpha(R, L, grid, upper_bound=ub) == brute_force_alpha(R, L, grid, upper_bound=ub) or brute_force_alpha(R, L, grid, ub) is None
+
+
+def _rows(lang, pid, rewards, texts):
+    return [{"id": pid, "lang": lang, "sample_idx": k, "response": t, "reward": r, "len_chars": len(t)} for k, (r, t) in enumerate(zip(rewards, texts))]
+
+
+def test_select_pairs_upper_bound_semantics():
+    rows = _rows("de", "p", [5.0, 1.0, 3.0, -2.0], ["aa", "bb", "cc", "dd"])
+    pairs, _ = select_pairs(rows, {"p": "Frage"}, grid=[0.0])
+    assert (pairs[0]["chosen"], pairs[0]["rejected"]) == ("aa", "dd")
+    pairs, _ = select_pairs(rows, {"p": "Frage"}, grid=[0.0], upper_bound=4.0)
+    assert (pairs[0]["chosen"], pairs[0]["rejected"]) == ("cc", "dd")  # 5.0 >= bound cannot be chosen
+    pairs, _ = select_pairs(rows, {"p": "Frage"}, grid=[0.0], upper_bound=5.0)  # the bound itself is excluded
+    assert pairs[0]["chosen"] == "cc"
+    pairs, stats = select_pairs(_rows("de", "p", [9.0, 8.0], ["aa", "bb"]), {"p": "Frage"}, grid=[0.0], upper_bound=4.0)
+    assert pairs == [] and stats["drops"]["no candidate below upper_bound (prompt)"] == 1
+    # a sample above the bound can still be rejected
+    pairs, _ = select_pairs(_rows("de", "p", [9.0, -8.0, 1.0], ["aa", "bb", "cc"]), {"p": "Frage"}, grid=[0.0], upper_bound=4.0)
+    assert (pairs[0]["chosen"], pairs[0]["rejected"]) == ("cc", "bb")
+
+
+def test_select_pairs_counts_every_drop():
+    rows = (_rows("de", "a", [1.0, 0.0], ["x", "y"]) + _rows("de", "b", [1.0, 0.0], ["same", "same"])
+            + _rows("de", "c", [1.0, 0.0], ["only", ""]) + _rows("de", "d", [2.0, 1.0, 0.0], ["", "u", "v"]))
+    pairs, stats = select_pairs(rows, {k: k.upper() for k in "abcd"}, grid="paper")
+    assert [p["id"] for p in pairs] == ["a", "d"]
+    assert stats["drops"] == {"empty response (sample)": 2, "fewer than 2 candidates (prompt)": 1, "chosen and rejected identical (prompt)": 1}
+    assert stats["prompts"] == 4 and stats["pairs"] == 2
+    p = pairs[1]
+    assert (p["chosen"], p["rejected"], p["prompt"]) == ("u", "v", "D")
+    assert set(p) >= {"id", "lang", "prompt", "chosen", "rejected", "chosen_score", "rejected_score", "chosen_reward", "rejected_reward", "alpha"}

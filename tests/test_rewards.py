@@ -1,0 +1,130 @@
+import math
+
+import pytest
+import torch
+
+from xlr.chat import end_of_turn, render_prompt
+from xlr.languages import LANGUAGE_NAMES
+from xlr.models import load_model
+from xlr.rewards import G_PREFIX, annotate, cross_lingual_prompt, length_batches, reward_prompt, score_models, sequence_logprobs
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model("tiny:0")
+
+
+@pytest.fixture(scope="module")
+def tiny_other():
+    return load_model("tiny:1")[0]
+
+
+PROMPTS = ["What is 2+2?", "Nenne drei Farben.", "What is 2+2?", "Écris un haïku sur la mer, s'il te plaît, avec beaucoup de détails."]
+RESPONSES = ["4", "Rot, Grün und Blau.", "The answer is four, because two plus two makes four.", ""]
+
+
+def _independent_logps(model, tok, prompts, responses, drop_first=False):
+    """One sample at a time, full logits, plain log_softmax: an independent transcription of the convention."""
+    out = []
+    eot = "<|im_end|>"  # SmolLM2's chat template closes assistant turns with it
+    for p, r in zip(prompts, responses):
+        text = tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        p_ids = tok(text, add_special_tokens=False)["input_ids"]
+        c_ids = tok(r + eot, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([p_ids + c_ids])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0].double(), -1)
+        total = sum(logp[len(p_ids) + k - 1, t].item() for k, t in enumerate(c_ids) if not (drop_first and k == 0))
+        out.append(total)
+    return out
+
+
+def test_end_of_turn_of_chatml(tiny):
+    assert end_of_turn(tiny[1]) == "<|im_end|>"
+
+
+def test_sequence_logprobs_equal_independent_computation(tiny):
+    model, tok = tiny
+    got = sequence_logprobs(model, tok, PROMPTS, RESPONSES, batch_size=3)
+    want = _independent_logps(model, tok, PROMPTS, RESPONSES)
+    for g, w in zip(got, want):
+        assert math.isclose(g, w, rel_tol=1e-4), (g, w)
+
+
+def _reference_code_masking(model, tok, prompts, responses):
+    """Transcription of the reference implementation's masking: right-padded batch, a response mask over INPUT
+    positions of the response text (end-of-turn excluded), applied to logits[:, :-1] against labels input_ids[:, 1:]."""
+    eot = "<|im_end|>"
+    seqs, masks = [], []
+    for p, r in zip(prompts, responses):
+        p_ids = tok(tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+        r_ids = tok(r + eot, add_special_tokens=False)["input_ids"]
+        seqs.append(p_ids + r_ids)
+        masks.append([0] * len(p_ids) + [1] * (len(r_ids) - 1) + [0])
+    width = max(map(len, seqs))
+    ids = torch.tensor([s + [tok.pad_token_id] * (width - len(s)) for s in seqs])
+    attn = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+    mask = torch.tensor([m + [0] * (width - len(m)) for m in masks])
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].double()
+    labels = ids[:, 1:]
+    per_tok = torch.log_softmax(logits, -1).gather(-1, labels[..., None]).squeeze(-1)
+    return (per_tok * mask[:, :-1]).sum(-1).tolist()
+
+
+def test_parity_mode_equals_reference_masking(tiny):
+    model, tok = tiny
+    got = sequence_logprobs(model, tok, PROMPTS, RESPONSES, batch_size=2, parity="icr")
+    want = _reference_code_masking(model, tok, PROMPTS, RESPONSES)
+    for g, w in zip(got, want):
+        assert math.isclose(g, w, rel_tol=1e-4, abs_tol=1e-6), (g, w)
+    # and the quirk is exactly "first response token not scored"
+    assert got[0] != pytest.approx(sequence_logprobs(model, tok, PROMPTS[:1], RESPONSES[:1])[0])
+    drop_first = _independent_logps(model, tok, PROMPTS, RESPONSES, drop_first=True)
+    for g, w in zip(got, drop_first):
+        assert math.isclose(g, w, rel_tol=1e-4, abs_tol=1e-6)
+
+
+def test_two_model_sweep_equals_separate_passes(tiny, tiny_other):
+    model, tok = tiny
+    pol, ref = score_models([model, tiny_other], tok, PROMPTS, RESPONSES, batch_tokens=64)
+    assert pol == pytest.approx(sequence_logprobs(model, tok, PROMPTS, RESPONSES), rel=1e-6)
+    assert ref == pytest.approx(sequence_logprobs(tiny_other, tok, PROMPTS, RESPONSES), rel=1e-6)
+
+
+def test_length_batches_respect_budget():
+    lengths = [5, 50, 7, 49, 20, 3]
+    batches = length_batches(lengths, batch_tokens=100)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    for b in batches:
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 100
+
+
+@pytest.mark.parametrize("lang", sorted(LANGUAGE_NAMES))
+def test_g_of_x_for_every_language(lang):
+    x = "Write a poem about the sea."
+    g = cross_lingual_prompt(x, lang)
+    if lang == "en":
+        assert g == x
+    else:
+        assert g == f"Please answer the following instruction using only {LANGUAGE_NAMES[lang]}, unless explicitly instructed to respond in a different language.\n\n{x}"
+    assert G_PREFIX.endswith("\n\n")
+
+
+def test_reward_variants():
+    assert reward_prompt("R_c", "de", "Schreibe.", "Write.") == cross_lingual_prompt("Write.", "de")
+    assert reward_prompt("R_m", "de", "Schreibe.", "Write.") == "Schreibe."
+    assert reward_prompt("R_t", "de", "Schreibe.", "Write.") == "Write."
+
+
+def test_annotate_rows(tiny, tiny_other):
+    model, tok = tiny
+    samples = [{"id": "a", "lang": "de", "sample_idx": k, "prompt": "Nenne drei Farben.", "response": r, "n_tokens": 3} for k, r in enumerate(["Rot.", "Blau und Grün."])]
+    rows = annotate(samples, {"a": "Name three colours."}, model, tiny_other, tok, "R_c")
+    want_pol = _independent_logps(model, tok, [cross_lingual_prompt("Name three colours.", "de")] * 2, ["Rot.", "Blau und Grün."])
+    want_ref = _independent_logps(tiny_other, tok, [cross_lingual_prompt("Name three colours.", "de")] * 2, ["Rot.", "Blau und Grün."])
+    for row, wp, wr in zip(rows, want_pol, want_ref):
+        assert row["reward"] == pytest.approx(wp - wr, rel=1e-4, abs=1e-5)
+        assert row["reward_prompt"] == render_prompt(tok, cross_lingual_prompt("Name three colours.", "de"))
+        assert row["len_chars"] == len(samples[row["sample_idx"]]["response"])
+    assert set(rows[0]) >= {"id", "lang", "sample_idx", "variant", "reward_prompt", "response", "policy_logp", "reference_logp", "reward", "n_tokens", "len_chars"}

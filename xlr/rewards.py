@@ -1,0 +1,243 @@
+"""The implicit cross-lingual reward.
+
+For a sample y of the target-language prompt with instruction_id i, the reward prompt is, by variant:
+
+- ``R_c`` (the paper's method): G(x) = "Please answer the following instruction using only {L}, unless explicitly
+  instructed to respond in a different language.\\n\\n" + x, with x the ENGLISH instruction with the same id
+  (English itself: x alone);
+- ``R_m``: the target-language instruction itself, no prefix;
+- ``R_t``: pi0 translates y into English (greedy), which is scored under the plain English instruction.
+
+r = log pi0(y | prompt) - log pi_ref(y | prompt), each log-probability a SUM over the response tokens (no beta,
+no length normalisation), as the reference implementation ranks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from xlr.chat import end_of_turn, render_prompt
+from xlr.languages import language_name
+
+G_PREFIX = "Please answer the following instruction using only {language}, unless explicitly instructed to respond in a different language.\n\n"
+TRANSLATE_PROMPT = "Translate the following {language} text into English. Output only the translation.\n\n{text}"
+
+
+class RewardError(ValueError):
+    pass
+
+
+def cross_lingual_prompt(instruction_en: str, lang: str, names: dict[str, str] | None = None) -> str:
+    """G(x): the English instruction, prefixed (for any language but English) with the request to answer in it."""
+    if lang == "en":
+        return instruction_en
+    return G_PREFIX.format(language=language_name(lang, names)) + instruction_en
+
+
+def reward_prompt(variant: str, lang: str, instruction: str, instruction_en: str, names: dict[str, str] | None = None) -> str:
+    if variant == "R_c":
+        return cross_lingual_prompt(instruction_en, lang, names)
+    if variant == "R_m":
+        return instruction
+    if variant == "R_t":
+        return instruction_en
+    raise RewardError(f"unknown reward variant {variant!r}: use R_c, R_m or R_t")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# sequence log-probabilities
+
+
+def encode_pairs(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str]) -> list[tuple[list[int], int]]:
+    """(input ids, prompt length) per pair. Convention:
+    prompt_ids = tokenizer(apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+    add_generation_prompt=True), add_special_tokens=False); completion_ids = tokenizer(response + END_OF_TURN,
+    add_special_tokens=False). Prompt tokenisation is cached: N samples share one prompt."""
+    eot = end_of_turn(tokenizer)
+    cache: dict[str, list[int]] = {}
+    out = []
+    for p, r in zip(prompts, responses, strict=True):
+        if p not in cache:
+            cache[p] = tokenizer(render_prompt(tokenizer, p), add_special_tokens=False)["input_ids"]
+        comp = tokenizer(r + eot, add_special_tokens=False)["input_ids"]
+        out.append((cache[p] + comp, len(cache[p])))
+    return out
+
+
+def length_batches(lengths: Sequence[int], batch_tokens: int, max_batch: int = 64) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first) whose padded size fits ``batch_tokens``."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        width = lengths[cur[0]] if cur else lengths[i]
+        if cur and ((len(cur) + 1) * width > batch_tokens or len(cur) >= max_batch):
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def _score_positions(prompt_len: int, total: int, parity: str | None) -> tuple[int, int]:
+    """[start, end) of hidden positions whose next-token prediction is scored.
+
+    Correct alignment: hidden positions P-1 .. P+C-2 predict the completion tokens P .. P+C-1.
+    parity='icr' (the reference code): the mask is applied to input positions of the response text (P .. P+C-2,
+    end-of-turn excluded), so the first response token is not scored and the final end-of-turn token is."""
+    if parity == "icr":
+        return prompt_len, total - 1
+    return prompt_len - 1, total - 1
+
+
+def _forward_scores(model: Any, input_ids: Any, attention: Any, spans: list[tuple[int, int]], labels_ids: Any, fp32_head: bool, chunk: int = 2048) -> Any:
+    """Sum of log p(label) over each row's span, computing the LM head only at scored positions."""
+    import torch
+
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    head = model.get_output_embeddings()
+    rows, cols = [], []
+    for b, (s, e) in enumerate(spans):
+        rows += [b] * (e - s)
+        cols += list(range(s, e))
+    rows_t = torch.tensor(rows, dtype=torch.long, device=input_ids.device)
+    cols_t = torch.tensor(cols, dtype=torch.long, device=input_ids.device)
+    targets = labels_ids[rows_t, cols_t + 1]
+    sums = torch.zeros(len(spans), dtype=torch.float64, device=input_ids.device)
+    if decoder is not None and head is not None:
+        hidden = decoder(input_ids=input_ids, attention_mask=attention).last_hidden_state[rows_t, cols_t]
+        weight = head.weight.float() if fp32_head else head.weight
+        bias = None if getattr(head, "bias", None) is None else (head.bias.float() if fp32_head else head.bias)
+        for k in range(0, hidden.shape[0], chunk):
+            h = hidden[k : k + chunk]
+            logits = torch.nn.functional.linear(h.float() if fp32_head else h, weight, bias).float()
+            lp = torch.log_softmax(logits, dim=-1).gather(-1, targets[k : k + chunk, None]).squeeze(-1)
+            sums.index_add_(0, rows_t[k : k + chunk], lp.double())
+    else:  # models without a separable decoder: full logits
+        logits = model(input_ids=input_ids, attention_mask=attention).logits[rows_t, cols_t].float()
+        sums.index_add_(0, rows_t, torch.log_softmax(logits, -1).gather(-1, targets[:, None]).squeeze(-1).double())
+    return sums
+
+
+def score_models(
+    models: Sequence[Any],
+    tokenizer: Any,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    batch_tokens: int = 4096,
+    parity: str | None = None,
+    fp32_head: bool = True,
+    progress: Callable[[int], None] | None = None,
+    max_batch: int = 64,
+) -> list[list[float]]:
+    """Sequence log-probs of each pair under each model, in one sweep over length-bucketed batches (the batch
+    tensors are built once and fed to every model). Returns one list per model."""
+    import torch
+
+    if parity not in (None, "none", "icr"):
+        raise RewardError(f"parity={parity!r}: use None or 'icr'")
+    parity = None if parity == "none" else parity
+    enc = encode_pairs(tokenizer, prompts, responses)
+    results = [[math.nan] * len(enc) for _ in models]
+    pad = tokenizer.pad_token_id
+    device = next(models[0].parameters()).device
+    for idx in length_batches([len(ids) for ids, _ in enc], batch_tokens, max_batch):
+        width = max(len(enc[i][0]) for i in idx)
+        ids = torch.tensor([enc[i][0] + [pad] * (width - len(enc[i][0])) for i in idx], device=device)
+        attn = torch.tensor([[1] * len(enc[i][0]) + [0] * (width - len(enc[i][0])) for i in idx], device=device)
+        spans = [_score_positions(enc[i][1], len(enc[i][0]), parity) for i in idx]
+        with torch.no_grad():
+            for m, model in enumerate(models):
+                sums = _forward_scores(model, ids, attn, spans, ids, fp32_head).tolist()
+                for j, i in enumerate(idx):
+                    results[m][i] = sums[j]
+        if progress:
+            progress(len(idx))
+    for m, res in enumerate(results):
+        bad = [i for i, v in enumerate(res) if not math.isfinite(v)]
+        if bad:
+            raise RewardError(
+                f"model {m}: non-finite log-probability for {len(bad)} pair(s), e.g. index {bad[0]} (prompt {prompts[bad[0]][:60]!r}). "
+                "Fix: score in fp32 (reward.dtype: fp32), or check the model's weights."
+            )
+    return results
+
+
+def sequence_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 8, parity: str | None = None) -> list[float]:
+    """log p(response | prompt) summed over response tokens, for raw user-message prompts.
+
+    Convention: prompt_ids = tokenizer(apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+    add_generation_prompt=True), add_special_tokens=False); completion_ids = tokenizer(response + END_OF_TURN,
+    add_special_tokens=False), END_OF_TURN being the token the chat template closes an assistant turn with
+    (``<|im_end|>`` for ChatML models such as Qwen and SmolLM2, ``<|eot_id|>`` for Llama 3). The sum runs over
+    completion_ids. ``parity="icr"`` reproduces the reference code's masking (first response token not scored,
+    final end-of-turn scored); the default is the correct alignment. The LM head and log-softmax run in fp32.
+    """
+    return score_models([model], tokenizer, prompts, responses, batch_tokens=1 << 40, parity=parity, max_batch=batch_size)[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# annotation of samples
+
+
+def translate_to_english(backend: Any, texts: Sequence[str], langs: Sequence[str], max_new_tokens: int, names: dict[str, str] | None = None, batch_size: int = 16) -> list[str]:
+    """pi0 translates each response into English, greedily (the R_t variant)."""
+    from xlr.chat import render_prompt as _render
+    from xlr.sampling import GenConfig
+
+    prompts = [_render(backend.tokenizer, TRANSLATE_PROMPT.format(language=language_name(lg, names), text=t)) if lg != "en" else None for t, lg in zip(texts, langs, strict=True)]
+    todo = [i for i, p in enumerate(prompts) if p is not None]
+    gens = backend.generate([prompts[i] for i in todo], GenConfig(n=1, do_sample=False, max_new_tokens=max_new_tokens, batch_size=batch_size))
+    out = list(texts)
+    for i, g in zip(todo, gens, strict=True):
+        out[i] = g[0].text
+    return out
+
+
+def annotate(
+    samples: Sequence[dict[str, Any]],
+    english: dict[str, str],
+    policy: Any,
+    reference: Any,
+    tokenizer: Any,
+    variant: str = "R_c",
+    names: dict[str, str] | None = None,
+    batch_tokens: int = 4096,
+    parity: str | None = None,
+    translator: Any = None,
+    translate_max_new_tokens: int = 512,
+) -> list[dict[str, Any]]:
+    """Reward rows for samples (``id``, ``lang``, ``sample_idx``, ``prompt``, ``response``, ``n_tokens``).
+
+    ``english`` maps instruction_id -> English instruction. Output rows carry id, lang, sample_idx, variant,
+    reward_prompt (the exact rendered string), response (as scored; for R_t also ``response_original``),
+    policy_logp, reference_logp, reward, n_tokens, len_chars (of the original response).
+    """
+    from tqdm.auto import tqdm
+
+    missing = sorted({s["id"] for s in samples if s["id"] not in english})
+    if missing:
+        raise RewardError(f"{len(missing)} sample id(s) have no English instruction (needed for G(x)), e.g. {missing[0]}")
+    prompts = [reward_prompt(variant, s["lang"], s["prompt"], english[s["id"]], names) for s in samples]
+    scored = [s["response"] for s in samples]
+    if variant == "R_t":
+        if translator is None:
+            raise RewardError("variant R_t needs a translator backend (pi0)")
+        scored = translate_to_english(translator, scored, [s["lang"] for s in samples], translate_max_new_tokens, names)
+    with tqdm(total=len(samples), desc=f"rewards {variant}", unit="sample") as bar:
+        pol, ref = score_models([policy, reference], tokenizer, prompts, scored, batch_tokens=batch_tokens, parity=parity, progress=bar.update)
+    rows = []
+    for s, p, y, lp, lr in zip(samples, prompts, scored, pol, ref, strict=True):
+        row = {
+            "id": s["id"], "lang": s["lang"], "sample_idx": s["sample_idx"], "variant": variant,
+            "reward_prompt": render_prompt(tokenizer, p), "response": y,
+            "policy_logp": lp, "reference_logp": lr, "reward": lp - lr,
+            "n_tokens": s.get("n_tokens"), "len_chars": len(s["response"]),
+        }
+        if variant == "R_t":
+            row["response_original"] = s["response"]
+        rows.append(row)
+    return rows

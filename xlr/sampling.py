@@ -1,0 +1,189 @@
+"""On-policy sampling: N responses per training prompt and language from the current policy.
+
+Each prompt is the target-language instruction as the only user message through the model's chat template
+(:func:`xlr.chat.render_prompt`). Generation is batched: prompts are bucketed by token length and several
+prompts x N samples share a batch (left padding, KV cache). Output is sharded JSONL per language, written
+atomically shard by shard; a rerun skips finished shards, and each shard's sampling is seeded from
+(seed, language, shard index), so an interrupted and resumed run writes the same shards as an uninterrupted one.
+
+Backends: ``hf`` (transformers ``generate``; CPU or GPU) and ``vllm`` (when vLLM imports).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xlr.chat import render_prompt, stop_token_ids
+from xlr.runs import atomic_write_jsonl, read_jsonl
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    n_tokens: int  # generated tokens before the stop token (all of them when truncated)
+    truncated: bool  # hit max_new_tokens without a stop token
+
+
+@dataclass(frozen=True)
+class GenConfig:
+    n: int = 1
+    do_sample: bool = True
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 256
+    batch_size: int = 16  # sequences per batch (prompts x n)
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 31-bit seed from any parts, stable across processes (no Python hash randomisation)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+class HFBackend:
+    """transformers ``generate`` with length bucketing and multi-prompt batches."""
+
+    name = "hf"
+
+    def __init__(self, model: Any, tokenizer: Any):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.stop_ids = stop_token_ids(tokenizer)
+
+    def _decode(self, ids: list[int]) -> Generation:
+        cut = next((i for i, t in enumerate(ids) if t in self.stop_ids), None)
+        body = ids if cut is None else ids[:cut]  # padding only ever follows a stop token
+        return Generation(self.tokenizer.decode(body, skip_special_tokens=True).strip(), len(body), cut is None)
+
+    def generate(self, prompts: Sequence[str], cfg: GenConfig, seed: int | None = None, progress: Callable[[int], None] | None = None) -> list[list[Generation]]:
+        """``cfg.n`` generations per rendered prompt, in the order of ``prompts``."""
+        import torch
+
+        tok = self.tokenizer
+        encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        per_batch = max(1, cfg.batch_size // cfg.n)
+        out: list[list[Generation]] = [[] for _ in prompts]
+        if seed is not None:
+            torch.manual_seed(seed)
+        pad = tok.pad_token_id
+        for start in range(0, len(order), per_batch):
+            idx = order[start : start + per_batch]
+            width = max(len(encoded[i]) for i in idx)
+            input_ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in idx], device=self.model.device)
+            attention = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in idx], device=self.model.device)
+            kw: dict[str, Any] = dict(max_new_tokens=cfg.max_new_tokens, num_return_sequences=cfg.n, eos_token_id=self.stop_ids, pad_token_id=pad)
+            if cfg.do_sample:
+                kw.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or None)
+            else:
+                kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            with torch.no_grad():
+                seqs = self.model.generate(input_ids=input_ids, attention_mask=attention, **kw)
+            new = seqs[:, width:].tolist()
+            for j, i in enumerate(idx):
+                out[i] = [self._decode(new[j * cfg.n + k]) for k in range(cfg.n)]
+            if progress:
+                progress(len(idx))
+        return out
+
+
+class VLLMBackend:
+    """vLLM (``SamplingParams(n=N)``; ``best_of``/``use_beam_search`` are not used: removed in current vLLM)."""
+
+    name = "vllm"
+
+    def __init__(self, model_path: str, tokenizer: Any, dtype: str = "auto", seed: int = 0):
+        from vllm import LLM  # noqa: PLC0415 - optional dependency
+
+        self.llm = LLM(model=model_path, dtype=dtype, seed=seed)
+        self.tokenizer = tokenizer
+        self.stop_ids = stop_token_ids(tokenizer)
+
+    def generate(self, prompts: Sequence[str], cfg: GenConfig, seed: int | None = None, progress: Callable[[int], None] | None = None) -> list[list[Generation]]:
+        from vllm import SamplingParams  # noqa: PLC0415
+
+        sp = SamplingParams(
+            n=cfg.n, temperature=cfg.temperature if cfg.do_sample else 0.0, top_p=cfg.top_p if cfg.do_sample else 1.0,
+            top_k=(cfg.top_k or -1) if cfg.do_sample else -1, max_tokens=cfg.max_new_tokens, seed=seed, stop_token_ids=self.stop_ids,
+        )
+        results = self.llm.generate(list(prompts), sp, use_tqdm=False)
+        if progress:
+            progress(len(prompts))
+        return [[Generation(o.text.strip(), len([t for t in o.token_ids if t not in self.stop_ids]), o.finish_reason == "length") for o in r.outputs] for r in results]
+
+
+def vllm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# sharded, resumable sampling of one language
+
+
+def shard_paths(out_dir: Path, n_prompts: int, shard_size: int) -> list[Path]:
+    return [out_dir / f"shard-{k:05d}.jsonl" for k in range((n_prompts + shard_size - 1) // shard_size)]
+
+
+def _shard_complete(path: Path, expected_rows: int) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        return len(read_jsonl(path)) == expected_rows
+    except ValueError:
+        return False
+
+
+def sample_language(
+    backend: Any,
+    rows: Sequence[dict[str, Any]],
+    lang: str,
+    out_dir: Path,
+    cfg: GenConfig,
+    seed: int,
+    shard_size: int,
+    on_shard_written: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Sample ``cfg.n`` responses for each row (``instruction_id``, ``instruction``) into shards under ``out_dir``.
+
+    Returns counts: shards written and skipped (already complete), samples, truncated samples, empty responses.
+    """
+    from tqdm.auto import tqdm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = shard_paths(out_dir, len(rows), shard_size)
+    counts = {"shards_written": 0, "shards_skipped": 0}
+    with tqdm(total=len(rows), desc=f"sampling {lang}", unit="prompt") as bar:
+        for k, path in enumerate(paths):
+            chunk = rows[k * shard_size : (k + 1) * shard_size]
+            if _shard_complete(path, len(chunk) * cfg.n):
+                counts["shards_skipped"] += 1
+                bar.update(len(chunk))
+                continue
+            prompts = [render_prompt(backend.tokenizer, r["instruction"]) for r in chunk]
+            gens = backend.generate(prompts, cfg, seed=derive_seed(seed, lang, k), progress=bar.update)
+            records = [
+                {"id": r["instruction_id"], "lang": lang, "sample_idx": s, "prompt": r["instruction"], "response": g.text, "n_tokens": g.n_tokens, "truncated": g.truncated}
+                for r, gs in zip(chunk, gens, strict=True)
+                for s, g in enumerate(gs)
+            ]
+            atomic_write_jsonl(path, records)
+            counts["shards_written"] += 1
+            if on_shard_written:
+                on_shard_written(k)
+    samples = [r for p in paths for r in read_jsonl(p)]
+    counts.update(samples=len(samples), truncated=sum(r["truncated"] for r in samples), empty=sum(not r["response"] for r in samples),
+                  mean_tokens=round(sum(r["n_tokens"] for r in samples) / max(len(samples), 1), 1))
+    return counts
+
+
+def load_samples(out_dir: Path) -> list[dict[str, Any]]:
+    return [r for p in sorted(out_dir.glob("shard-*.jsonl")) for r in read_jsonl(p)]
