@@ -63,3 +63,28 @@ def test_run_smoke_runs_what_exists_and_says_what_is_not_built(capsys, tmp_path)
     assert set(manifest["models"]) == {"pi_ref", "judge"} and manifest["runtime"]["threads"] == 2
     assert main(["run", str(REPO / "params/smoke.yaml")]) == 0
     assert "done earlier, artifacts intact: skipped" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")
+def test_run_iteration_one_core_stages_with_a_given_pi0(capsys, tmp_path):
+    from xlr.runs import read_jsonl
+
+    assert main(["run", str(REPO / "params/smoke.yaml"), "--set", "models.pi0=tiny:1"]) == 0
+    out = capsys.readouterr().out
+    assert "[iter1/pairs]" in out and "only iteration 1" in out
+    run = tmp_path / "runs/smoke"
+    samples = [r for p in sorted((run / "iter1/sampling").glob("*/shard-*.jsonl")) for r in read_jsonl(p)]
+    rewards = read_jsonl(run / "iter1/rewards/rewards.jsonl")
+    assert len(samples) == len(rewards) == 2 * 4 * 3  # languages x prompts x N
+    assert all(abs(r["reward"] - (r["policy_logp"] - r["reference_logp"])) < 1e-9 for r in rewards)
+    de = [r for r in rewards if r["lang"] == "de"]
+    assert all("using only German, unless explicitly instructed" in r["reward_prompt"] for r in de)
+    stats = json.loads((run / "iter1/pairs/pairs_stats.json").read_text())
+    pairs = read_jsonl(run / "iter1/pairs/pairs.jsonl")
+    for lang in ("en", "de"):
+        s = stats[lang]
+        assert s["pairs"] + sum(v for k, v in s["drops"].items() if "(prompt)" in k) == 4
+        assert set(s["fidelity"]) == {"samples", "chosen", "rejected"}
+    assert len(pairs) == stats["en"]["pairs"] + stats["de"]["pairs"]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert all(manifest["stages"][f"iter1/{s}"]["status"] == "done" for s in ("sampling", "rewards", "pairs"))

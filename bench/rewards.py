@@ -1,0 +1,102 @@
+"""Reward annotation: xlr's fast path vs the reference code's way, side by side on the same inputs.
+
+Reference way (as the paper's code annotates): batches of 3 in data order (unsorted), right padding, full logits
+at every position, log-softmax over the whole sequence, a pi0 pass over all data then a pi_ref pass.
+xlr: length-bucketed batches under a token budget, pi0 and pi_ref in one sweep over the same batch tensors, the LM
+head and log-softmax only at response positions (fp32 head).
+
+Inputs: 200 real responses (the GPT-4-turbo X-AlpacaEval references in en/de/es/fr/ru, 40 each, cut to
+--max-chars characters) scored under R_c prompts G(x) of the same ids. Both "models" are the same real checkpoint
+loaded twice (no pi0 of this model exists yet): the cost is that of two models, the reward itself is ~0.
+
+Prints: wall time of both ways, the speed ratio, the max relative difference of the log-probs, achieved model
+FLOP/s (2 x params x tokens per model) and its fraction of this machine's bf16 matmul peak, measured here.
+
+    .venv/bin/python bench/rewards.py [--model qwen2.5-coder-0.5b-instruct] [--n 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from xlr import data
+from xlr.models import load_model
+from xlr.rewards import cross_lingual_prompt, encode_pairs, score_models
+from xlr.runtime import set_threads
+
+
+def matmul_peak_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def reference_way(model, tok, prompts, responses, batch: int = 3) -> list[float]:
+    """Batch of 3, unsorted, right padding, full logits + log-softmax everywhere, then mask."""
+    enc = encode_pairs(tok, prompts, responses)
+    out = []
+    for k in range(0, len(enc), batch):
+        chunk = enc[k : k + batch]
+        width = max(len(ids) for ids, _ in chunk)
+        ids = torch.tensor([s + [tok.pad_token_id] * (width - len(s)) for s, _ in chunk])
+        attn = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s, _ in chunk])
+        mask = torch.tensor([[0] * p + [1] * (len(s) - p) + [0] * (width - len(s)) for s, p in chunk])[:, 1:]
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
+        lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+        out += (lp * mask).sum(-1).tolist()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--max-chars", type=int, default=600)
+    ap.add_argument("--batch-tokens", type=int, default=2048)
+    ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    args = ap.parse_args()
+    threads = set_threads()
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    langs = ["en", "de", "es", "fr", "ru"]
+    per = args.n // len(langs)
+    prompts, responses = [], []
+    en = data.load_xalpacaeval("en", list(range(1, per + 1)))
+    for lang in langs:
+        ds = data.load_xalpacaeval(lang, list(range(1, per + 1)))
+        for row, en_row in zip(ds, en, strict=True):
+            prompts.append(cross_lingual_prompt(en_row["instruction"], lang))
+            responses.append(row["reference_output"][: args.max_chars])
+    pi0, tok = load_model(args.model, dtype=dtype)
+    pi_ref, _ = load_model(args.model, dtype=dtype)
+    n_params = sum(p.numel() for p in pi0.parameters())
+    tokens = sum(len(ids) for ids, _ in encode_pairs(tok, prompts, responses))
+
+    score_models([pi0, pi_ref], tok, prompts[:6], responses[:6], batch_tokens=args.batch_tokens)  # warm-up
+    t_ref = _timed(lambda: globals().__setitem__("_ref", (reference_way(pi0, tok, prompts, responses), reference_way(pi_ref, tok, prompts, responses))))
+    t_xlr = _timed(lambda: globals().__setitem__("_xlr", score_models([pi0, pi_ref], tok, prompts, responses, batch_tokens=args.batch_tokens)))
+    ref, xlr = globals()["_ref"], globals()["_xlr"]
+    rel = max(abs(a - b) / max(abs(b), 1e-9) for m in range(2) for a, b in zip(xlr[m], ref[m], strict=True))
+    peak = matmul_peak_gflops(dtype)
+    flops = 2 * n_params * tokens * 2  # two models
+    print(f"model {args.model} ({n_params / 1e6:.0f}M params, {args.dtype}), {threads} threads, {len(prompts)} responses, {tokens} tokens per model")
+    print(f"{'way':<34}{'wall s':>9}{'tokens/s':>11}{'GFLOP/s':>10}{'% of peak':>11}")
+    for name, t in (("reference (b=3, unsorted, full head)", t_ref), ("xlr (bucketed, one sweep)", t_xlr)):
+        print(f"{name:<34}{t:>9.1f}{2 * tokens / t:>11.0f}{flops / t / 1e9:>10.0f}{100 * flops / t / 1e9 / peak:>10.0f}%")
+    print(f"speed ratio xlr / reference: {t_ref / t_xlr:.2f}x   (goal >= 3x)")
+    print(f"measured {args.dtype} matmul peak: {peak:.0f} GFLOP/s; xlr reaches {100 * flops / t_xlr / 1e9 / peak:.0f}% (goal >= 50%)")
+    print(f"max relative difference of log-probs, xlr vs reference: {rel:.2e}  (reference way's log-softmax runs in fp32 too)")
+
+
+if __name__ == "__main__":
+    main()
