@@ -53,25 +53,38 @@ def test_run_error_is_clear(capsys, tmp_path):
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")
-def test_run_smoke_runs_what_exists_and_says_what_is_not_built(capsys, tmp_path):
+def test_smoke_study_two_iterations_end_to_end(capsys, tmp_path):
     assert main(["run", str(REPO / "params/smoke.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "NOT BUILT YET" in out and "sampling" in out
-    manifest = json.loads((tmp_path / "runs/smoke/manifest.json").read_text())
-    assert manifest["stages"]["data"]["status"] == "done" and manifest["stages"]["models"]["status"] == "done"
-    assert manifest["stages"]["data"]["counts"]["train_prompts"] == {"en": 4, "de": 4}
-    assert set(manifest["models"]) == {"pi_ref", "judge"} and manifest["runtime"]["threads"] == 2
+    assert "NOT BUILT YET" in out and "evaluation" in out
+    run = tmp_path / "runs/smoke"
+    m = json.loads((run / "manifest.json").read_text())
+    keys = ["data", "models", "anchor"] + [f"iter{t}/{s}" for t in (1, 2) for s in ("sampling", "rewards", "pairs", "training")]
+    assert all(m["stages"][k]["status"] == "done" for k in keys), {k: m["stages"].get(k, {}).get("status") for k in keys}
+    assert m["stages"]["data"]["counts"]["train_prompts"] == {"en": 4, "de": 4}
+    assert m["runtime"]["threads"] == 2
+    acc = json.loads((run / "anchor/reward_accuracy.json").read_text())
+    assert acc["n"] + acc["ties_excluded"] == 8 and 0 <= acc["accuracy"] <= 1
+    # iteration 2 samples from pi^1; both iterations are rewarded by the fixed (pi0, pi_ref)
+    assert m["stages"]["iter2/sampling"]["policy"] == str(run / "iter1/training/model")
+    assert m["stages"]["iter2/rewards"]["policy"] == str(run / "anchor/model") and m["stages"]["iter2/rewards"]["reference"] == "tiny:0"
+    assert m["stages"]["iter2/training"]["start"] == str(run / "iter1/training/model")
+    assert m["stages"]["iter1/training"]["loss_type"] == ["sigmoid", "sft"]
+    for t in (1, 2):
+        metrics = json.loads((run / f"iter{t}/training/metrics.json").read_text())
+        assert any("rewards/margins" in h for h in metrics)
     assert main(["run", str(REPO / "params/smoke.yaml")]) == 0
-    assert "done earlier, artifacts intact: skipped" in capsys.readouterr().out
+    again = capsys.readouterr().out
+    assert again.count("done earlier, artifacts intact: skipped") == len(keys)
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")
-def test_run_iteration_one_core_stages_with_a_given_pi0(capsys, tmp_path):
+def test_run_with_a_given_pi0_checks_core_artifacts(capsys, tmp_path):
     from xlr.runs import read_jsonl
 
-    assert main(["run", str(REPO / "params/smoke.yaml"), "--set", "models.pi0=tiny:1"]) == 0
-    out = capsys.readouterr().out
-    assert "[iter1/pairs]" in out and "only iteration 1" in out
+    assert main(["run", str(REPO / "params/smoke.yaml"), "--set", "models.pi0=tiny:1", "--set", "iterations=1", "--only", "pairs"]) == 2
+    assert "earlier" not in capsys.readouterr().out  # --only pairs without samples fails clearly, see below
+    assert main(["run", str(REPO / "params/smoke.yaml"), "--set", "models.pi0=tiny:1", "--set", "iterations=1", "--force"]) == 0
     run = tmp_path / "runs/smoke"
     samples = [r for p in sorted((run / "iter1/sampling").glob("*/shard-*.jsonl")) for r in read_jsonl(p)]
     rewards = read_jsonl(run / "iter1/rewards/rewards.jsonl")
@@ -86,5 +99,5 @@ def test_run_iteration_one_core_stages_with_a_given_pi0(capsys, tmp_path):
         assert s["pairs"] + sum(v for k, v in s["drops"].items() if "(prompt)" in k) == 4
         assert set(s["fidelity"]) == {"samples", "chosen", "rejected"}
     assert len(pairs) == stats["en"]["pairs"] + stats["de"]["pairs"]
-    manifest = json.loads((run / "manifest.json").read_text())
-    assert all(manifest["stages"][f"iter1/{s}"]["status"] == "done" for s in ("sampling", "rewards", "pairs"))
+    m = json.loads((run / "manifest.json").read_text())
+    assert "anchor" not in m["stages"] and m["stages"]["iter1/rewards"]["policy"] == "tiny:1"

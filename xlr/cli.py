@@ -101,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for o in args.set or []:
         overrides = deep_merge(overrides, parse_override(o))
     params = load_params(args.params, overrides)
-    run_study(params, force=args.force)
+    run_study(params, force=args.force, only=args.only, start_from=args.start_from)
     return 0
 
 
@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("params", help="params YAML, e.g. params/cpu.yaml")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a params field, e.g. --set sampling.n_samples=4")
     r.add_argument("--force", action="store_true", help="the run dir was made from other params: move it aside and start anew")
+    r.add_argument("--only", metavar="STAGE", help="run only this stage (every iteration of it)")
+    r.add_argument("--from", dest="start_from", metavar="STAGE", help="start at this stage (earlier ones must be done)")
     r.set_defaults(func=cmd_run)
 
     pp = sub.add_parser("params", help="validate params files, or print the schema")
@@ -150,10 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     from xlr.models import ModelError
     from xlr.paths import DataRootNotFound
     from xlr.runs import RunMismatch
+    from xlr.study import StudyError
 
     try:
         return args.func(args)
-    except (ParamsError, DataError, DataRootNotFound, ModelError, RunMismatch) as e:
+    except (ParamsError, DataError, DataRootNotFound, ModelError, RunMismatch, StudyError) as e:
         print(f"xlr: error: {e}", file=sys.stderr)
         return 2
 

@@ -277,7 +277,7 @@ def resolve_spec(spec: str, progress: bool = True) -> ResolvedSpec:
         return ResolvedSpec(spec, "tiny", str(build_tiny_model(seed=seed)))
     p = Path(spec).expanduser()
     if p.exists():
-        if not (p / "config.json").is_file():
+        if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
             raise ModelError(f"model spec {spec!r}: {p} exists but has no config.json; expected a transformers model folder.")
         return ResolvedSpec(spec, "local", str(p.resolve()))
     if spec.startswith((".", "/", "~")):
@@ -304,6 +304,8 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     r = resolve_spec(spec, progress=progress)
+    if r.kind == "local" and (Path(r.path) / "adapter_config.json").is_file():
+        return _load_adapter(Path(r.path), dtype, device, trust_remote_code, progress)
     if trust_remote_code:
         log.warning("trust_remote_code=True for %s: code from the model repository will run", spec)
     if r.kind != "hub" and (Path(r.path) / MODEL_MANIFEST).is_file():
@@ -328,6 +330,22 @@ def load_model(
     model.eval()
     model.xlr_spec = r  # provenance for run records
     return model, tokenizer
+
+
+def _load_adapter(folder: Path, dtype: Any, device: str, trust_remote_code: bool, progress: bool) -> tuple[Any, Any]:
+    """A LoRA adapter folder written by xlr: load its base (recursively), apply and merge the adapter."""
+    from peft import PeftModel
+
+    if (folder / MODEL_MANIFEST).is_file():
+        verify_folder(folder)
+    base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ModelError(f"{folder}/adapter_config.json names no base_model_name_or_path; cannot load the adapter.")
+    model, tok = load_model(base, dtype=dtype, device=device, trust_remote_code=trust_remote_code, progress=progress)
+    model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+    model.eval()
+    model.xlr_spec = ResolvedSpec(str(folder), "adapter", str(folder))
+    return model, tok
 
 
 def model_record(spec: str) -> dict[str, Any]:

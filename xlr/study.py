@@ -25,6 +25,10 @@ CHECK_PROMPTS = {
 }
 
 
+class StudyError(ValueError):
+    """A run that cannot proceed as asked; the message says why and what to do."""
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -35,11 +39,11 @@ class Stage:
 STAGES = (
     Stage("data", "load and align training prompts, X-AlpacaEval and English preference pairs", True),
     Stage("models", "prepare pi_ref (and the local judge), check they load and answer", True),
-    Stage("anchor", "build pi0 by English DPO of pi_ref; pi0's held-out reward accuracy", False),
+    Stage("anchor", "build pi0 by English DPO of pi_ref; pi0's held-out reward accuracy", True),
     Stage("sampling", "on-policy sampling of N responses per prompt and language", True),
     Stage("rewards", "implicit cross-lingual reward log pi0(y|G(x)) - log pi_ref(y|G(x))", True),
     Stage("pairs", "length-controlled chosen/rejected pairs (alpha search), language fidelity", True),
-    Stage("training", "iterative multilingual DPO + NLL", False),
+    Stage("training", "iterative multilingual DPO + NLL", True),
     Stage("evaluation", "X-AlpacaEval generation, judging, WR / LC win rates", False),
     Stage("report", "executed notebooks and HTML reports", False),
 )
@@ -123,7 +127,7 @@ def stage_sampling(params: Params, run: Run, iteration: int = 1) -> dict[str, An
 
     device = resolve_device(params.runtime.device)
     dtype, _ = resolve_dtype(params.runtime.dtype, device)
-    policy_spec = params.models.pi0  # iteration t samples from pi^(t-1); only t = 1 (pi0) exists so far
+    policy_spec = policy_at(params, run, iteration - 1)  # iteration t samples from pi^(t-1)
     model, tok = load_model(policy_spec, dtype=dtype, device=device, trust_remote_code=params.models.trust_remote_code)
     if params.sampling.backend == "vllm":
         path = model.xlr_spec.path
@@ -163,8 +167,9 @@ def stage_rewards(params: Params, run: Run, iteration: int = 1) -> dict[str, Any
     device = resolve_device(params.runtime.device)
     dtype = torch.float32 if params.reward.dtype == "fp32" else torch.bfloat16
     fp32_head = params.reward.dtype != "bf16"
-    policy, tok = load_model(params.models.pi0, dtype=dtype, device=device)
-    reference, _ = load_model(params.models.pi_ref, dtype=dtype, device=device)
+    pol_spec, ref_spec = reward_models(params, run, iteration)
+    policy, tok = load_model(pol_spec, dtype=dtype, device=device)
+    reference, _ = load_model(ref_spec, dtype=dtype, device=device)
     english = {r["instruction_id"]: r["instruction_en"] for r in _train_rows(params, iteration)}
     samples = [s for lang in params.languages.train for s in load_samples(run.stage_dir("sampling", iteration) / lang)]
     rows = annotate(samples, english, policy, reference, tok, params.reward.variant, params.languages.names, params.reward.batch_tokens,
@@ -173,7 +178,7 @@ def stage_rewards(params: Params, run: Run, iteration: int = 1) -> dict[str, Any
     out = run.stage_dir("rewards", iteration) / "rewards.jsonl"
     atomic_write_jsonl(out, rows)
     counts = {"samples": len(rows), "variant": params.reward.variant, "dtype": params.reward.dtype}
-    run.finish_stage("rewards", iteration, artifacts=[out], counts=counts)
+    run.finish_stage("rewards", iteration, artifacts=[out], counts=counts, policy=pol_spec, reference=ref_spec)
     return counts
 
 
@@ -208,11 +213,98 @@ def stage_pairs(params: Params, run: Run, iteration: int = 1) -> dict[str, Any]:
     return stats
 
 
-RUNNERS = {"data": stage_data, "models": stage_models}
-ITERATION_RUNNERS = {"sampling": stage_sampling, "rewards": stage_rewards, "pairs": stage_pairs}
+def policy_at(params: Params, run: Run, t: int) -> str:
+    """Spec of pi^t: pi0 for t = 0 (given, or built by the anchor stage), else iteration t's trained model."""
+    if t == 0:
+        return str(run.root / "anchor" / "model") if params.models.pi0 == "build" else params.models.pi0
+    return str(run.root / f"iter{t}" / "training" / "model")
 
 
-def run_study(params: Params, force: bool = False, echo: Any = print) -> Run:
+def reward_models(params: Params, run: Run, t: int) -> tuple[str, str]:
+    """(policy, reference) giving the implicit reward at iteration t (params reward.models)."""
+    if params.reward.models == "pi0/pi_ref":
+        return policy_at(params, run, 0), params.models.pi_ref
+    if params.reward.models == "prev/pi_ref":
+        return policy_at(params, run, t - 1), params.models.pi_ref
+    return policy_at(params, run, t - 1), (policy_at(params, run, t - 2) if t >= 2 else params.models.pi_ref)
+
+
+def _runtime_dtype(params: Params) -> tuple[Any, str]:
+    from xlr.runtime import resolve_device, resolve_dtype
+
+    device = resolve_device(params.runtime.device)
+    return resolve_dtype(params.runtime.dtype, device)[0], device
+
+
+def stage_anchor(params: Params, run: Run) -> dict[str, Any]:
+    """pi0 = English DPO of pi_ref on held-in preference pairs; its implicit reward's accuracy on held-out pairs."""
+    import torch
+
+    from xlr import data
+    from xlr.models import load_model
+    from xlr.train import reward_accuracy, to_conversational, train_dpo
+
+    a = params.anchor
+    train = data.load_english_preferences(params.data.english_preferences, "train", params.data.data_dir)
+    held = data.load_english_preferences(params.data.english_preferences, "eval", params.data.data_dir)
+    if len(train) < a.n_train or len(held) < a.n_eval:
+        raise StudyError(f"anchor: {len(train)} train / {len(held)} eval pairs available, params ask {a.n_train} / {a.n_eval} (anchor.n_train / anchor.n_eval).")
+    pairs = [to_conversational(r["messages"], r["chosen"], r["rejected"]) for r in train.select(range(a.n_train))]
+    dtype, device = _runtime_dtype(params)
+    out = run.stage_dir("anchor")
+    record = train_dpo(params.models.pi_ref, pairs, out, beta=a.beta, learning_rate=a.learning_rate, epochs=a.epochs, batch_size=a.batch_size,
+                       grad_accum=a.grad_accum, max_length=a.max_length, finetune=a.finetune, lora=a.lora, seed=params.seed, dtype=dtype, device=device)
+    score_dtype = torch.float32 if params.reward.dtype == "fp32" else torch.bfloat16
+    pi0, tok = load_model(str(out / "model"), dtype=score_dtype, device=device)
+    pi_ref, _ = load_model(params.models.pi_ref, dtype=score_dtype, device=device)
+    eval_rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"], "tie": r["tie"]} for r in held.select(range(a.n_eval))]
+    acc = reward_accuracy(pi0, pi_ref, tok, eval_rows, n_boot=a.bootstrap, seed=params.seed, batch_tokens=params.reward.batch_tokens)
+    atomic_write_json(out / "reward_accuracy.json", acc)
+    run.manifest["models"]["pi0"] = {"spec": str(out / "model"), "built_from": params.models.pi_ref, "reward_accuracy": acc}
+    run.finish_stage("anchor", artifacts=[out / "reward_accuracy.json", out / "metrics.json", out / "model" / "xlr_model.json"],
+                     counts={"train_pairs": record["pairs"], "dropped_prompt_too_long": record["dropped_prompt_too_long"], "truncated": record["truncated"],
+                             "reward_accuracy": acc["accuracy"], "ci95": acc["ci95"]})
+    return acc
+
+
+def stage_training(params: Params, run: Run, iteration: int) -> dict[str, Any]:
+    """DPO (sigmoid, beta) + NLL on chosen (nll_weight) of pi^(t-1) on iteration t's pairs -> pi^t."""
+    from xlr.runs import read_jsonl
+    from xlr.train import to_conversational, train_dpo
+
+    tp = params.training
+    rows = read_jsonl(run.stage_dir("pairs", iteration) / "pairs.jsonl")
+    if not rows:
+        raise StudyError(f"iteration {iteration}: no pairs to train on (see {run.stage_dir('pairs', iteration) / 'pairs_stats.json'} for the drops).")
+    pairs = [to_conversational(r["prompt"], r["chosen"], r["rejected"]) for r in rows]
+    dtype, device = _runtime_dtype(params)
+    start = policy_at(params, run, iteration - 1)
+    loss_type, weights = (["sigmoid", "sft"], [1.0, tp.nll_weight]) if tp.nll_weight > 0 else (["sigmoid"], [1.0])
+    out = run.stage_dir("training", iteration)
+    record = train_dpo(start, pairs, out, beta=tp.beta, learning_rate=tp.learning_rate, epochs=tp.epochs, batch_size=tp.batch_size, grad_accum=tp.grad_accum,
+                       max_length=tp.max_length, finetune=tp.finetune, lora=tp.lora, loss_type=loss_type, loss_weights=weights, warmup_ratio=tp.warmup_ratio,
+                       seed=params.seed + iteration, dtype=dtype, device=device,
+                       reference_spec=params.models.pi_ref if tp.dpo_reference == "pi_ref" else None)
+    run.finish_stage("training", iteration, artifacts=[out / "metrics.json", out / "model" / "xlr_model.json"],
+                     counts={k: record[k] for k in ("pairs", "dropped_prompt_too_long", "truncated")}, start=start, loss_type=loss_type, loss_weights=weights)
+    return record
+
+
+RUNNERS = {"data": stage_data, "models": stage_models, "anchor": stage_anchor}
+ITERATION_RUNNERS = {"sampling": stage_sampling, "rewards": stage_rewards, "pairs": stage_pairs, "training": stage_training}
+
+
+def plan(params: Params) -> list[tuple[str, int | None]]:
+    """(stage, iteration) steps of the study in order; unbuilt stages are not in the plan."""
+    steps: list[tuple[str, int | None]] = [("data", None), ("models", None)]
+    if params.models.pi0 == "build":
+        steps.append(("anchor", None))
+    for t in range(1, params.iterations + 1):
+        steps += [(name, t) for name in ("sampling", "rewards", "pairs", "training")]
+    return steps
+
+
+def run_study(params: Params, force: bool = False, echo: Any = print, only: str | None = None, start_from: str | None = None) -> Run:
     from xlr.runtime import set_threads
 
     threads = set_threads(params.runtime.threads)
@@ -220,32 +312,36 @@ def run_study(params: Params, force: bool = False, echo: Any = print) -> Run:
     run.manifest["runtime"]["threads"] = threads
     run.save()
     t0 = time.monotonic()
-    blocked: list[str] = []
-    for stage in STAGES:
-        if not stage.built:
+    steps = plan(params)
+    names = [n for n, _ in steps]
+    for opt, value in (("--only", only), ("--from", start_from)):
+        if value is not None and value not in names:
+            raise StudyError(f"{opt} {value}: not a stage of this run; stages: {', '.join(dict.fromkeys(names))}")
+    started = start_from is None
+    for name, iteration in steps:
+        started = started or name == start_from
+        if not started or (only is not None and name != only):
             continue
-        iteration = 1 if stage.name in ITERATION_RUNNERS else None
-        if iteration is not None and params.models.pi0 == "build":
-            blocked.append(stage.name)
+        key = run.stage_key(name, iteration)
+        if only is not None or start_from is not None:
+            earlier = steps[: steps.index((name, iteration))]
+            missing_inputs = [run.stage_key(n, i) for n, i in earlier if not run.stage_done(n, i)]
+            if missing_inputs:
+                raise StudyError(f"[{key}] needs the earlier stages done first, and these are not: {', '.join(missing_inputs)}. "
+                                 "Fix: run without --only/--from, or --from the first of them.")
+        if run.stage_done(name, iteration):
+            echo(f"[{key}] done earlier, artifacts intact: skipped")
             continue
-        if run.stage_done(stage.name, iteration):
-            echo(f"[{run.stage_key(stage.name, iteration)}] done earlier, artifacts intact: skipped")
-            continue
-        echo(f"[{run.stage_key(stage.name, iteration)}] {stage.what}")
-        run.start_stage(stage.name, iteration)
+        echo(f"[{key}] {next(s.what for s in STAGES if s.name == name)}")
+        run.start_stage(name, iteration)
         try:
             if iteration is None:
-                RUNNERS[stage.name](params, run)
+                RUNNERS[name](params, run)
             else:
-                ITERATION_RUNNERS[stage.name](params, run, iteration)
+                ITERATION_RUNNERS[name](params, run, iteration)
         except Exception as e:
-            run.fail_stage(stage.name, f"{type(e).__name__}: {e}", iteration)
+            run.fail_stage(name, f"{type(e).__name__}: {e}", iteration)
             raise
-    if blocked:
-        echo(f"NOT RUN: {', '.join(blocked)} need pi0, and models.pi0 is 'build' while the anchor stage (English DPO) is not built yet. "
-             "Give an existing pi0 (e.g. --set models.pi0=SPEC) to run them.")
-    if params.iterations > 1 and not blocked:
-        echo("NOTE: only iteration 1's sampling/rewards/pairs ran: later iterations need the training stage.")
     missing = [s for s in STAGES if not s.built]
     echo(f"\nRun directory: {run.root}  ({time.monotonic() - t0:.0f} s)")
     if missing:

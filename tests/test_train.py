@@ -1,0 +1,129 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from xlr.config import LoraParams
+from xlr.models import load_model
+from xlr.train import bootstrap_ci, reward_accuracy, to_conversational, train_dpo
+
+PAIRS = [
+    ("Name a colour.", "Blue.", "I like turtles and many other animals."),
+    ("What is 2+2?", "4", "Five, probably."),
+    ("Say hello in German.", "Hallo!", "Bonjour."),
+    ("Give a fruit.", "An apple.", "Rock."),
+]
+
+
+def _token_logps(model, tok, prompt, completion_text_messages):
+    """Independent: per-token log-probs of the completion as trl tokenises it (template over prompt+completion,
+    completion = what follows the rendered prompt)."""
+    p_ids = tok(tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False), add_special_tokens=False)["input_ids"]
+    full = tok(tok.apply_chat_template(prompt + completion_text_messages, tokenize=False), add_special_tokens=False)["input_ids"]
+    assert full[: len(p_ids)] == p_ids
+    ids = torch.tensor([full])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0].double(), -1)
+    return [logp[k - 1, full[k]].item() for k in range(len(p_ids), len(full))]
+
+
+def test_first_logged_loss_is_dpo_plus_nll(tmp_path):
+    pairs = [to_conversational(*p) for p in PAIRS]
+    rec = train_dpo("tiny:0", pairs, tmp_path, beta=0.1, learning_rate=1e-3, epochs=1, batch_size=4, grad_accum=1, max_length=128,
+                    finetune="lora", lora=LoraParams(r=4, alpha=8, dropout=0.0), loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.7], seed=0)
+    first = json.loads((tmp_path / "metrics.json").read_text())[0]
+    model, tok = load_model("tiny:0")
+    # At step 1 the LoRA update is zero, so policy == reference: DPO sigmoid loss = -log sigmoid(0) = log 2.
+    chosen_tokens = [lp for p in pairs for lp in _token_logps(model, tok, p["prompt"], p["chosen"])]
+    nll = -sum(chosen_tokens) / len(chosen_tokens)  # trl's "sft" loss: token mean over the batch's chosen completions
+    assert first["loss"] == pytest.approx(math.log(2) + 0.7 * nll, rel=1e-4)
+    assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+    assert {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "learning_rate"} <= set(first)
+    assert (tmp_path / "model/xlr_model.json").is_file() and (tmp_path / "adapter/adapter_config.json").is_file()
+    assert rec["pairs"] == 4 and rec["dropped_prompt_too_long"] == 0
+    # the adapter folder loads on its own (base named by its spec) and equals the merged model
+    merged, _ = load_model(str(tmp_path / "model"))
+    via_adapter, _ = load_model(str(tmp_path / "adapter"))
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, via_adapter(ids).logits, atol=1e-5)
+        assert not torch.allclose(merged(ids).logits, model(ids).logits, atol=1e-6)  # training changed the model
+
+
+def test_too_long_prompts_are_counted_not_silently_dropped(tmp_path):
+    pairs = [to_conversational(*PAIRS[0]), to_conversational("word " * 200, "a", "b")]
+    rec = train_dpo("tiny:0", pairs, tmp_path, beta=0.1, learning_rate=1e-4, epochs=1, batch_size=1, grad_accum=1, max_length=64,
+                    finetune="lora", lora=LoraParams(r=2, alpha=4), seed=0)
+    assert rec["pairs"] == 1 and rec["dropped_prompt_too_long"] == 1
+
+
+def _independent_seq_logp(model, tok, prompt, response):
+    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    p = tok(text, add_special_tokens=False)["input_ids"]
+    c = tok(response + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        lp = torch.log_softmax(model(torch.tensor([p + c])).logits[0].double(), -1)
+    return sum(lp[len(p) + k - 1, t].item() for k, t in enumerate(c))
+
+
+def test_reward_accuracy_equals_independent_computation():
+    pol, tok = load_model("tiny:0")
+    ref, _ = load_model("tiny:1")
+    rows = [{"prompt": p, "chosen": c, "rejected": r, "tie": False} for p, c, r in PAIRS] + [{"prompt": "x", "chosen": "y", "rejected": "z", "tie": True}]
+    got = reward_accuracy(pol, ref, tok, rows, n_boot=200, seed=0)
+    want = []
+    for p, c, r in PAIRS:
+        rc = _independent_seq_logp(pol, tok, p, c) - _independent_seq_logp(ref, tok, p, c)
+        rr = _independent_seq_logp(pol, tok, p, r) - _independent_seq_logp(ref, tok, p, r)
+        want.append(rc > rr)
+    assert got["n"] == 4 and got["ties_excluded"] == 1
+    assert got["accuracy"] == sum(want) / 4
+    assert got["ci95"][0] <= got["accuracy"] <= got["ci95"][1]
+
+
+def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
+    v = [1, 0, 1, 1, 0, 1, 1, 1, 0, 1] * 5
+    a, b = bootstrap_ci(v, 500, seed=3), bootstrap_ci(v, 500, seed=3)
+    assert a == b and a[0] < 0.7 < a[1] and a[1] - a[0] < 0.3
+    assert all(math.isnan(x) for x in bootstrap_ci([], 10))
+
+
+RESUME_SCRIPT = """
+import sys, json
+from pathlib import Path
+from xlr.config import LoraParams
+from xlr.runtime import set_threads
+from xlr.train import to_conversational, train_dpo
+set_threads(1)
+pairs = [to_conversational("Question %d?" % i, "Answer %d." % i, "No.") for i in range(12)]
+rec = train_dpo("tiny:0", pairs, Path(sys.argv[1]), beta=0.1, learning_rate=1e-3, epochs=1, batch_size=2, grad_accum=1, max_length=64,
+                finetune="lora", lora=LoraParams(r=2, alpha=4, dropout=0.0), seed=0, save_steps=1)
+print(json.dumps(rec))
+"""
+
+
+def test_resume_after_kill_mid_training(tmp_path):
+    out = tmp_path / "train"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (out / "checkpoints/checkpoint-2").is_dir():
+        if proc.poll() is not None:
+            pytest.fail("training finished before it could be killed: " + proc.stdout.read().decode()[-2000:])
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists()
+    done = subprocess.run([sys.executable, "-c", RESUME_SCRIPT, str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rec = json.loads(done.stdout.strip().splitlines()[-1])
+    assert rec["resumed"] is True
+    steps = [h["step"] for h in json.loads((out / "metrics.json").read_text()) if "loss" in h]
+    assert steps == list(range(1, 7))  # restored history + the remaining steps, none done twice

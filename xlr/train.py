@@ -1,0 +1,228 @@
+"""DPO training with trl: the English anchor pi0, and each iteration's multilingual DPO (+ NLL on chosen).
+
+Both use trl's ``DPOTrainer`` on conversational pairs (prompt = one user message, chosen/rejected = one assistant
+message), LoRA (peft) by default or full fine-tuning. With LoRA the DPO reference is the start model itself
+(peft's disabled adapter) and its log-probs are precomputed once (``precompute_ref_log_probs``). The trained
+model is saved under the run directory as a LoRA adapter plus merged weights (a plain folder that
+:func:`xlr.models.load_model` loads and hash-checks), and becomes the next policy.
+
+One documented deviation from stock trl 1.16: its DPOTrainer always patches a chunked, fused LM head which, off
+Triton devices (CPU), scores every position of the batch, prompt and padding included, and has no switch for it.
+:func:`compact_fused_head` makes it score only positions with a label, as trl itself does on Triton devices (the
+CPU has no shape-recompilation cost that the dense path avoids). Same loss code, same numbers; a test checks the
+loss against an independent computation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xlr.chat import chat_ids
+from xlr.runs import atomic_write_json, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def compact_fused_head() -> Iterator[None]:
+    """Within this context trl's fused LM head scores only labelled positions on every device (see module doc)."""
+    import trl.trainer.utils as tu
+
+    original = tu._use_triton
+    tu._use_triton = lambda device: True  # only consulted for the compact/dense choice in trl.trainer.utils
+    try:
+        yield
+    finally:
+        tu._use_triton = original
+
+
+def to_conversational(prompt: str | list[dict[str, str]], chosen: str, rejected: str) -> dict[str, Any]:
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    return {"prompt": messages, "chosen": [{"role": "assistant", "content": chosen}], "rejected": [{"role": "assistant", "content": rejected}]}
+
+
+def length_report(tokenizer: Any, pairs: Sequence[dict[str, Any]], max_length: int) -> tuple[list[int], dict[str, int]]:
+    """Indices of pairs trl can train on, and counts of those it would drop (prompt alone >= max_length) or
+    truncate (prompt + response > max_length). trl drops the former silently; xlr counts them."""
+    keep, counts = [], {"dropped_prompt_too_long": 0, "truncated": 0}
+    for i, p in enumerate(pairs):
+        prompt_ids = chat_ids(tokenizer, p["prompt"], add_generation_prompt=True)
+        if len(prompt_ids) >= max_length:
+            counts["dropped_prompt_too_long"] += 1
+            continue
+        longest = max(len(tokenizer(p[k][0]["content"], add_special_tokens=False)["input_ids"]) + 2 for k in ("chosen", "rejected"))
+        if len(prompt_ids) + longest > max_length:
+            counts["truncated"] += 1
+        keep.append(i)
+    return keep, counts
+
+
+def lora_config(lora: Any) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules, task_type="CAUSAL_LM")
+
+
+def train_dpo(
+    start_spec: str,
+    pairs: Sequence[dict[str, Any]],
+    out_dir: Path,
+    *,
+    beta: float,
+    learning_rate: float,
+    epochs: float,
+    batch_size: int,
+    grad_accum: int,
+    max_length: int,
+    finetune: str,
+    lora: Any,
+    loss_type: Sequence[str] = ("sigmoid",),
+    loss_weights: Sequence[float] | None = None,
+    warmup_ratio: float = 0.1,
+    seed: int = 42,
+    dtype: Any = None,
+    device: str = "cpu",
+    reference_spec: str | None = None,
+    save_merged: bool = True,
+    save_steps: int = 10,
+) -> dict[str, Any]:
+    """DPO of ``start_spec`` on conversational ``pairs``; resumes from the last checkpoint in ``out_dir``.
+
+    Writes ``out_dir/adapter`` (LoRA) and ``out_dir/model`` (merged, hash-recorded), ``out_dir/metrics.json``
+    (trl's per-step log: loss, rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies, lr, ...).
+    ``reference_spec``: a different DPO reference than the start model (full fine-tuning, or LoRA with an explicit
+    reference); by default the reference is the start model.
+    """
+    import torch
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from xlr.models import MODEL_MANIFEST, load_model
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, tok = load_model(start_spec, dtype=dtype or torch.float32, device=device)
+    keep, counts = length_report(tok, pairs, max_length)
+    if not keep:
+        raise ValueError(f"no trainable pairs: all {len(pairs)} prompts are >= max_length={max_length} tokens. Fix: raise max_length.")
+    ds = Dataset.from_list([{k: pairs[i][k] for k in ("prompt", "chosen", "rejected")} for i in keep])
+    ref_model = None
+    if reference_spec is not None and reference_spec != start_spec:
+        ref_model, _ = load_model(reference_spec, dtype=dtype or torch.float32, device=device)
+    elif finetune == "full":
+        # trl would reload a reference from config._name_or_path; pass the start model's own copy instead.
+        ref_model, _ = load_model(start_spec, dtype=dtype or torch.float32, device=device)
+    steps_per_epoch = math.ceil(len(ds) / (batch_size * grad_accum))
+    args = DPOConfig(
+        output_dir=str(out_dir / "checkpoints"),
+        beta=beta,
+        loss_type=list(loss_type),
+        loss_weights=list(loss_weights) if loss_weights else None,
+        learning_rate=learning_rate,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        warmup_steps=int(warmup_ratio * steps_per_epoch * epochs),
+        max_length=max_length,
+        precompute_ref_log_probs=True,
+        precompute_ref_batch_size=max(batch_size, 4),
+        bf16=False,  # trl's default (True) errors without a GPU; the base model's own dtype is used instead
+        fp16=False,
+        use_cpu=device == "cpu",
+        gradient_checkpointing=False,  # on by default in trl; needless at this size and slower on CPU
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=2,
+        report_to=[],
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+        peft_config=lora_config(lora) if finetune == "lora" else None,
+    )
+    resume = any((out_dir / "checkpoints").glob("checkpoint-*"))
+    with compact_fused_head():
+        trainer.train(resume_from_checkpoint=True if resume else None)
+    history = [h for h in trainer.state.log_history if "loss" in h or "train_runtime" in h]
+    atomic_write_json(out_dir / "metrics.json", history)
+    trained = trainer.model
+    record: dict[str, Any] = {"start": start_spec, "reference": reference_spec or start_spec, "finetune": finetune, "pairs": len(ds), "resumed": resume, **counts}
+    if finetune == "lora":
+        adapter = out_dir / "adapter"
+        trained.save_pretrained(adapter)
+        cfg_path = adapter / "adapter_config.json"  # name the base by its xlr spec, so the adapter loads anywhere
+        atomic_write_json(cfg_path, {**json.loads(cfg_path.read_text()), "base_model_name_or_path": start_spec})
+        atomic_write_json(adapter / MODEL_MANIFEST, {"kind": "lora-adapter", "start": start_spec,
+                                                     "weights": {p.name: sha256_file(p) for p in sorted(adapter.glob("*.safetensors"))}})
+        record["adapter"] = str(adapter)
+        merged = trained.merge_and_unload()
+    else:
+        merged = trained
+    if save_merged or finetune == "full":
+        target = out_dir / "model"
+        merged.save_pretrained(target, safe_serialization=True)
+        tok.save_pretrained(target)
+        atomic_write_json(target / MODEL_MANIFEST, {
+            "kind": "dpo", "start": start_spec, "record": record,
+            "weights": {p.name: sha256_file(p) for p in sorted(target.glob("*.safetensors"))},
+        })
+        record["model"] = str(target)
+    atomic_write_json(out_dir / "train_record.json", record)
+    return record
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reward accuracy of an implicit reward
+
+
+def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def reward_accuracy(policy: Any, reference: Any, tokenizer: Any, pairs: Sequence[dict[str, Any]], n_boot: int = 1000, seed: int = 0, batch_tokens: int = 2048) -> dict[str, Any]:
+    """How often the implicit reward log pi/pi_ref prefers the chosen response of held-out English pairs
+    (``prompt`` as a user message, ``chosen``, ``rejected`` strings; ties in the labels excluded), with a
+    bootstrap CI; and, as baselines, how often each model's log-likelihood alone prefers chosen."""
+    from xlr.rewards import score_models
+
+    usable = [p for p in pairs if not p.get("tie")]
+    prompts = [p["prompt"] for p in usable] * 2
+    responses = [p["chosen"] for p in usable] + [p["rejected"] for p in usable]
+    pol, ref = score_models([policy, reference], tokenizer, prompts, responses, batch_tokens=batch_tokens)
+    n = len(usable)
+    r = [pol[i] - ref[i] for i in range(2 * n)]
+    correct = [float(r[i] > r[n + i]) for i in range(n)]
+    lo, hi = bootstrap_ci(correct, n_boot, seed)
+    return {
+        "n": n, "ties_excluded": len(pairs) - n,
+        "accuracy": float(np.mean(correct)), "ci95": [lo, hi],
+        "loglik_accuracy_policy": float(np.mean([pol[i] > pol[n + i] for i in range(n)])),
+        "loglik_accuracy_reference": float(np.mean([ref[i] > ref[n + i] for i in range(n)])),
+        "mean_margin": float(np.mean([r[i] - r[n + i] for i in range(n)])),
+    }
+
+
+def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
+    return json.loads((out_dir / "metrics.json").read_text())
