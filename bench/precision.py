@@ -1,9 +1,8 @@
 """How much do bf16 scoring and the reference code's masking (parity='icr') change rewards and pairs?
 
 On real on-policy samples: --prompts German training prompts x --n samples from the 0.5B model (bf16, T 0.9).
-The reward pair is a STAND-IN (no English DPO pi0 of this model exists yet): "pi0" = qwen2.5-coder-1.5b-instruct,
-"pi_ref" = qwen2.5-coder-0.5b-instruct (same tokenizer), so r = log p_1.5B(y|G(x)) - log p_0.5B(y|G(x)) is a real
-log-ratio with a realistic spread. Reference: fp32 everywhere, correct alignment. Compared:
+By default the reward pair is a STAND-IN: "pi0" = qwen2.5-coder-1.5b-instruct, "pi_ref" = the 0.5B (same
+tokenizer); pass --pi0 runs/cpu/anchor/model for the real English-DPO pi0 built by `xlr run params/cpu.yaml`. Reference: fp32 everywhere, correct alignment. Compared:
 - bf16 weights and activations with the LM head and log-softmax in fp32 (xlr's reward.dtype: bf16),
 - parity='icr' masking in fp32.
 Printed: mean/max |difference| of rewards (nats), the within-prompt reward spread, and how many prompts change
@@ -42,6 +41,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--lang", default="de")
+    ap.add_argument("--pi0", default="qwen2.5-coder-1.5b-instruct", help="default: a stand-in (see docstring); give a real pi0, e.g. runs/cpu/anchor/model")
+    ap.add_argument("--pi-ref", default="qwen2.5-coder-0.5b-instruct")
     args = ap.parse_args()
     set_threads()
     rows = data.load_train_prompts([args.lang], args.prompts)
@@ -55,8 +56,8 @@ def main() -> None:
     print(f"sampled {len(responses)} responses in {time.perf_counter() - t0:.0f} s")
 
     def rewards(dtype: torch.dtype, parity: str | None) -> list[float]:
-        big, _ = load_model("qwen2.5-coder-1.5b-instruct", dtype=dtype)
-        small, _ = load_model("qwen2.5-coder-0.5b-instruct", dtype=dtype)
+        big, _ = load_model(args.pi0, dtype=dtype)
+        small, _ = load_model(args.pi_ref, dtype=dtype)
         p, r = score_models([big, small], tok, prompts, responses, batch_tokens=4096, parity=parity)
         return [a - b for a, b in zip(p, r, strict=True)]
 
@@ -64,6 +65,7 @@ def main() -> None:
     variants = {"bf16 (fp32 head)": rewards(torch.bfloat16, None), "parity icr (fp32)": rewards(torch.float32, "icr")}
     spread = statistics.mean(max(ref[k : k + args.n]) - min(ref[k : k + args.n]) for k in range(0, len(ref), args.n))
     base = pick(ref, args.n)
+    print(f"pi0 = {args.pi0}, pi_ref = {args.pi_ref}")
     print(f"{len(rows)} prompts x {args.n} samples ({args.lang}); mean within-prompt reward spread (max - min), fp32: {spread:.2f} nats")
     print(f"{'variant':<22}{'mean |dr|':>11}{'max |dr|':>10}{'chosen changed':>16}{'rejected changed':>18}")
     for name, vals in variants.items():

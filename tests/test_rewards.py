@@ -128,3 +128,20 @@ def test_annotate_rows(tiny, tiny_other):
         assert row["reward_prompt"] == render_prompt(tok, cross_lingual_prompt("Name three colours.", "de"))
         assert row["len_chars"] == len(samples[row["sample_idx"]]["response"])
     assert set(rows[0]) >= {"id", "lang", "sample_idx", "variant", "reward_prompt", "response", "policy_logp", "reference_logp", "reward", "n_tokens", "len_chars"}
+
+
+def test_r_t_scores_the_translation_under_the_english_instruction(tiny, tiny_other):
+    from xlr.sampling import HFBackend
+
+    model, tok = tiny
+    samples = [{"id": "a", "lang": "de", "sample_idx": 0, "prompt": "Nenne drei Farben.", "response": "Rot, Grün, Blau.", "n_tokens": 5},
+               {"id": "b", "lang": "en", "sample_idx": 0, "prompt": "Name a fruit.", "response": "Apple.", "n_tokens": 2}]
+    rows = annotate(samples, {"a": "Name three colours.", "b": "Name a fruit."}, model, tiny_other, tok, "R_t",
+                    translator=HFBackend(model, tok), translate_max_new_tokens=6)
+    de, en = rows
+    assert de["response_original"] == "Rot, Grün, Blau." and de["response"] != de["response_original"]  # pi0's translation
+    assert en["response"] == "Apple."  # English needs no translation
+    assert de["reward_prompt"] == render_prompt(tok, "Name three colours.")  # plain English instruction, no prefix
+    want = _independent_logps(model, tok, ["Name three colours."], [de["response"]])[0] - _independent_logps(tiny_other, tok, ["Name three colours."], [de["response"]])[0]
+    assert de["reward"] == pytest.approx(want, rel=1e-4, abs=1e-5)
+    assert de["len_chars"] == len("Rot, Grün, Blau.")

@@ -74,3 +74,36 @@ def test_vllm_backend_generates(tiny_dir):
     be = VLLMBackend(str(tiny_dir), tok)
     out = be.generate(["Hallo"], GenConfig(n=2, max_new_tokens=4))
     assert len(out[0]) == 2
+
+
+def test_greedy_equals_transformers_generate(backend):
+    import torch
+
+    from xlr.chat import render_prompt
+
+    tok = backend.tokenizer
+    for r in ROWS[:3]:
+        text = render_prompt(tok, r["instruction"])
+        enc = tok(text, return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            ref = backend.model.generate(**enc, max_new_tokens=7, do_sample=False, eos_token_id=backend.stop_ids, pad_token_id=tok.pad_token_id)
+        ref_ids = [t for t in ref[0, enc["input_ids"].shape[1]:].tolist() if t not in backend.stop_ids]
+        ours = backend.generate([text], GenConfig(n=1, do_sample=False, max_new_tokens=7))[0][0]
+        assert ours.text == tok.decode(ref_ids, skip_special_tokens=True).strip()
+
+
+def test_sampler_matches_the_distribution():
+    import torch
+
+    from xlr.sampling import sample_next
+
+    logits = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.4]])).repeat(20000, 1)
+    g = torch.Generator().manual_seed(0)
+    draws = sample_next(logits, GenConfig(temperature=1.0), g)
+    freq = torch.bincount(draws, minlength=4).float() / len(draws)
+    assert torch.allclose(freq, torch.tensor([0.1, 0.2, 0.3, 0.4]), atol=0.015)
+    top_p = sample_next(logits, GenConfig(temperature=1.0, top_p=0.65), g)  # keeps 0.4 and 0.3 (mass 0.7 >= 0.65)
+    f = torch.bincount(top_p, minlength=4).float() / len(top_p)
+    assert f[:2].sum() == 0 and abs(f[3] - 0.4 / 0.7) < 0.015
+    top_k = sample_next(logits, GenConfig(temperature=1.0, top_k=1), g)
+    assert (top_k == 3).all()

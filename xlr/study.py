@@ -245,10 +245,12 @@ def stage_anchor(params: Params, run: Run) -> dict[str, Any]:
     from xlr.train import reward_accuracy, to_conversational, train_dpo
 
     a = params.anchor
-    train = data.load_english_preferences(params.data.english_preferences, "train", params.data.data_dir)
-    held = data.load_english_preferences(params.data.english_preferences, "eval", params.data.data_dir)
-    if len(train) < a.n_train or len(held) < a.n_eval:
-        raise StudyError(f"anchor: {len(train)} train / {len(held)} eval pairs available, params ask {a.n_train} / {a.n_eval} (anchor.n_train / anchor.n_eval).")
+    reports = {split: data.LoadReport(params.data.english_preferences) for split in ("train", "eval")}
+    train = data.load_english_preferences(params.data.english_preferences, "train", params.data.data_dir, report=reports["train"])
+    held = data.load_english_preferences(params.data.english_preferences, "eval", params.data.data_dir, report=reports["eval"])
+    if len(train) < a.n_train:
+        raise StudyError(f"anchor: {len(train)} usable train pairs, params ask {a.n_train} (anchor.n_train). Fix: lower anchor.n_train.")
+    n_eval = min(a.n_eval, len(held))  # all held-out pairs up to n_eval (the shipped file has 199 usable of 200)
     pairs = [to_conversational(r["messages"], r["chosen"], r["rejected"]) for r in train.select(range(a.n_train))]
     dtype, device = _runtime_dtype(params)
     out = run.stage_dir("anchor")
@@ -257,12 +259,13 @@ def stage_anchor(params: Params, run: Run) -> dict[str, Any]:
     score_dtype = torch.float32 if params.reward.dtype == "fp32" else torch.bfloat16
     pi0, tok = load_model(str(out / "model"), dtype=score_dtype, device=device)
     pi_ref, _ = load_model(params.models.pi_ref, dtype=score_dtype, device=device)
-    eval_rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"], "tie": r["tie"]} for r in held.select(range(a.n_eval))]
+    eval_rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"], "tie": r["tie"]} for r in held.select(range(n_eval))]
     acc = reward_accuracy(pi0, pi_ref, tok, eval_rows, n_boot=a.bootstrap, seed=params.seed, batch_tokens=params.reward.batch_tokens)
     atomic_write_json(out / "reward_accuracy.json", acc)
     run.manifest["models"]["pi0"] = {"spec": str(out / "model"), "built_from": params.models.pi_ref, "reward_accuracy": acc}
     run.finish_stage("anchor", artifacts=[out / "reward_accuracy.json", out / "metrics.json", out / "model" / "xlr_model.json"],
                      counts={"train_pairs": record["pairs"], "dropped_prompt_too_long": record["dropped_prompt_too_long"], "truncated": record["truncated"],
+                             "eval_pairs": n_eval, "skipped_when_loaded": {k: dict(r.skipped) for k, r in reports.items()},
                              "reward_accuracy": acc["accuracy"], "ci95": acc["ci95"]})
     return acc
 

@@ -147,16 +147,16 @@ def train_dpo(
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
-    trainer = DPOTrainer(
-        model=model,
-        ref_model=ref_model,
-        args=args,
-        train_dataset=ds,
-        processing_class=tok,
-        peft_config=lora_config(lora) if finetune == "lora" else None,
-    )
     resume = any((out_dir / "checkpoints").glob("checkpoint-*"))
-    with compact_fused_head():
+    with compact_fused_head():  # covers __init__ too: trl precomputes the reference log-probs there
+        trainer = DPOTrainer(
+            model=model,
+            ref_model=ref_model,
+            args=args,
+            train_dataset=ds,
+            processing_class=tok,
+            peft_config=lora_config(lora) if finetune == "lora" else None,
+        )
         trainer.train(resume_from_checkpoint=True if resume else None)
     history = [h for h in trainer.state.log_history if "loss" in h or "train_runtime" in h]
     atomic_write_json(out_dir / "metrics.json", history)
