@@ -60,3 +60,11 @@ def test_run_from_other_params_is_refused_or_moved_aside(smoke_params):
     moved = Run.open(other, force=True)
     assert moved.manifest["params_hash"] == other.params_hash()
     assert any(p.name.startswith("smoke.replaced-") for p in run.root.parent.iterdir())
+
+
+def test_a_run_can_be_extended_by_more_iterations(smoke_params):
+    run = Run.open(smoke_params)
+    more = load_params(run.root / "params.yaml", parse_override("iterations=3"))
+    again = Run.open(more)
+    assert again.manifest["params"]["iterations"] == 3 and again.manifest["params_history"][0]["iterations"] == 2
+    assert load_params(run.root / "params.yaml").iterations == 3

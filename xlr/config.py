@@ -225,6 +225,12 @@ class Params(_Strict):
         canon = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()
 
+    def compat_hash(self) -> str:
+        """Like :meth:`params_hash` but without the fields that only extend or describe a run (``iterations``,
+        ``description``): a run directory accepts params that differ from its own only there."""
+        canon = json.dumps(self.model_dump(mode="json", exclude={"iterations", "description"}), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()
+
 
 class ParamsError(ValueError):
     """A params file that cannot be used; the message names the file, the field and the fix."""

@@ -136,24 +136,31 @@ class Run:
         mpath = root / MANIFEST
         if mpath.is_file():
             manifest = json.loads(mpath.read_text())
-            if manifest.get("params_hash") != phash:
+            stored = manifest.get("compat_hash") or type(params).model_validate(manifest["params"]).compat_hash()
+            if stored != params.compat_hash():
                 if not force:
                     raise RunMismatch(
                         f"{root}: this run directory was made from other params (params_hash "
-                        f"{manifest.get('params_hash', '?')[:12]}, yours {phash[:12]}). Fix: give the experiment "
-                        "another `name`, or pass --force to move the old run aside and start anew."
+                        f"{manifest.get('params_hash', '?')[:12]}, yours {phash[:12]}; only `iterations` and "
+                        "`description` may change within a run). Fix: give the experiment another `name`, or pass "
+                        "--force to move the old run aside and start anew."
                     )
                 aside = root.with_name(f"{root.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
                 root.rename(aside)
                 return cls.open(params, root, force=False)
             run = cls(root, manifest)
             run.manifest["reopened"] = [*manifest.get("reopened", []), _now()]
+            if manifest["params_hash"] != phash:  # only iterations/description changed: extend the run, keep a trail
+                run.manifest["params_history"] = [*manifest.get("params_history", []), {"params_hash": manifest["params_hash"], "iterations": manifest["params"]["iterations"], "until": _now()}]
+                run.manifest.update(params_hash=phash, params=params.model_dump(mode="json"))
+                atomic_write_text(root / "params.yaml", yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
             run.save()
             return run
         root.mkdir(parents=True, exist_ok=True)
         manifest = {
             "name": params.name,
             "params_hash": phash,
+            "compat_hash": params.compat_hash(),
             "created": _now(),
             "git_sha": git_sha(),
             "packages": package_versions(),
