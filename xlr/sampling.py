@@ -89,23 +89,29 @@ class HFBackend:
         self.tokenizer = tokenizer
         self.stop_ids = stop_token_ids(tokenizer)
 
-    def _decode_batch(self, rows: list[list[int]], cfg: GenConfig, generator: Any) -> list[Generation]:
+    def _decode_batch(self, prompts: list[list[int]], n: int, cfg: GenConfig, generator: Any) -> list[Generation]:
+        """``n`` continuations of each prompt. Each prompt is prefilled ONCE and its KV cache repeated n times
+        (the N samples of a prompt share it): prompts of 1,000+ tokens occur in the training data."""
         import torch
         from transformers import DynamicCache
 
         device = self.model.device
         pad = self.tokenizer.pad_token_id
-        width = max(len(r) for r in rows)
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
-        attn = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+        width = max(len(r) for r in prompts)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in prompts], device=device)
+        attn = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in prompts], device=device)
         pos = (attn.cumsum(-1) - 1).clamp_(min=0)
         cache = DynamicCache()
         stop = torch.tensor(self.stop_ids, device=device)
-        alive = list(range(len(rows)))  # original row of each live batch row
-        out: list[list[int]] = [[] for _ in rows]
-        ended = [False] * len(rows)
+        n_rows = len(prompts) * n
+        alive = list(range(n_rows))  # original row (prompt-major, n per prompt) of each live batch row
+        out: list[list[int]] = [[] for _ in range(n_rows)]
+        ended = [False] * n_rows
         with torch.no_grad():
-            logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True).logits[:, -1]
+            logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+            if n > 1:
+                cache.batch_repeat_interleave(n)
+                logits, attn, pos = logits.repeat_interleave(n, 0), attn.repeat_interleave(n, 0), pos.repeat_interleave(n, 0)
             next_pos = pos[:, -1:] + 1
             for _ in range(cfg.max_new_tokens):
                 tok = sample_next(logits, cfg, generator)
@@ -126,7 +132,7 @@ class HFBackend:
                     attn, next_pos, tok = attn[idx], next_pos[idx], tok[idx]
                     alive = [alive[j] for j in keep]
                 attn = torch.cat([attn, attn.new_ones(len(alive), 1)], dim=-1)
-                logits = self.model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, past_key_values=cache, use_cache=True).logits[:, -1]
+                logits = self.model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
                 next_pos = next_pos + 1
         return [Generation(self.tokenizer.decode(o, skip_special_tokens=True).strip(), len(o), not e) for o, e in zip(out, ended, strict=True)]
 
@@ -141,7 +147,7 @@ class HFBackend:
         out: list[list[Generation]] = [[] for _ in prompts]
         for start in range(0, len(order), per_batch):
             idx = order[start : start + per_batch]
-            gens = self._decode_batch([encoded[i] for i in idx for _ in range(cfg.n)], cfg, generator)
+            gens = self._decode_batch([encoded[i] for i in idx], cfg.n, cfg, generator)
             for j, i in enumerate(idx):
                 out[i] = gens[j * cfg.n : (j + 1) * cfg.n]
             if progress:
