@@ -4,6 +4,7 @@ Same model, same LoRA, same pairs (the first English UltraFeedback train pairs),
 loss (DPO sigmoid, beta 0.1, + NLL on chosen with weight 1.0, as trl's loss_type=["sigmoid", "sft"]):
 - "trl stock": trl 1.16 DPOTrainer as shipped (its fused LM head scores every position on CPU, in fp32);
 - "trl + xlr compact head": the same trainer inside xlr.train.compact_fused_head (labelled positions only);
+- "trl + xlr bf16 head": the same trainer with xlr.train.bf16_cpu_head (one bf16 matmul, fp32 log-softmax);
 - "plain loop": a hand-written step (forward of chosen+rejected, LM head at completion positions in bf16 with
   fp32 log-softmax, AdamW), its first-step loss checked against trl's.
 Reference log-probs are precomputed by every variant before timing. Prints seconds per step and the ratio.
@@ -27,10 +28,10 @@ from xlr.chat import chat_ids
 from xlr.config import LoraParams
 from xlr.models import load_model
 from xlr.runtime import set_threads
-from xlr.train import compact_fused_head, lora_config, to_conversational
+from xlr.train import bf16_cpu_head, compact_fused_head, lora_config, to_conversational
 
 
-def trl_steps(model_spec, pairs, steps, batch, max_length, compact: bool) -> tuple[float, float]:
+def trl_steps(model_spec, pairs, steps, batch, max_length, head: str) -> tuple[float, float]:
     """(seconds per optimizer step after the first, first-step loss) for trl's DPOTrainer."""
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -46,7 +47,8 @@ def trl_steps(model_spec, pairs, steps, batch, max_length, compact: bool) -> tup
         def on_step_end(self, args, state, control, **kw):
             times.append(time.perf_counter() - self.t)
 
-    with tempfile.TemporaryDirectory() as d, (compact_fused_head() if compact else contextlib.nullcontext()):
+    patch = {"stock": contextlib.nullcontext(), "compact": compact_fused_head(), "bf16": bf16_cpu_head()}[head]
+    with tempfile.TemporaryDirectory() as d, patch:
         args = DPOConfig(output_dir=d, beta=0.1, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0], learning_rate=5e-5, max_steps=steps,
                          per_device_train_batch_size=batch, max_length=max_length, precompute_ref_log_probs=True, bf16=False, use_cpu=True,
                          gradient_checkpointing=False, logging_steps=1, save_strategy="no", report_to=[], seed=0, disable_tqdm=True)
@@ -118,8 +120,9 @@ def main() -> None:
     prefs = data.load_english_preferences("ultrafeedback", "train")
     pairs = [to_conversational(r["messages"], r["chosen"], r["rejected"]) for r in prefs.select(range(args.steps * args.batch))]
     rows = {
-        "trl stock": trl_steps(args.model, pairs, args.steps, args.batch, args.max_length, compact=False),
-        "trl + xlr compact head": trl_steps(args.model, pairs, args.steps, args.batch, args.max_length, compact=True),
+        "trl stock": trl_steps(args.model, pairs, args.steps, args.batch, args.max_length, "stock"),
+        "trl + xlr compact head": trl_steps(args.model, pairs, args.steps, args.batch, args.max_length, "compact"),
+        "trl + xlr bf16 head": trl_steps(args.model, pairs, args.steps, args.batch, args.max_length, "bf16"),
         "plain loop": plain_steps(args.model, pairs, args.steps, args.batch, args.max_length),
     }
     print(f"model {args.model} (bf16 base, LoRA r16 fp32), batch {args.batch} pairs, max_length {args.max_length}, {args.steps} steps (first excluded)")
@@ -127,7 +130,8 @@ def main() -> None:
     for name, (sec, loss) in rows.items():
         print(f"{name:<26}{sec:>9.1f}{args.batch / sec:>9.3f}{loss:>17.4f}")
     base = rows["trl stock"][0]
-    print(f"speed-up over trl stock: compact head {base / rows['trl + xlr compact head'][0]:.2f}x, plain loop {base / rows['plain loop'][0]:.2f}x")
+    print(f"speed-up over trl stock: compact head {base / rows['trl + xlr compact head'][0]:.2f}x, bf16 head {base / rows['trl + xlr bf16 head'][0]:.2f}x, "
+          f"plain loop {base / rows['plain loop'][0]:.2f}x")
     same = math.isclose(rows["trl stock"][1], rows["trl + xlr compact head"][1], rel_tol=1e-3)
     print(f"first-step losses agree (trl stock vs compact): {same}; plain loop differs by {abs(rows['plain loop'][1] - rows['trl stock'][1]):.4f} "
           "(bf16 logits in the plain loop, fp32 head in trl)")

@@ -34,10 +34,11 @@ def _token_logps(model, tok, prompt, completion_text_messages):
     return [logp[k - 1, full[k]].item() for k in range(len(p_ids), len(full))]
 
 
-def test_first_logged_loss_is_dpo_plus_nll(tmp_path):
+@pytest.mark.parametrize("head", ["trl-compact", "bf16"])
+def test_first_logged_loss_is_dpo_plus_nll(tmp_path, head):
     pairs = [to_conversational(*p) for p in PAIRS]
     rec = train_dpo("tiny:0", pairs, tmp_path, beta=0.1, learning_rate=1e-3, epochs=1, batch_size=4, grad_accum=1, max_length=128,
-                    finetune="lora", lora=LoraParams(r=4, alpha=8, dropout=0.0), loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.7], seed=0)
+                    finetune="lora", lora=LoraParams(r=4, alpha=8, dropout=0.0), loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.7], seed=0, head=head)
     first = json.loads((tmp_path / "metrics.json").read_text())[0]
     model, tok = load_model("tiny:0")
     # At step 1 the LoRA update is zero, so policy == reference: DPO sigmoid loss = -log sigmoid(0) = log 2.

@@ -98,6 +98,7 @@ class AnchorParams(_Strict):
     finetune: Literal["lora", "full"] = "lora"
     lora: LoraParams = Field(default_factory=LoraParams)
     bootstrap: PositiveInt = Field(1000, description="Bootstrap resamples for the reward-accuracy CI.")
+    head: Literal["trl-compact", "bf16"] = Field("trl-compact", description="LM head in DPO: trl's fused fp32 head on labelled positions only, or xlr's bf16 head (faster on CPU; logits rounded to bf16).")
 
 
 class SamplingParams(_Strict):
@@ -153,6 +154,7 @@ class TrainingParams(_Strict):
     precompute_ref_log_probs: bool = True
     prompts_per_iteration: Literal["same", "next_slice"] = Field("same", description="Reuse the same prompts each iteration or take the next slice of the files.")
     save_merged: bool = False
+    head: Literal["trl-compact", "bf16"] = Field("trl-compact", description="As anchor.head.")
 
 
 class EvalParams(_Strict):

@@ -255,7 +255,7 @@ def stage_anchor(params: Params, run: Run) -> dict[str, Any]:
     dtype, device = _runtime_dtype(params)
     out = run.stage_dir("anchor")
     record = train_dpo(params.models.pi_ref, pairs, out, beta=a.beta, learning_rate=a.learning_rate, epochs=a.epochs, batch_size=a.batch_size,
-                       grad_accum=a.grad_accum, max_length=a.max_length, finetune=a.finetune, lora=a.lora, seed=params.seed, dtype=dtype, device=device)
+                       grad_accum=a.grad_accum, max_length=a.max_length, finetune=a.finetune, lora=a.lora, seed=params.seed, dtype=dtype, device=device, head=a.head)
     score_dtype = torch.float32 if params.reward.dtype == "fp32" else torch.bfloat16
     pi0, tok = load_model(str(out / "model"), dtype=score_dtype, device=device)
     pi_ref, _ = load_model(params.models.pi_ref, dtype=score_dtype, device=device)
@@ -286,7 +286,7 @@ def stage_training(params: Params, run: Run, iteration: int) -> dict[str, Any]:
     out = run.stage_dir("training", iteration)
     record = train_dpo(start, pairs, out, beta=tp.beta, learning_rate=tp.learning_rate, epochs=tp.epochs, batch_size=tp.batch_size, grad_accum=tp.grad_accum,
                        max_length=tp.max_length, finetune=tp.finetune, lora=tp.lora, loss_type=loss_type, loss_weights=weights, warmup_ratio=tp.warmup_ratio,
-                       seed=params.seed + iteration, dtype=dtype, device=device,
+                       seed=params.seed + iteration, dtype=dtype, device=device, head=tp.head,
                        reference_spec=params.models.pi_ref if tp.dpo_reference == "pi_ref" else None)
     run.finish_stage("training", iteration, artifacts=[out / "metrics.json", out / "model" / "xlr_model.json"],
                      counts={k: record[k] for k in ("pairs", "dropped_prompt_too_long", "truncated")}, start=start, loss_type=loss_type, loss_weights=weights)

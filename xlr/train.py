@@ -44,6 +44,65 @@ def compact_fused_head() -> Iterator[None]:
         tu._use_triton = original
 
 
+def _add_bf16_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp32: bool = False, outputs: tuple[str, ...] = ("log_probs",)) -> None:
+    """Drop-in for trl's ``add_fused_lm_head`` (same call, same ``FusedCausalLMOutput``) for CPU training: the LM head
+    runs as one bf16 matmul over the labelled positions (AMX-accelerated here) and the log-softmax in fp32, where trl's
+    CPU path upcasts hidden states and head weights to fp32 for every vocabulary tile. The logits are rounded to bf16
+    before the fp32 log-softmax (trl warns that this can bias entropy over many steps; hence opt-in)."""
+    import types
+
+    import torch
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    original_forward = model.forward
+
+    def forward(self: Any, *args: Any, fused_lm_head: bool = False, labels: Any = None, shift_labels: Any = None, num_items_in_batch: Any = None, **kwargs: Any) -> Any:
+        if not fused_lm_head:
+            if labels is not None:
+                kwargs["labels"] = labels
+            return original_forward(*args, **kwargs)
+        kwargs["use_cache"] = False
+        hidden = self.base_model(*args, **kwargs).last_hidden_state
+        if shift_labels is None:
+            hidden, labels = hidden[:, :-1], labels[:, 1:]
+        else:
+            labels = shift_labels
+        mask = labels != -100
+        logits = self.get_output_embeddings()(hidden[mask]).float() / temperature
+        target = labels[mask]
+        lse = torch.logsumexp(logits, dim=-1)
+        lp = logits.gather(-1, target[:, None]).squeeze(-1) - lse
+        with torch.no_grad():
+            probs = torch.exp(logits - lse[:, None])
+            entropy = lse - (probs * logits).sum(-1)
+            mean_logits = logits.mean(-1)
+            is_top1 = logits.argmax(-1) == target
+            sq = torch.log((probs * probs).sum(-1)) if "log_sum_sq_probs" in outputs else None
+
+        def full(x: Any) -> Any:
+            return None if x is None else x.new_zeros(mask.shape).masked_scatter(mask, x)
+
+        log_probs = full(lp)
+        loss = -log_probs.sum() / (mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
+        return FusedCausalLMOutput(loss=loss, log_probs=log_probs, entropy=full(entropy), log_sum_sq_probs=full(sq), mean_logits=full(mean_logits),
+                                   is_top1=full(is_top1), label_mask=mask, aux_loss=None)
+
+    model.forward = types.MethodType(forward, model)
+
+
+@contextlib.contextmanager
+def bf16_cpu_head() -> Iterator[None]:
+    """Within this context trl's DPOTrainer installs :func:`_add_bf16_lm_head` instead of its fused LM head."""
+    import trl.trainer.dpo_trainer as dt
+
+    original = dt.add_fused_lm_head
+    dt.add_fused_lm_head = _add_bf16_lm_head
+    try:
+        yield
+    finally:
+        dt.add_fused_lm_head = original
+
+
 def to_conversational(prompt: str | list[dict[str, str]], chosen: str, rejected: str) -> dict[str, Any]:
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
     return {"prompt": messages, "chosen": [{"role": "assistant", "content": chosen}], "rejected": [{"role": "assistant", "content": rejected}]}
@@ -93,6 +152,7 @@ def train_dpo(
     reference_spec: str | None = None,
     save_merged: bool = True,
     save_steps: int = 10,
+    head: str = "trl-compact",
 ) -> dict[str, Any]:
     """DPO of ``start_spec`` on conversational ``pairs``; resumes from the last checkpoint in ``out_dir``.
 
@@ -148,7 +208,10 @@ def train_dpo(
         disable_tqdm=False,
     )
     resume = any((out_dir / "checkpoints").glob("checkpoint-*"))
-    with compact_fused_head():  # covers __init__ too: trl precomputes the reference log-probs there
+    if head not in ("trl-compact", "bf16"):
+        raise ValueError(f"head={head!r}: use 'trl-compact' or 'bf16'")
+    patch = bf16_cpu_head() if head == "bf16" else compact_fused_head()
+    with patch:  # covers __init__ too: trl precomputes the reference log-probs there
         trainer = DPOTrainer(
             model=model,
             ref_model=ref_model,
