@@ -68,3 +68,12 @@ def test_a_run_can_be_extended_by_more_iterations(smoke_params):
     again = Run.open(more)
     assert again.manifest["params"]["iterations"] == 3 and again.manifest["params_history"][0]["iterations"] == 2
     assert load_params(run.root / "params.yaml").iterations == 3
+
+
+def test_a_field_added_to_the_schema_does_not_orphan_a_run(smoke_params):
+    run = Run.open(smoke_params)
+    m = json.loads((run.root / "manifest.json").read_text())
+    m["params"]["anchor"].pop("head")  # as written by a version of xlr before `anchor.head` existed
+    m["compat_hash"] = "stale"
+    (run.root / "manifest.json").write_text(json.dumps(m))
+    assert Run.open(smoke_params).manifest["name"] == "smoke"

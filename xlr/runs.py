@@ -136,7 +136,12 @@ class Run:
         mpath = root / MANIFEST
         if mpath.is_file():
             manifest = json.loads(mpath.read_text())
-            stored = manifest.get("compat_hash") or type(params).model_validate(manifest["params"]).compat_hash()
+            # Recompute from the stored params under the current schema, so a field added later (with its default)
+            # does not orphan existing runs; stored params the schema no longer accepts count as a mismatch.
+            try:
+                stored = type(params).model_validate(manifest["params"]).compat_hash()
+            except Exception:  # noqa: BLE001
+                stored = None
             if stored != params.compat_hash():
                 if not force:
                     raise RunMismatch(
