@@ -165,7 +165,6 @@ class Run:
         manifest = {
             "name": params.name,
             "params_hash": phash,
-            "compat_hash": params.compat_hash(),
             "created": _now(),
             "git_sha": git_sha(),
             "packages": package_versions(),
