@@ -66,9 +66,10 @@ def test_smoke_study_two_iterations_end_to_end(capsys, tmp_path):
     acc = json.loads((run / "anchor/reward_accuracy.json").read_text())
     assert acc["n"] + acc["ties_excluded"] == 8 and 0 <= acc["accuracy"] <= 1
     # iteration 2 samples from pi^1; both iterations are rewarded by the fixed (pi0, pi_ref)
-    assert m["stages"]["iter2/sampling"]["policy"] == str(run / "iter1/training/model")
+    assert m["stages"]["iter2/sampling"]["policy"] == str(run / "iter1/training/adapter")  # save_merged: false -> adapter
     assert m["stages"]["iter2/rewards"]["policy"] == str(run / "anchor/model") and m["stages"]["iter2/rewards"]["reference"] == "tiny:0"
-    assert m["stages"]["iter2/training"]["start"] == str(run / "iter1/training/model")
+    assert m["stages"]["iter2/training"]["start"] == str(run / "iter1/training/adapter")
+    assert (run / "iter2/training/adapter/xlr_model.json").is_file() and not (run / "iter2/training/model").exists()
     assert m["stages"]["iter1/training"]["loss_type"] == ["sigmoid", "sft"]
     for t in (1, 2):
         metrics = json.loads((run / f"iter{t}/training/metrics.json").read_text())

@@ -128,3 +128,16 @@ def test_resume_after_kill_mid_training(tmp_path):
     assert rec["resumed"] is True
     steps = [h["step"] for h in json.loads((out / "metrics.json").read_text()) if "loss" in h]
     assert steps == list(range(1, 7))  # restored history + the remaining steps, none done twice
+
+
+def test_incomplete_checkpoint_is_moved_aside_not_resumed(tmp_path):
+    from xlr.train import last_complete_checkpoint
+
+    ck = tmp_path / "checkpoints"
+    for n, complete in ((2, True), (10, True), (12, False)):
+        (ck / f"checkpoint-{n}").mkdir(parents=True)
+        if complete:
+            (ck / f"checkpoint-{n}" / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(ck) == ck / "checkpoint-10"  # numeric order, not string order
+    assert not (ck / "checkpoint-12").exists() and len(list((tmp_path / "incomplete-checkpoints").iterdir())) == 1
+    assert last_complete_checkpoint(tmp_path / "none") is None

@@ -145,8 +145,7 @@ class TrainingParams(_Strict):
     epochs: Annotated[float, Field(gt=0)] = 1.0
     batch_size: PositiveInt = 2
     grad_accum: PositiveInt = 4
-    max_length: PositiveInt = 2048
-    max_prompt_length: PositiveInt = 512
+    max_length: PositiveInt = Field(2048, description="Prompt + response tokens; trl keeps the start and drops (xlr counts) pairs whose prompt alone is this long.")
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
     finetune: Literal["lora", "full"] = "lora"
     lora: LoraParams = Field(default_factory=LoraParams)

@@ -108,7 +108,7 @@ class HFBackend:
         out: list[list[int]] = [[] for _ in range(n_rows)]
         ended = [False] * n_rows
         with torch.no_grad():
-            logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+            logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
             if n > 1:
                 cache.batch_repeat_interleave(n)
                 logits, attn, pos = logits.repeat_interleave(n, 0), attn.repeat_interleave(n, 0), pos.repeat_interleave(n, 0)
@@ -132,7 +132,7 @@ class HFBackend:
                     attn, next_pos, tok = attn[idx], next_pos[idx], tok[idx]
                     alive = [alive[j] for j in keep]
                 attn = torch.cat([attn, attn.new_ones(len(alive), 1)], dim=-1)
-                logits = self.model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                logits = self.model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
                 next_pos = next_pos + 1
         return [Generation(self.tokenizer.decode(o, skip_special_tokens=True).strip(), len(o), not e) for o, e in zip(out, ended, strict=True)]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from xlr.config import Params
@@ -217,7 +218,8 @@ def policy_at(params: Params, run: Run, t: int) -> str:
     """Spec of pi^t: pi0 for t = 0 (given, or built by the anchor stage), else iteration t's trained model."""
     if t == 0:
         return str(run.root / "anchor" / "model") if params.models.pi0 == "build" else params.models.pi0
-    return str(run.root / f"iter{t}" / "training" / "model")
+    merged = params.training.save_merged or params.training.finetune == "full"
+    return str(run.root / f"iter{t}" / "training" / ("model" if merged else "adapter"))
 
 
 def reward_models(params: Params, run: Run, t: int) -> tuple[str, str]:
@@ -286,9 +288,10 @@ def stage_training(params: Params, run: Run, iteration: int) -> dict[str, Any]:
     out = run.stage_dir("training", iteration)
     record = train_dpo(start, pairs, out, beta=tp.beta, learning_rate=tp.learning_rate, epochs=tp.epochs, batch_size=tp.batch_size, grad_accum=tp.grad_accum,
                        max_length=tp.max_length, finetune=tp.finetune, lora=tp.lora, loss_type=loss_type, loss_weights=weights, warmup_ratio=tp.warmup_ratio,
-                       seed=params.seed + iteration, dtype=dtype, device=device, head=tp.head,
+                       seed=params.seed + iteration, dtype=dtype, device=device, head=tp.head, save_merged=tp.save_merged,
+                       precompute_ref_log_probs=tp.precompute_ref_log_probs,
                        reference_spec=params.models.pi_ref if tp.dpo_reference == "pi_ref" else None)
-    run.finish_stage("training", iteration, artifacts=[out / "metrics.json", out / "model" / "xlr_model.json"],
+    run.finish_stage("training", iteration, artifacts=[out / "metrics.json", Path(policy_at(params, run, iteration)) / "xlr_model.json"],
                      counts={k: record[k] for k in ("pairs", "dropped_prompt_too_long", "truncated")}, start=start, loss_type=loss_type, loss_weights=weights)
     return record
 

@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import math
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,23 @@ def length_report(tokenizer: Any, pairs: Sequence[dict[str, Any]], max_length: i
     return keep, counts
 
 
+def last_complete_checkpoint(folder: Path) -> Path | None:
+    """The newest checkpoint that was written completely (has trainer_state.json). A checkpoint cut off by a kill
+    is moved aside to ``../incomplete-checkpoints/`` (kept, not deleted) so trl never resumes from it."""
+    if not folder.is_dir():
+        return None
+    done = []
+    for ckpt in sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]) if p.name.rsplit("-", 1)[-1].isdigit() else -1):
+        if (ckpt / "trainer_state.json").is_file():
+            done.append(ckpt)
+        else:
+            aside = folder.parent / "incomplete-checkpoints"
+            aside.mkdir(exist_ok=True)
+            ckpt.rename(aside / f"{ckpt.name}-{int(time.time())}")
+            log.warning("moved incomplete checkpoint %s aside to %s", ckpt, aside)
+    return done[-1] if done else None
+
+
 def lora_config(lora: Any) -> Any:
     from peft import LoraConfig
 
@@ -153,10 +171,12 @@ def train_dpo(
     save_merged: bool = True,
     save_steps: int = 10,
     head: str = "trl-compact",
+    precompute_ref_log_probs: bool = True,
 ) -> dict[str, Any]:
     """DPO of ``start_spec`` on conversational ``pairs``; resumes from the last checkpoint in ``out_dir``.
 
-    Writes ``out_dir/adapter`` (LoRA) and ``out_dir/model`` (merged, hash-recorded), ``out_dir/metrics.json``
+    Writes ``out_dir/adapter`` (LoRA), ``out_dir/model`` (merged, hash-recorded; always for full fine-tuning, for
+    LoRA when ``save_merged``), ``out_dir/metrics.json``
     (trl's per-step log: loss, rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies, lr, ...).
     ``reference_spec``: a different DPO reference than the start model (full fine-tuning, or LoRA with an explicit
     reference); by default the reference is the start model.
@@ -191,7 +211,7 @@ def train_dpo(
         gradient_accumulation_steps=grad_accum,
         warmup_steps=int(warmup_ratio * steps_per_epoch * epochs),
         max_length=max_length,
-        precompute_ref_log_probs=True,
+        precompute_ref_log_probs=precompute_ref_log_probs,
         precompute_ref_batch_size=max(batch_size, 4),
         bf16=False,  # trl's default (True) errors without a GPU; the base model's own dtype is used instead
         fp16=False,
@@ -207,7 +227,7 @@ def train_dpo(
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
-    resume = any((out_dir / "checkpoints").glob("checkpoint-*"))
+    resume = last_complete_checkpoint(out_dir / "checkpoints")
     if head not in ("trl-compact", "bf16"):
         raise ValueError(f"head={head!r}: use 'trl-compact' or 'bf16'")
     patch = bf16_cpu_head() if head == "bf16" else compact_fused_head()
@@ -220,11 +240,11 @@ def train_dpo(
             processing_class=tok,
             peft_config=lora_config(lora) if finetune == "lora" else None,
         )
-        trainer.train(resume_from_checkpoint=True if resume else None)
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     history = [h for h in trainer.state.log_history if "loss" in h or "train_runtime" in h]
     atomic_write_json(out_dir / "metrics.json", history)
     trained = trainer.model
-    record: dict[str, Any] = {"start": start_spec, "reference": reference_spec or start_spec, "finetune": finetune, "pairs": len(ds), "resumed": resume, **counts}
+    record: dict[str, Any] = {"start": start_spec, "reference": reference_spec or start_spec, "finetune": finetune, "pairs": len(ds), "resumed": resume is not None, **counts}
     if finetune == "lora":
         adapter = out_dir / "adapter"
         trained.save_pretrained(adapter)
