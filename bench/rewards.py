@@ -83,9 +83,12 @@ def main() -> None:
     tokens = sum(len(ids) for ids, _ in encode_pairs(tok, prompts, responses))
 
     score_models([pi0, pi_ref], tok, prompts[:6], responses[:6], batch_tokens=args.batch_tokens)  # warm-up
-    t_ref = _timed(lambda: globals().__setitem__("_ref", (reference_way(pi0, tok, prompts, responses), reference_way(pi_ref, tok, prompts, responses))))
-    t_xlr = _timed(lambda: globals().__setitem__("_xlr", score_models([pi0, pi_ref], tok, prompts, responses, batch_tokens=args.batch_tokens)))
-    ref, xlr = globals()["_ref"], globals()["_xlr"]
+    t0 = time.perf_counter()
+    ref = (reference_way(pi0, tok, prompts, responses), reference_way(pi_ref, tok, prompts, responses))
+    t_ref = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    xlr = score_models([pi0, pi_ref], tok, prompts, responses, batch_tokens=args.batch_tokens)
+    t_xlr = time.perf_counter() - t0
     rel = max(abs(a - b) / max(abs(b), 1e-9) for m in range(2) for a, b in zip(xlr[m], ref[m], strict=True))
     peak = matmul_peak_gflops(dtype)
     flops = 2 * n_params * tokens * 2  # two models

@@ -84,7 +84,7 @@ def test_run_with_a_given_pi0_checks_core_artifacts(capsys, tmp_path):
     from xlr.runs import read_jsonl
 
     assert main(["run", str(REPO / "params/smoke.yaml"), "--set", "models.pi0=tiny:1", "--set", "iterations=1", "--only", "pairs"]) == 2
-    assert "earlier" not in capsys.readouterr().out  # --only pairs without samples fails clearly, see below
+    assert "needs the earlier stages done first" in capsys.readouterr().err  # --only pairs with nothing before it
     assert main(["run", str(REPO / "params/smoke.yaml"), "--set", "models.pi0=tiny:1", "--set", "iterations=1", "--force"]) == 0
     run = tmp_path / "runs/smoke"
     samples = [r for p in sorted((run / "iter1/sampling").glob("*/shard-*.jsonl")) for r in read_jsonl(p)]

@@ -291,6 +291,19 @@ def resolve_spec(spec: str, progress: bool = True) -> ResolvedSpec:
     return ResolvedSpec(spec, "hub", repo, rev or None)
 
 
+def load_tokenizer(spec: str, trust_remote_code: bool = False) -> Any:
+    """The tokenizer of a spec, without loading weights (for backends that load the model themselves)."""
+    from transformers import AutoTokenizer
+
+    r = resolve_spec(spec)
+    tok = AutoTokenizer.from_pretrained(r.path, trust_remote_code=trust_remote_code, **({"revision": r.revision} if r.revision else {}))
+    if not tok.chat_template:
+        raise ModelError(f"model spec {spec!r}: its tokenizer has no chat template; xlr renders every prompt through it.")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
 def load_model(
     spec: str,
     dtype: Any = None,

@@ -51,17 +51,13 @@ STAGES = (
 
 
 def greedy_answers(model: Any, tokenizer: Any, prompts: dict[str, str], max_new_tokens: int = 48) -> dict[str, str]:
-    """Greedy answers to one user message per key (chat template, generation prompt on)."""
-    import torch
+    """Greedy answers to one user message per key, through the sampling backend (chat template, one batch)."""
+    from xlr.chat import render_prompt
+    from xlr.sampling import GenConfig, HFBackend
 
-    out = {}
-    for key, prompt in prompts.items():
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-        enc = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
-        with torch.no_grad():
-            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        out[key] = tokenizer.decode(ids[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-    return out
+    gens = HFBackend(model, tokenizer).generate([render_prompt(tokenizer, p) for p in prompts.values()],
+                                                GenConfig(n=1, do_sample=False, max_new_tokens=max_new_tokens, batch_size=len(prompts)))
+    return {key: g[0].text for key, g in zip(prompts, gens, strict=True)}
 
 
 def stage_data(params: Params, run: Run) -> dict[str, Any]:
@@ -122,20 +118,17 @@ def _train_rows(params: Params, iteration: int) -> Any:
 
 def stage_sampling(params: Params, run: Run, iteration: int = 1) -> dict[str, Any]:
     """N samples per prompt and language from the current policy (pi0 at iteration 1)."""
-    from xlr.models import load_model
+    from xlr.models import load_model, load_tokenizer, resolve_spec
     from xlr.runtime import resolve_device, resolve_dtype
     from xlr.sampling import GenConfig, HFBackend, VLLMBackend, sample_language
 
     device = resolve_device(params.runtime.device)
     dtype, _ = resolve_dtype(params.runtime.dtype, device)
     policy_spec = policy_at(params, run, iteration - 1)  # iteration t samples from pi^(t-1)
-    model, tok = load_model(policy_spec, dtype=dtype, device=device, trust_remote_code=params.models.trust_remote_code)
-    if params.sampling.backend == "vllm":
-        path = model.xlr_spec.path
-        del model  # vLLM loads its own copy
-        backend: Any = VLLMBackend(path, tok, seed=params.seed)
+    if params.sampling.backend == "vllm":  # vLLM loads the weights itself: only the tokenizer is needed here
+        backend: Any = VLLMBackend(resolve_spec(policy_spec).path, load_tokenizer(policy_spec), seed=params.seed)
     else:
-        backend = HFBackend(model, tok)
+        backend = HFBackend(*load_model(policy_spec, dtype=dtype, device=device, trust_remote_code=params.models.trust_remote_code))
     sp = params.sampling
     cfg = GenConfig(n=sp.n_samples, do_sample=True, temperature=sp.temperature, top_p=sp.top_p, top_k=sp.top_k, max_new_tokens=sp.max_new_tokens, batch_size=sp.batch_size)
     rows = _train_rows(params, iteration)
