@@ -119,6 +119,17 @@ def _package_file(dist: str, version: str, rel: str, model: ShippedModel) -> Pat
     return path
 
 
+def packages_installed(model: ShippedModel) -> bool:
+    """True when every wheel carrying the model's GGUF parts is installed at the pinned version."""
+    for dist, version, _ in model.packages:
+        try:
+            if importlib.metadata.version(dist) != version:
+                return False
+        except importlib.metadata.PackageNotFoundError:
+            return False
+    return True
+
+
 def assemble_gguf(model: ShippedModel, dest: Path, progress: bool = True) -> Path:
     """Concatenate the model's files into ``dest`` (atomically) and verify the sha256; return ``dest``."""
     from tqdm.auto import tqdm
