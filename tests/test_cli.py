@@ -56,10 +56,11 @@ def test_run_error_is_clear(capsys, tmp_path):
 def test_smoke_study_two_iterations_end_to_end(capsys, tmp_path):
     assert main(["run", str(REPO / "params/smoke.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "NOT BUILT YET" in out and "evaluation" in out
+    assert "NOT BUILT YET" in out and "evaluation" not in out.split("NOT BUILT YET")[1]
     run = tmp_path / "runs/smoke"
     m = json.loads((run / "manifest.json").read_text())
     keys = ["data", "models", "anchor"] + [f"iter{t}/{s}" for t in (1, 2) for s in ("sampling", "rewards", "pairs", "training")]
+    keys += ["generation", "judging", "metrics"]
     assert all(m["stages"][k]["status"] == "done" for k in keys), {k: m["stages"].get(k, {}).get("status") for k in keys}
     assert m["stages"]["data"]["counts"]["train_prompts"] == {"en": 4, "de": 4}
     assert m["runtime"]["threads"] == 2
@@ -74,9 +75,46 @@ def test_smoke_study_two_iterations_end_to_end(capsys, tmp_path):
     for t in (1, 2):
         metrics = json.loads((run / f"iter{t}/training/metrics.json").read_text())
         assert any("rewards/margins" in h for h in metrics)
+    check_evaluation(run)
     assert main(["run", str(REPO / "params/smoke.yaml")]) == 0
     again = capsys.readouterr().out
     assert again.count("done earlier, artifacts intact: skipped") == len(keys)
+
+
+def check_evaluation(run):
+    """X-AlpacaEval artifacts of the smoke run: AlpacaEval-format outputs, judgments, metrics from them."""
+    import math
+
+    import numpy as np
+
+    from xlr.runs import read_jsonl
+
+    models = ["pi_ref", "pi0", "pi1", "pi2"]
+    ids = None
+    summary = json.loads((run / "eval/summary.json").read_text())
+    assert len(summary["rows"]) == len(models) * 2
+    validation = json.loads((run / "eval/judge_validation.json").read_text())
+    assert validation["n_items"] == 6 and len(read_jsonl(run / "eval/judge_validation.jsonl")) == 12  # both orders
+    for lang in ("en", "zh"):
+        for name in models:
+            d = run / "eval" / name / lang
+            outputs = json.loads((d / "outputs.json").read_text())
+            assert len(outputs) == 12 and all({"generator", "dataset", "id", "instruction", "output"} <= set(o) for o in outputs)
+            assert {o["generator"] for o in outputs} == {f"smoke/{name}"}
+            ids = ids or [o["id"] for o in outputs]
+            assert [o["id"] for o in outputs] == ids  # the same seeded subset for every model and language
+            judgments = read_jsonl(d / "judgments.jsonl")
+            assert len(judgments) == 12
+            metrics = json.loads((d / "metrics.json").read_text())
+            p = [r["p_model"] for r in judgments if not math.isnan(r["p_model"])]
+            assert metrics["win_rate"] == pytest.approx(100 * np.mean(p))
+            assert metrics["lc_variant"] == "length_controlled_minimal" and "length_controlled_winrate" in metrics
+            if name == "pi0":
+                assert not (d / "h2h_vs_pi0.jsonl").exists()
+            else:
+                h2h = read_jsonl(d / "h2h_vs_pi0.jsonl")
+                assert len(h2h) == 24 and sum(r["model_first"] for r in h2h) == 12
+                assert metrics["h2h_vs_pi0"]["n"] == 12
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")
@@ -85,7 +123,7 @@ def test_run_with_a_given_pi0_checks_core_artifacts(capsys, tmp_path):
 
     assert main(["run", str(REPO / "params/smoke.yaml"), "--set", "models.pi0=tiny:1", "--set", "iterations=1", "--only", "pairs"]) == 2
     assert "needs the earlier stages done first" in capsys.readouterr().err  # --only pairs with nothing before it
-    assert main(["run", str(REPO / "params/smoke.yaml"), "--set", "models.pi0=tiny:1", "--set", "iterations=1", "--force"]) == 0
+    assert main(["run", str(REPO / "params/smoke.yaml"), "--set", "models.pi0=tiny:1", "--set", "iterations=1", "--set", "judge.backend=none", "--force"]) == 0
     run = tmp_path / "runs/smoke"
     samples = [r for p in sorted((run / "iter1/sampling").glob("*/shard-*.jsonl")) for r in read_jsonl(p)]
     rewards = read_jsonl(run / "iter1/rewards/rewards.jsonl")

@@ -167,7 +167,8 @@ class EvalParams(_Strict):
     batch_size: PositiveInt = 16
     reference_generator: str = "gpt-4-turbo-2024-04-09"
     head_to_head: bool = Field(True, description="Also judge pi^t against pi0, both orders.")
-    bootstrap: PositiveInt = 1000
+    bootstrap: PositiveInt = Field(1000, description="Bootstrap resamples for the WR, head-to-head and judge-agreement CIs.")
+    lc_bootstrap: NonNegInt = Field(200, description="Bootstrap resamples for the LC CI (each refits the GLM; 0 = no LC CI).")
     instruction_difficulty_csv: Path | None = Field(None, description="AlpacaEval's instruction_difficulty.csv for the official LC GLM; without it LC runs without the difficulty term.")
     gamed_csv: Path | None = None
 

@@ -7,6 +7,7 @@ artifacts is skipped).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,9 @@ STAGES = (
     Stage("rewards", "implicit cross-lingual reward log pi0(y|G(x)) - log pi_ref(y|G(x))", True),
     Stage("pairs", "length-controlled chosen/rejected pairs (alpha search), language fidelity", True),
     Stage("training", "iterative multilingual DPO + NLL", True),
-    Stage("evaluation", "X-AlpacaEval generation, judging, WR / LC win rates", False),
+    Stage("generation", "X-AlpacaEval answers of every model (pi_ref, pi0, pi^1..pi^T) in every eval language", True),
+    Stage("judging", "judge validation on English labels; each model vs GPT-4-turbo references; pi^t vs pi0 head-to-head", True),
+    Stage("metrics", "WR and length-controlled WR with bootstrap CIs, head-to-head, language fidelity", True),
     Stage("report", "executed notebooks and HTML reports", False),
 )
 
@@ -289,7 +292,127 @@ def stage_training(params: Params, run: Run, iteration: int) -> dict[str, Any]:
     return record
 
 
-RUNNERS = {"data": stage_data, "models": stage_models, "anchor": stage_anchor}
+# ----------------------------------------------------------------------------------------------------------------
+# X-AlpacaEval (xlr.evaluate, xlr.judge, xlr.winrate)
+
+
+def _eval_models(params: Params, run: Run) -> dict[str, str]:
+    from xlr.evaluate import model_names
+
+    return {name: (params.models.pi_ref if name == "pi_ref" else policy_at(params, run, 0 if name == "pi0" else int(name[2:])))
+            for name in model_names(params.iterations)}
+
+
+def _eval_rows(params: Params, lang: str) -> list[dict[str, Any]]:
+    from xlr import data
+
+    ids = data.xalpacaeval_ids(params.evaluation.n_prompts, params.evaluation.subset_seed)
+    return list(data.load_xalpacaeval(lang, ids, params.evaluation.reference_generator, params.data.data_dir))
+
+
+def stage_generation(params: Params, run: Run) -> dict[str, Any]:
+    """One answer per X-AlpacaEval prompt, model and eval language (paper: T 0.6, top_p 0.9, 2048 tokens)."""
+    from xlr.evaluate import eval_dir, generate_outputs
+    from xlr.models import load_model, load_tokenizer, resolve_spec
+    from xlr.sampling import GenConfig, HFBackend, VLLMBackend, derive_seed
+
+    dtype, device = _runtime_dtype(params)
+    ev = params.evaluation
+    cfg = GenConfig(n=1, do_sample=ev.temperature > 0, temperature=ev.temperature or 1.0, top_p=ev.top_p, max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size)
+    counts: dict[str, Any] = {}
+    artifacts = []
+    for name, spec in _eval_models(params, run).items():
+        if params.sampling.backend == "vllm":
+            backend: Any = VLLMBackend(resolve_spec(spec).path, load_tokenizer(spec), seed=params.seed)
+        else:
+            backend = HFBackend(*load_model(spec, dtype=dtype, device=device, trust_remote_code=params.models.trust_remote_code))
+        for lang in params.languages.eval:
+            out = eval_dir(run.root, name, lang)
+            counts[f"{name}/{lang}"] = generate_outputs(backend, _eval_rows(params, lang), lang, out, f"{params.name}/{name}", cfg,
+                                                        seed=derive_seed(params.seed, "eval", name), shard_size=params.sampling.shard_size)
+            artifacts.append(out / "outputs.json")
+        del backend
+    run.finish_stage("generation", artifacts=artifacts, counts=counts)
+    return counts
+
+
+def stage_judging(params: Params, run: Run) -> dict[str, Any]:
+    """Judge validation, then every model vs the references (random order per item), then pi^t vs pi0 (both orders)."""
+    from xlr import data
+    from xlr.evaluate import (eval_dir, head_to_head_items, judge_agreement, load_outputs, reference_items, validation_items,
+                              write_judgments)
+    from xlr.judge import JudgeCache, cache_path, judge_pairs, make_judge, protocol_template
+    from xlr.paths import runs_dir
+
+    dtype, device = _runtime_dtype(params)
+    jp = params.judge
+    judge = make_judge(jp, dtype=dtype, device=device, trust_remote_code=params.models.trust_remote_code)
+    cache = JudgeCache(cache_path(runs_dir(), judge.id))
+    template = protocol_template(jp.same_language_clause)
+    price = (jp.price_per_1k_input, jp.price_per_1k_output)
+    stats: dict[str, Any] = {}
+    artifacts = []
+    ev_dir = run.root / "eval"
+    held = data.load_english_preferences(params.data.english_preferences, "eval", params.data.data_dir)
+    # judge validation: the plain AlpacaEval protocol (English pairs: the same-language clause changes nothing there)
+    recs, st = judge_pairs(judge, validation_items(held, jp.n_validation_pairs), cache, params.seed, template, orders="both", price_per_1k=price, desc="judge validation")
+    write_judgments(ev_dir / "judge_validation.jsonl", recs)
+    agreement = judge_agreement(recs, n_boot=params.evaluation.bootstrap, seed=params.seed) | {"judge": judge.id, "stats": st.as_dict()}
+    atomic_write_json(ev_dir / "judge_validation.json", agreement)
+    artifacts += [ev_dir / "judge_validation.jsonl", ev_dir / "judge_validation.json"]
+    stats["validation"] = st.as_dict()
+    names = list(_eval_models(params, run))
+    for lang in params.languages.eval:
+        refs = {r["id"]: r["reference_output"] for r in _eval_rows(params, lang)}
+        for name in names:
+            d = eval_dir(run.root, name, lang)
+            outputs = load_outputs(d)
+            recs, st = judge_pairs(judge, reference_items(outputs, refs), cache, params.seed, template, price_per_1k=price, desc=f"judging {name}/{lang}")
+            write_judgments(d / "judgments.jsonl", recs)
+            stats[f"{name}/{lang}"] = st.as_dict()
+            artifacts.append(d / "judgments.jsonl")
+            if params.evaluation.head_to_head and name != "pi0":  # pi_ref vs pi0 too: the anchor's own effect
+                base = load_outputs(eval_dir(run.root, "pi0", lang))
+                recs, st = judge_pairs(judge, head_to_head_items(outputs, base), cache, params.seed, template, orders="both", price_per_1k=price, desc=f"{name} vs pi0 / {lang}")
+                write_judgments(d / "h2h_vs_pi0.jsonl", recs)
+                stats[f"{name}/{lang}/h2h"] = st.as_dict()
+                artifacts.append(d / "h2h_vs_pi0.jsonl")
+    totals = {k: sum(s[k] for s in stats.values()) for k in ("calls", "cache_hits", "identical_outputs", "unjudgeable", "tokens_in", "tokens_out")}
+    totals["cost_usd"] = round(sum(s["cost_usd"] for s in stats.values()), 6)
+    run.finish_stage("judging", artifacts=artifacts, counts={"totals": totals, "per_set": stats, "judge_agreement": agreement["agreement"]}, judge=judge.id)
+    return stats
+
+
+def stage_metrics(params: Params, run: Run) -> dict[str, Any]:
+    """WR / discrete WR / LC with CIs, head-to-head vs pi0, fidelity and lengths per model and language."""
+    from xlr.evaluate import eval_dir, load_lc_files, load_outputs, model_metrics
+    from xlr.runs import read_jsonl
+
+    ev = params.evaluation
+    difficulty, gamed = load_lc_files(ev.instruction_difficulty_csv, ev.gamed_csv)
+    rows = []
+    artifacts = []
+    for lang in params.languages.eval:
+        refs = {r["id"]: r["reference_output"] for r in _eval_rows(params, lang)}
+        for name in _eval_models(params, run):
+            d = eval_dir(run.root, name, lang)
+            h2h = read_jsonl(d / "h2h_vs_pi0.jsonl") if (d / "h2h_vs_pi0.jsonl").is_file() else None
+            m = model_metrics(load_outputs(d), read_jsonl(d / "judgments.jsonl"), refs, lang, h2h=h2h, n_boot=ev.bootstrap,
+                              lc_boot=ev.lc_bootstrap, seed=params.seed, difficulty=difficulty, gamed=gamed)
+            m["model"] = name
+            atomic_write_json(d / "metrics.json", m)
+            artifacts.append(d / "metrics.json")
+            rows.append(m)
+    validation = json.loads((run.root / "eval" / "judge_validation.json").read_text())
+    summary = {"judge": {"backend": params.judge.backend, "model": params.judge.model, "id": validation["judge"],
+                         "same_language_clause": params.judge.same_language_clause, "agreement_with_english_labels": validation},
+               "n_prompts": len(_eval_rows(params, params.languages.eval[0])), "reference_generator": ev.reference_generator, "rows": rows}
+    atomic_write_json(run.root / "eval" / "summary.json", summary)
+    run.finish_stage("metrics", artifacts=artifacts + [run.root / "eval" / "summary.json"], counts={"rows": len(rows)})
+    return summary
+
+
+RUNNERS = {"data": stage_data, "models": stage_models, "anchor": stage_anchor, "generation": stage_generation, "judging": stage_judging, "metrics": stage_metrics}
 ITERATION_RUNNERS = {"sampling": stage_sampling, "rewards": stage_rewards, "pairs": stage_pairs, "training": stage_training}
 
 
@@ -300,6 +423,9 @@ def plan(params: Params) -> list[tuple[str, int | None]]:
         steps.append(("anchor", None))
     for t in range(1, params.iterations + 1):
         steps += [(name, t) for name in ("sampling", "rewards", "pairs", "training")]
+    steps.append(("generation", None))
+    if params.judge.backend != "none":
+        steps += [("judging", None), ("metrics", None)]
     return steps
 
 

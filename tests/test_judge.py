@@ -1,0 +1,241 @@
+"""Judges: the AlpacaEval protocol (checked against alpaca_eval's own code), the local judge (against a plain forward
+pass), the API judge against a real loopback HTTP server, the cache, and the order randomisation."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from xlr import judge as J
+from xlr.mock_openai import MockServer, label_logprobs
+from xlr.models import load_model
+
+KEY_ENV = "XLR_TEST_JUDGE_KEY"
+FAKE_KEY = "sk-test-DO-NOT-LEAK-0123456789"
+
+
+@pytest.fixture
+def key(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, FAKE_KEY)
+    return FAKE_KEY
+
+
+def items(n=6):
+    return [{"key": f"en:{i}", "id": i, "instruction": f"Question {i}?", "output": f"model answer {i}", "baseline_output": f"reference answer {i}"} for i in range(n)]
+
+
+def test_template_is_alpaca_evals_with_the_clause_once():
+    plain = J.protocol_template(False)
+    with_clause = J.protocol_template(True)
+    assert plain == (J._alpaca_eval_dir() / J.TEMPLATE_REL).read_text()
+    assert with_clause.count(J.SAME_LANGUAGE_CLAUSE) == 1 and J.SAME_LANGUAGE_CLAUSE not in plain
+    assert with_clause.replace(" " + J.SAME_LANGUAGE_CLAUSE, "") == plain
+    assert J.request_settings() == {"max_tokens": 1, "temperature": 1, "logprobs": True, "top_logprobs": 5}
+
+
+def test_render_and_messages_match_alpaca_eval():
+    import pandas as pd
+    from alpaca_eval import utils as ae_utils
+
+    template = J.protocol_template(True)
+    row = {"instruction": "Write {output_1} literally", "output_1": "A with {braces}", "output_2": 'B with """quotes"""'}
+    ours = J.render(template, row["instruction"], row["output_1"], row["output_2"])
+    theirs, _ = ae_utils.make_prompts(pd.DataFrame([row]), template=template)
+    assert ours == theirs[0]
+    assert J.to_messages(ours) == ae_utils.prompt_to_chatml(ours)
+
+
+def test_preference_matches_alpaca_eval_logprob_parser():
+    from alpaca_eval.completion_parsers import logprob_parser
+
+    for lm, lM in [(-0.1, -2.5), (-3.0, -0.05), (-1.0, -1.0), (-0.2, -math.inf)]:
+        top = [{"token": t, "logprob": v} for t, v in (("m", lm), ("M", lM), ("The", -9.0)) if v != -math.inf]
+        completion = {"logprobs": {"content": [{"token": "m", "top_logprobs": top}]}}
+        theirs = logprob_parser(completion, numerator_token="m", denominator_tokens=["m", "M"], is_binarize=False)[0]
+        assert J.p_first(lm, lM) == pytest.approx(2 - theirs, abs=1e-12)  # alpaca_eval: 1 = output_1 preferred, 2 = output_2
+    assert math.isnan(J.p_first(-math.inf, -math.inf))
+
+
+def test_local_judge_equals_a_plain_forward_pass(tiny_dir):
+    model, tok = load_model(str(tiny_dir), dtype=torch.float32)
+    judge = J.LocalJudge(model, tok, "tiny", batch_tokens=4096)
+    template = J.protocol_template(True)
+    prompts = [J.render(template, f"instr {i}", "a" * (i * 7), "b") for i in range(5)]
+    got = judge(prompts)
+    m_id, M_id = (tok(t, add_special_tokens=False)["input_ids"][0] for t in ("m", "M"))
+    for p, g in zip(prompts, got, strict=True):
+        text = tok.apply_chat_template(J.to_messages(p), tokenize=False, add_generation_prompt=True)
+        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, -1].double(), -1)
+        assert g["logprob_m"] == pytest.approx(float(logp[m_id]), abs=1e-4)
+        assert g["logprob_M"] == pytest.approx(float(logp[M_id]), abs=1e-4)
+        assert g["tokens_in"] == ids.shape[1]
+
+
+class CountingJudge:
+    """A stand-in backend with known answers: P(output_1) from the mock server's hash of the prompt."""
+
+    id = "counting"
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, prompts, progress=None):
+        self.calls += len(prompts)
+        out = []
+        for p in prompts:
+            lm, lM = label_logprobs(p)
+            out.append({"logprob_m": lm, "logprob_M": lM, "tokens_in": 10, "tokens_out": 1})
+        return out
+
+
+def test_orders_are_seeded_and_flipped_correctly_and_cache_makes_reruns_free(tmp_path):
+    template = J.protocol_template(True)
+    its = items(40)
+    its[3]["output"] = its[3]["baseline_output"]  # identical: 0.5, no call
+    judge = CountingJudge()
+    cache = J.JudgeCache(tmp_path / "c.jsonl")
+    recs, st = J.judge_pairs(judge, its, cache, seed=1, template=template)
+    assert st.calls == judge.calls == 39 and st.identical_outputs == 1
+    firsts = [r["model_first"] for r in recs]
+    assert 10 < sum(firsts) < 30  # both orders occur
+    for it, r in zip(its, recs, strict=True):
+        if r["identical"]:
+            assert r["p_model"] == 0.5
+            continue
+        o1, o2 = (it["output"], it["baseline_output"]) if r["model_first"] else (it["baseline_output"], it["output"])
+        lm, lM = label_logprobs(J.render(template, it["instruction"], o1, o2))
+        # independent: P(model) is P(m) when the model is output_1, else P(M)
+        pm = math.exp(lm) / (math.exp(lm) + math.exp(lM))
+        assert r["p_model"] == pytest.approx(pm if r["model_first"] else 1 - pm, abs=1e-9)
+    # same seed: same orders; other seed: different orders
+    again, st2 = J.judge_pairs(judge, its, J.JudgeCache(tmp_path / "c.jsonl"), seed=1, template=template)
+    assert st2.calls == 0 and st2.cache_hits == 39 and judge.calls == 39
+    assert [r["p_model"] for r in again] == [r["p_model"] for r in recs]
+    other, _ = J.judge_pairs(judge, its, J.JudgeCache(tmp_path / "other.jsonl"), seed=2, template=template)
+    assert [r["model_first"] for r in other] != firsts
+
+
+def test_both_orders_and_a_truncated_cache_line(tmp_path):
+    template = J.protocol_template(False)
+    judge = CountingJudge()
+    path = tmp_path / "c.jsonl"
+    recs, st = J.judge_pairs(judge, items(5), J.JudgeCache(path), seed=0, template=template, orders="both")
+    assert len(recs) == 10 and st.calls == 10
+    assert [r["model_first"] for r in recs[:2]] == [True, False]
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])  # a kill mid-write
+    cache = J.JudgeCache(path)
+    assert cache.bad_lines == 1 and len(cache.entries) == 9
+    _, st = J.judge_pairs(judge, items(5), cache, seed=0, template=template, orders="both")
+    assert st.calls == 1 and st.cache_hits == 9 and st.cache_bad_lines == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# API judge against a real HTTP server on 127.0.0.1
+
+
+def api(server, **kw):
+    return J.APIJudge(server.base_url, "mock-judge", KEY_ENV, **{"concurrency": 4, "max_retries": 2, "timeout_s": 5.0} | kw)
+
+
+def test_api_success_matches_the_servers_logprobs_with_bounded_concurrency(key, tmp_path):
+    with MockServer(latency_s=0.05) as server:
+        judge = api(server, concurrency=3)
+        template = J.protocol_template(True)
+        recs, st = J.judge_pairs(judge, items(12), J.JudgeCache(tmp_path / "c.jsonl"), seed=0, template=template, price_per_1k=(10.0, 30.0))
+        assert server.requests == 12 and server.peak_in_flight <= 3 and server.peak_in_flight >= 2
+        for it, r in zip(items(12), recs, strict=True):
+            o1, o2 = (it["output"], it["baseline_output"]) if r["model_first"] else (it["baseline_output"], it["output"])
+            lm, lM = label_logprobs("\n".join(m["content"] for m in J.to_messages(J.render(template, it["instruction"], o1, o2))))
+            assert (r["logprob_m"], r["logprob_M"]) == pytest.approx((lm, lM))
+        assert st.tokens_in > 0 and st.tokens_out == 12
+        assert st.cost_usd == pytest.approx(st.tokens_in / 1000 * 10.0 + 12 / 1000 * 30.0)
+        _, st2 = J.judge_pairs(judge, items(12), J.JudgeCache(tmp_path / "c.jsonl"), seed=0, template=template)
+        assert server.requests == 12 and st2.calls == 0 and st2.cache_hits == 12  # a rerun costs nothing
+
+
+def test_api_429_then_success_is_retried(key):
+    with MockServer() as server:
+        server.script.extend(["429", "429"])
+        out = api(server, concurrency=1)(["<|im_start|>user\nhi<|im_end|>"])
+        assert server.modes_served == ["429", "429", "ok"] and math.isfinite(out[0]["logprob_m"])
+
+
+def test_api_500_storm_gives_a_clear_error_after_the_retries(key):
+    with MockServer(default="500") as server:
+        with pytest.raises(J.JudgeError, match=r"HTTP 500 after all retries"):
+            api(server, max_retries=2, concurrency=1)(["<|im_start|>user\nhi<|im_end|>"])
+        assert server.requests == 3
+
+
+def test_api_429_storm_gives_a_clear_error(key):
+    with MockServer(default="429") as server:
+        with pytest.raises(J.JudgeError, match=r"HTTP 429 after all retries"):
+            api(server, max_retries=1, concurrency=1)(["<|im_start|>user\nhi<|im_end|>"])
+        assert server.requests == 2
+
+
+def test_api_timeout(key):
+    with MockServer(default="sleep", sleep_s=2.0) as server:
+        with pytest.raises(J.JudgeError, match="timed out"):
+            api(server, max_retries=1, timeout_s=0.3, concurrency=1)(["<|im_start|>user\nhi<|im_end|>"])
+        assert server.requests == 2
+
+
+def test_api_malformed_json(key):
+    with MockServer(default="malformed") as server:
+        with pytest.raises(J.JudgeError, match="malformed reply"):
+            api(server, max_retries=0, concurrency=1)(["<|im_start|>user\nhi<|im_end|>"])
+
+
+def test_api_reply_without_logprobs(key):
+    with MockServer(default="nologprobs") as server:
+        with pytest.raises(J.JudgeError, match="no logprobs"):
+            api(server, concurrency=1)(["<|im_start|>user\nhi<|im_end|>"])
+
+
+def test_api_label_missing_from_top_logprobs(key, tmp_path):
+    with MockServer(default="missing_M") as server:
+        recs, st = J.judge_pairs(api(server), items(4), J.JudgeCache(tmp_path / "c.jsonl"), seed=0, template=J.protocol_template(True))
+        # alpaca_eval's rule: a label absent from top_logprobs has probability 0, so P(m) = 1
+        assert all(r["p_model"] == (1.0 if r["model_first"] else 0.0) for r in recs) and st.unjudgeable == 0
+    with MockServer(default="nolabels") as server:
+        recs, st = J.judge_pairs(api(server), items(4), J.JudgeCache(tmp_path / "d.jsonl"), seed=0, template=J.protocol_template(True))
+        assert all(math.isnan(r["p_model"]) for r in recs) and st.unjudgeable == 4
+
+
+def test_api_401_and_missing_key(key, monkeypatch):
+    with MockServer(default="401") as server:
+        with pytest.raises(J.JudgeError, match=rf"401 unauthorised.*\${KEY_ENV}") as e:
+            api(server, concurrency=1)(["<|im_start|>user\nhi<|im_end|>"])
+        assert FAKE_KEY not in str(e.value)
+    monkeypatch.delenv(KEY_ENV)
+    with pytest.raises(J.JudgeError, match=rf"environment variable {KEY_ENV} .* is not set"):
+        J.APIJudge("http://127.0.0.1:9/v1", "m", KEY_ENV)
+
+
+def test_api_unreachable(key):
+    with pytest.raises(J.JudgeError, match="unreachable"):
+        J.APIJudge("http://127.0.0.1:9/v1", "m", KEY_ENV, max_retries=0, timeout_s=2)(["<|im_start|>user\nhi<|im_end|>"])
+
+
+def test_judge_agreement_equals_an_independent_count():
+    from xlr.evaluate import judge_agreement
+
+    rng = np.random.default_rng(0)
+    recs = []
+    for i in range(30):
+        for first in (True, False):
+            recs.append({"key": f"v:{i}", "model_first": first, "p_model": float(rng.uniform())})
+    recs[5]["p_model"] = math.nan
+    out = judge_agreement(recs, n_boot=200, seed=0)
+    per = {}
+    for r in recs:
+        if not math.isnan(r["p_model"]):
+            per.setdefault(r["key"], []).append(1.0 if r["p_model"] > 0.5 else 0.0)
+    assert out["agreement"] == pytest.approx(np.mean([np.mean(v) for v in per.values()]))
+    assert out["n_items"] == 30 and out["unjudgeable_orders"] == 1
+    assert out["ci95"][0] <= out["agreement"] <= out["ci95"][1]
