@@ -54,9 +54,9 @@ def test_run_error_is_clear(capsys, tmp_path):
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")
 def test_smoke_study_two_iterations_end_to_end(capsys, tmp_path):
+    """The README's sequence at smoke size: notebooks under papermill, every stage, every report with its figures."""
     assert main(["run", str(REPO / "params/smoke.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "NOT BUILT YET" in out and "evaluation" not in out.split("NOT BUILT YET")[1]
     run = tmp_path / "runs/smoke"
     m = json.loads((run / "manifest.json").read_text())
     keys = ["data", "models", "anchor"] + [f"iter{t}/{s}" for t in (1, 2) for s in ("sampling", "rewards", "pairs", "training")]
@@ -76,9 +76,45 @@ def test_smoke_study_two_iterations_end_to_end(capsys, tmp_path):
         metrics = json.loads((run / f"iter{t}/training/metrics.json").read_text())
         assert any("rewards/margins" in h for h in metrics)
     check_evaluation(run)
+    check_reports(tmp_path / "reports/smoke", run)
+    assert "Report:" in out and "index.html" in out
+    # rerun: every stage is skipped (no attempt added), the reports are rebuilt
     assert main(["run", str(REPO / "params/smoke.yaml")]) == 0
-    again = capsys.readouterr().out
-    assert again.count("done earlier, artifacts intact: skipped") == len(keys)
+    again = json.loads((run / "manifest.json").read_text())
+    assert all(again["stages"][k]["attempts"] == m["stages"][k]["attempts"] and again["stages"][k]["finished"] == m["stages"][k]["finished"] for k in keys)
+
+
+def check_reports(rep, run):
+    import nbformat
+
+    pages = ["01_data", "02_anchor", "03_sampling_rewards-iter1", "04_pairs_dpo-iter1", "03_sampling_rewards-iter2", "04_pairs_dpo-iter2",
+             "05_xalpacaeval", "06_summary"]
+    figures = {"02_anchor": 1, "03_sampling_rewards-iter1": 1, "04_pairs_dpo-iter1": 4, "05_xalpacaeval": 3, "06_summary": 2}
+    for page in pages:
+        nb = nbformat.read(run / "notebooks" / f"{page}.ipynb", as_version=4)
+        assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells)
+        assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)  # papermill ran it
+        html = (rep / f"{page}.html").read_text()
+        assert "these are OUR numbers, not the paper's" in html
+        assert "report.run_stages(" not in html  # code hidden by default
+        assert html.count("data:image/png;base64") >= figures.get(page, 0), page
+        assert "Traceback" not in html
+    index = (rep / "index.html").read_text()
+    for text in ("X-AlpacaEval: win rate (WR) and length-controlled win rate (LC)", "length_controlled_minimal", "agreement with held-out English",
+                 "held-out English reward accuracy", "Wall time per stage", "pi_ref", "tiny:0", "tiny:1", "a weak local judge", "seed 42", "git SHA"):
+        assert text in index, text
+    assert index.count("data:image/png;base64") == 11
+    assert all(f"href='{p}.html'" in index for p in pages)
+
+
+def test_failed_notebook_names_the_cell_and_keeps_the_partial_notebook(capsys, tmp_path):
+    assert main(["run", str(REPO / "params/smoke.yaml"), "--set", "judge.model=tiny-no-such-model"]) == 2
+    err = capsys.readouterr().err
+    assert "notebook 01_data.ipynb" in err and "failed in cell" in err and "ModelError" in err and "partial executed notebook is kept" in err
+    partial = tmp_path / "runs/smoke/notebooks/01_data.ipynb"
+    assert partial.is_file() and "tiny-no-such-model" in partial.read_text()
+    m = json.loads((tmp_path / "runs/smoke/manifest.json").read_text())
+    assert m["stages"]["data"]["status"] == "done" and m["stages"]["models"]["status"] == "failed"
 
 
 def check_evaluation(run):
@@ -121,9 +157,9 @@ def check_evaluation(run):
 def test_run_with_a_given_pi0_checks_core_artifacts(capsys, tmp_path):
     from xlr.runs import read_jsonl
 
-    assert main(["run", str(REPO / "params/smoke.yaml"), "--set", "models.pi0=tiny:1", "--set", "iterations=1", "--only", "pairs"]) == 2
+    assert main(["run", str(REPO / "params/smoke.yaml"), "--set", "models.pi0=tiny:1", "--set", "iterations=1", "--only", "pairs", "--direct"]) == 2
     assert "needs the earlier stages done first" in capsys.readouterr().err  # --only pairs with nothing before it
-    assert main(["run", str(REPO / "params/smoke.yaml"), "--set", "models.pi0=tiny:1", "--set", "iterations=1", "--set", "judge.backend=none", "--force"]) == 0
+    assert main(["run", str(REPO / "params/smoke.yaml"), "--set", "models.pi0=tiny:1", "--set", "iterations=1", "--set", "judge.backend=none", "--force", "--direct"]) == 0
     run = tmp_path / "runs/smoke"
     samples = [r for p in sorted((run / "iter1/sampling").glob("*/shard-*.jsonl")) for r in read_jsonl(p)]
     rewards = read_jsonl(run / "iter1/rewards/rewards.jsonl")

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 
 from xlr.config import ParamsError
 
@@ -100,8 +101,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides: dict = {}
     for o in args.set or []:
         overrides = deep_merge(overrides, parse_override(o))
+    if args.iterations is not None:
+        overrides = deep_merge(overrides, {"iterations": args.iterations})
     params = load_params(args.params, overrides)
-    run_study(params, force=args.force, only=args.only, start_from=args.start_from)
+    if args.direct:
+        run_study(params, force=args.force, only=args.only, start_from=args.start_from)
+        return 0
+    from xlr.report import execute_sequence
+    from xlr.study import open_study, select_steps
+
+    t0 = time.monotonic()
+    params, run = open_study(args.params, overrides, force=args.force)
+    allowed = None
+    if args.only or args.start_from:
+        allowed = [run.stage_key(n, i) for n, i in select_steps(params, run, args.only, args.start_from)]
+    index = execute_sequence(args.params, overrides, params, run, allowed, with_code=args.with_code)
+    print(f"\nRun directory: {run.root}\nReport: {index}  ({(time.monotonic() - t0) / 60:.1f} min)")
     return 0
 
 
@@ -116,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="the run dir was made from other params: move it aside and start anew")
     r.add_argument("--only", metavar="STAGE", help="run only this stage (every iteration of it)")
     r.add_argument("--from", dest="start_from", metavar="STAGE", help="start at this stage (earlier ones must be done)")
+    r.add_argument("--iterations", type=int, help="number of ICR iterations (overrides params; a finished run can be extended)")
+    r.add_argument("--with-code", action="store_true", help="keep the code cells in the HTML reports")
+    r.add_argument("--direct", action="store_true", help="run the stages in this process, without notebooks or reports (fast; for tests and debugging)")
     r.set_defaults(func=cmd_run)
 
     pp = sub.add_parser("params", help="validate params files, or print the schema")
@@ -152,11 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     from xlr.models import ModelError
     from xlr.paths import DataRootNotFound
     from xlr.runs import RunMismatch
+    from xlr.judge import JudgeError
+    from xlr.report import NotebookFailed
     from xlr.study import StudyError
 
     try:
         return args.func(args)
-    except (ParamsError, DataError, DataRootNotFound, ModelError, RunMismatch, StudyError) as e:
+    except (ParamsError, DataError, DataRootNotFound, ModelError, RunMismatch, StudyError, JudgeError, NotebookFailed) as e:
         print(f"xlr: error: {e}", file=sys.stderr)
         return 2
 

@@ -49,7 +49,7 @@ STAGES = (
     Stage("generation", "X-AlpacaEval answers of every model (pi_ref, pi0, pi^1..pi^T) in every eval language", True),
     Stage("judging", "judge validation on English labels; each model vs GPT-4-turbo references; pi^t vs pi0 head-to-head", True),
     Stage("metrics", "WR and length-controlled WR with bootstrap CIs, head-to-head, language fidelity", True),
-    Stage("report", "executed notebooks and HTML reports", False),
+    Stage("report", "executed notebooks and HTML reports (xlr run without --direct)", True),
 )
 
 
@@ -429,7 +429,63 @@ def plan(params: Params) -> list[tuple[str, int | None]]:
     return steps
 
 
+def select_steps(params: Params, run: Run, only: str | None = None, start_from: str | None = None) -> list[tuple[str, int | None]]:
+    """The (stage, iteration) steps to run for ``--only`` / ``--from`` (all by default), checking that the earlier
+    stages they need are done."""
+    steps = plan(params)
+    names = [n for n, _ in steps]
+    for opt, value in (("--only", only), ("--from", start_from)):
+        if value is not None and value not in names:
+            raise StudyError(f"{opt} {value}: not a stage of this run; stages: {', '.join(dict.fromkeys(names))}")
+    chosen = []
+    started = start_from is None
+    for name, iteration in steps:
+        started = started or name == start_from
+        if started and (only is None or name == only):
+            chosen.append((name, iteration))
+    if only is not None or start_from is not None:
+        for step in chosen:  # every earlier stage not itself in the selection must be done already
+            missing = [run.stage_key(n, i) for n, i in steps[: steps.index(step)] if (n, i) not in chosen and not run.stage_done(n, i)]
+            if missing:
+                raise StudyError(f"[{run.stage_key(*step)}] needs the earlier stages done first, and these are not: {', '.join(missing)}. "
+                                 "Fix: run without --only/--from, or --from the first of them.")
+    return chosen
+
+
+def run_stage(params: Params, run: Run, name: str, iteration: int | None = None, echo: Any = print) -> bool:
+    """Run one stage unless it is done with intact artifacts (then skip it); True when it ran."""
+    key = run.stage_key(name, iteration)
+    if run.stage_done(name, iteration):
+        echo(f"[{key}] done earlier, artifacts intact: skipped")
+        return False
+    echo(f"[{key}] {next(s.what for s in STAGES if s.name == name)}")
+    run.start_stage(name, iteration)
+    try:
+        if iteration is None:
+            RUNNERS[name](params, run)
+        else:
+            ITERATION_RUNNERS[name](params, run, iteration)
+    except Exception as e:
+        run.fail_stage(name, f"{type(e).__name__}: {e}", iteration)
+        raise
+    return True
+
+
+def open_study(params_path: str | Path, overrides: dict[str, Any] | None = None, force: bool = False) -> tuple[Params, Run]:
+    """Params (file + overrides) and their run directory, threads set: what each notebook starts with."""
+    from xlr.config import load_params
+    from xlr.runtime import set_threads
+
+    params = load_params(params_path, overrides or {})
+    threads = set_threads(params.runtime.threads)
+    run = Run.open(params, force=force)
+    run.manifest["runtime"]["threads"] = threads
+    run.save()
+    return params, run
+
+
 def run_study(params: Params, force: bool = False, echo: Any = print, only: str | None = None, start_from: str | None = None) -> Run:
+    """All stages in-process, without notebooks (``xlr run --direct``; the tests' fast path)."""
     from xlr.runtime import set_threads
 
     threads = set_threads(params.runtime.threads)
@@ -437,36 +493,8 @@ def run_study(params: Params, force: bool = False, echo: Any = print, only: str 
     run.manifest["runtime"]["threads"] = threads
     run.save()
     t0 = time.monotonic()
-    steps = plan(params)
-    names = [n for n, _ in steps]
-    for opt, value in (("--only", only), ("--from", start_from)):
-        if value is not None and value not in names:
-            raise StudyError(f"{opt} {value}: not a stage of this run; stages: {', '.join(dict.fromkeys(names))}")
-    started = start_from is None
-    for name, iteration in steps:
-        started = started or name == start_from
-        if not started or (only is not None and name != only):
-            continue
-        key = run.stage_key(name, iteration)
-        if only is not None or start_from is not None:
-            earlier = steps[: steps.index((name, iteration))]
-            missing_inputs = [run.stage_key(n, i) for n, i in earlier if not run.stage_done(n, i)]
-            if missing_inputs:
-                raise StudyError(f"[{key}] needs the earlier stages done first, and these are not: {', '.join(missing_inputs)}. "
-                                 "Fix: run without --only/--from, or --from the first of them.")
-        if run.stage_done(name, iteration):
-            echo(f"[{key}] done earlier, artifacts intact: skipped")
-            continue
-        echo(f"[{key}] {next(s.what for s in STAGES if s.name == name)}")
-        run.start_stage(name, iteration)
-        try:
-            if iteration is None:
-                RUNNERS[name](params, run)
-            else:
-                ITERATION_RUNNERS[name](params, run, iteration)
-        except Exception as e:
-            run.fail_stage(name, f"{type(e).__name__}: {e}", iteration)
-            raise
+    for name, iteration in select_steps(params, run, only, start_from):
+        run_stage(params, run, name, iteration, echo)
     missing = [s for s in STAGES if not s.built]
     echo(f"\nRun directory: {run.root}  ({time.monotonic() - t0:.0f} s)")
     if missing:

@@ -1,0 +1,265 @@
+"""Figures of the study, read from a run directory's artifacts. Every figure has a title, axis labels and units.
+
+Each function takes the run directory (and an iteration where it applies) and returns a matplotlib Figure, or None
+when the artifacts it needs do not exist yet (a notebook shows that plainly).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from pathlib import Path
+from typing import Any
+
+
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from xlr.runs import read_jsonl  # noqa: E402
+
+
+def _closed(fn: Any) -> Any:
+    """Close the figure before returning it: a notebook then shows it once (as the cell's value), and batch runs do
+    not accumulate open figures."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        fig = fn(*args, **kwargs)
+        if fig is not None:
+            plt.close(fig)
+        return fig
+
+    return wrapper
+
+
+def _style() -> None:
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+
+
+def _json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def rewards_frame(run_root: Path, iteration: int) -> pd.DataFrame | None:
+    path = Path(run_root) / f"iter{iteration}" / "rewards" / "rewards.jsonl"
+    return pd.DataFrame(read_jsonl(path)) if path.is_file() else None
+
+
+@_closed
+def reward_distributions(run_root: Path, iteration: int) -> plt.Figure | None:
+    """Implicit reward r = log pi0(y|G(x)) - log pi_ref(y|G(x)) of every sample, per language."""
+    import seaborn as sns
+
+    df = rewards_frame(run_root, iteration)
+    if df is None or df.empty:
+        return None
+    _style()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    sns.histplot(df, x="reward", hue="lang", element="step", stat="density", common_norm=False, ax=ax, bins=30)
+    ax.set(title=f"Implicit cross-lingual reward per sample, iteration {iteration} ({df['variant'].iloc[0]})",
+           xlabel="reward r = Σ log π0(y|G(x)) − Σ log π_ref(y|G(x))  [nats]", ylabel="density [1/nat]")
+    fig.tight_layout()
+    return fig
+
+
+@_closed
+def alpha_curves(run_root: Path, iteration: int, grid_max: float = 0.05, upper_bound: float | None = None) -> plt.Figure | None:
+    """Mean length gap (chosen − rejected, characters) as a function of alpha, per language, with the alpha chosen."""
+    from xlr.pairs import length_gap
+
+    df = rewards_frame(run_root, iteration)
+    stats = _json(Path(run_root) / f"iter{iteration}" / "pairs" / "pairs_stats.json")
+    if df is None or stats is None:
+        return None
+    _style()
+    alphas = np.round(np.arange(0, grid_max + 1e-12, 0.001), 3)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [2, 1]})
+    before, after = {}, {}
+    for lang, g in df.groupby("lang"):
+        groups = [grp.sort_values("sample_idx") for _, grp in g.groupby("id") if len(grp) >= 2]
+        if not groups:
+            continue
+        R = [list(grp["reward"]) for grp in groups]
+        L = [list(grp["len_chars"]) for grp in groups]
+        gaps = [length_gap(R, L, float(a), upper_bound) for a in alphas]
+        line, = axes[0].plot(alphas, gaps, label=lang)
+        a = (stats.get(lang) or {}).get("alpha")
+        if a is not None:
+            axes[0].scatter([a], [length_gap(R, L, a, upper_bound)], color=line.get_color(), zorder=3)
+            before[lang], after[lang] = stats[lang]["length_gap_before"], stats[lang]["length_gap_after"]
+    axes[0].axhline(0, color="black", lw=0.8)
+    axes[0].set(title=f"Length control: alpha search, iteration {iteration} (dot: alpha chosen)", xlabel="alpha [reward units per character]",
+                ylabel="mean len(chosen) − len(rejected) [characters]")
+    axes[0].legend(title="language")
+    langs = list(before)
+    x = np.arange(len(langs))
+    axes[1].bar(x - 0.2, [before[k] for k in langs], 0.4, label="alpha = 0")
+    axes[1].bar(x + 0.2, [after[k] for k in langs], 0.4, label="alpha chosen")
+    axes[1].set_xticks(x, langs)
+    axes[1].axhline(0, color="black", lw=0.8)
+    axes[1].set(title="Length gap before/after control", xlabel="language", ylabel="mean gap [characters]")
+    axes[1].legend()
+    fig.tight_layout()
+    return fig
+
+
+@_closed
+def pair_lengths(run_root: Path, iteration: int) -> plt.Figure | None:
+    """Length of chosen vs rejected responses per language."""
+    import seaborn as sns
+
+    path = Path(run_root) / f"iter{iteration}" / "pairs" / "pairs.jsonl"
+    if not path.is_file():
+        return None
+    rows = read_jsonl(path)
+    if not rows:
+        return None
+    _style()
+    df = pd.DataFrame([{"lang": r["lang"], "response": kind, "length": len(r[kind])} for r in rows for kind in ("chosen", "rejected")])
+    fig, ax = plt.subplots(figsize=(8, 4))
+    sns.boxplot(df, x="lang", y="length", hue="response", ax=ax)
+    ax.set(title=f"Chosen vs rejected response length, iteration {iteration}", xlabel="language", ylabel="response length [characters]")
+    fig.tight_layout()
+    return fig
+
+
+@_closed
+def fidelity(run_root: Path, iterations: int) -> plt.Figure | None:
+    """Fraction of samples / chosen / rejected detected in the target language, per language and iteration (lingua)."""
+    import seaborn as sns
+
+    rows = []
+    for t in range(1, iterations + 1):
+        stats = _json(Path(run_root) / f"iter{t}" / "pairs" / "pairs_stats.json")
+        for lang, s in (stats or {}).items():
+            for kind, f in (s.get("fidelity") or {}).items():
+                rows.append({"iteration": t, "lang": lang, "set": kind, "in target language": 100 * f["in_target"]})
+    if not rows:
+        return None
+    _style()
+    df = pd.DataFrame(rows)
+    g = sns.catplot(df, x="lang", y="in target language", hue="set", col="iteration", kind="bar", height=3.5, aspect=1.2)
+    g.set_axis_labels("language", "in the target language [%]")
+    g.figure.suptitle("Language fidelity of sampled, chosen and rejected responses", y=1.04)
+    return g.figure
+
+
+@_closed
+def dpo_curves(metrics_paths: dict[str, Path]) -> plt.Figure | None:
+    """DPO loss, reward margin and reward accuracy per optimizer step (trl's logged metrics), one line per training run."""
+    _style()
+    data = {name: _json(p) for name, p in metrics_paths.items()}
+    data = {k: v for k, v in data.items() if v}
+    if not data:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    specs = [("loss", "loss [nats] (DPO; + NLL in iterations)"), ("rewards/margins", "reward margin β·Δlog-ratio [nats]"), ("rewards/accuracies", "reward accuracy [fraction]")]
+    for ax, (key, label) in zip(axes, specs, strict=True):
+        for name, hist in data.items():
+            pts = [(h["step"], h[key]) for h in hist if key in h and "step" in h]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker=".", label=name)
+        ax.set(title=key, xlabel="optimizer step", ylabel=label)
+    axes[0].legend()
+    fig.suptitle("DPO training curves (trl DPOTrainer logs)", y=1.02)
+    fig.tight_layout()
+    return fig
+
+
+def summary_frame(run_root: Path) -> pd.DataFrame | None:
+    s = _json(Path(run_root) / "eval" / "summary.json")
+    if not s:
+        return None
+    return pd.DataFrame(s["rows"])
+
+
+@_closed
+def winrates(run_root: Path) -> plt.Figure | None:
+    """WR and LC against the reference outputs, per language and model, with 95% bootstrap CIs."""
+    df = summary_frame(run_root)
+    if df is None or "win_rate" not in df:
+        return None
+    _style()
+    s = _json(Path(run_root) / "eval" / "summary.json")
+    models = list(dict.fromkeys(df["model"]))
+    langs = list(dict.fromkeys(df["lang"]))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.2), sharey=True)
+    width = 0.8 / len(models)
+    for ax, (col, ci, label) in zip(axes, [("win_rate", "win_rate_ci95", "win rate"), ("length_controlled_winrate", "lc_ci95", "length-controlled win rate")], strict=True):
+        for k, m in enumerate(models):
+            sub = df[df["model"] == m].set_index("lang").reindex(langs)
+            y = sub[col].to_numpy(float)
+            cis = [c if isinstance(c, list) else [math.nan, math.nan] for c in sub.get(ci, pd.Series([None] * len(langs)))]
+            lo = np.array([y[i] - cis[i][0] for i in range(len(langs))])
+            hi = np.array([cis[i][1] - y[i] for i in range(len(langs))])
+            ax.bar(np.arange(len(langs)) + (k - (len(models) - 1) / 2) * width, y, width, yerr=np.nan_to_num(np.vstack([lo, hi])), capsize=2, label=m)
+        ax.set_xticks(np.arange(len(langs)), langs)
+        variant = df["lc_variant"].iloc[0] if col != "win_rate" and "lc_variant" in df else ""
+        ax.set(title=f"{label} vs {s['reference_generator']}" + (f"\n({variant})" if variant else ""), xlabel="language", ylabel=f"{label} [%]")
+    axes[0].legend(title="model")
+    fig.suptitle(f"X-AlpacaEval, {s['n_prompts']} prompts per language, judge {s['judge']['model']} ({s['judge']['backend']})", y=1.03)
+    fig.tight_layout()
+    return fig
+
+
+@_closed
+def head_to_head(run_root: Path) -> plt.Figure | None:
+    """Each model against pi0 (same judge, both orders), per language, with 95% CIs; 50% = no difference."""
+    df = summary_frame(run_root)
+    if df is None or "h2h_vs_pi0" not in df:
+        return None
+    rows = [(r["model"], r["lang"], r["h2h_vs_pi0"]) for _, r in df.iterrows() if isinstance(r.get("h2h_vs_pi0"), dict)]
+    if not rows:
+        return None
+    _style()
+    models = list(dict.fromkeys(m for m, _, _ in rows))
+    langs = list(dict.fromkeys(lang for _, lang, _ in rows))
+    fig, ax = plt.subplots(figsize=(10, 4))
+    width = 0.8 / len(models)
+    for k, m in enumerate(models):
+        vals = {lang: h for mm, lang, h in rows if mm == m}
+        y = np.array([vals[lang]["win_rate"] if lang in vals else np.nan for lang in langs])
+        lo = np.array([y[i] - vals[lang]["ci95"][0] if lang in vals else 0 for i, lang in enumerate(langs)])
+        hi = np.array([vals[lang]["ci95"][1] - y[i] if lang in vals else 0 for i, lang in enumerate(langs)])
+        ax.bar(np.arange(len(langs)) + (k - (len(models) - 1) / 2) * width, y, width, yerr=np.vstack([lo, hi]), capsize=2, label=m)
+    ax.axhline(50, color="black", lw=0.8)
+    ax.set_xticks(np.arange(len(langs)), langs)
+    ax.set(title="Head-to-head against π0 (both orders; 50% = tie)", xlabel="language", ylabel="win rate vs π0 [%]")
+    ax.legend(title="model")
+    fig.tight_layout()
+    return fig
+
+
+@_closed
+def output_fidelity(run_root: Path) -> plt.Figure | None:
+    """Fraction of X-AlpacaEval outputs in the prompt's language, per language and model."""
+    import seaborn as sns
+
+    df = summary_frame(run_root)
+    if df is None or "fidelity" not in df:
+        return None
+    _style()
+    d = df.assign(pct=100 * df["fidelity"])
+    fig, ax = plt.subplots(figsize=(10, 4))
+    sns.barplot(d, x="lang", y="pct", hue="model", ax=ax)
+    ax.set(title="Language fidelity of X-AlpacaEval outputs (lingua)", xlabel="language", ylabel="outputs in the prompt's language [%]")
+    fig.tight_layout()
+    return fig
+
+
+def figure_to_png_b64(fig: plt.Figure) -> str:
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+

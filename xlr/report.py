@@ -1,0 +1,321 @@
+"""The notebook sequence under papermill, HTML reports, and the tables the notebooks show.
+
+``xlr run params/X.yaml`` executes ``notebooks/NN_*.ipynb`` in order with papermill (the per-iteration ones once per
+iteration), each with its ``parameters`` cell set (params path, overrides, iteration, the stages it may run). Executed
+notebooks go to ``runs/<name>/notebooks/``, their HTML (code hidden unless ``--with-code``) to ``reports/<name>/``,
+and ``reports/<name>/index.html`` gathers provenance, the headline tables and the figures.
+
+A stage already done with intact artifacts is skipped inside its notebook (resume). A failing notebook stops the run:
+the error names the notebook, the cell and the exception, and the partial executed notebook is kept.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from xlr.config import Params
+from xlr.runs import Run, atomic_write_json, atomic_write_text
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+@dataclass(frozen=True)
+class NotebookStep:
+    notebook: str  # file name under notebooks/
+    stages: tuple[str, ...]
+    iteration: int | None = None
+
+    @property
+    def out_name(self) -> str:
+        stem = self.notebook.removesuffix(".ipynb")
+        return f"{stem}-iter{self.iteration}" if self.iteration is not None else stem
+
+
+class NotebookFailed(RuntimeError):
+    pass
+
+
+def notebook_plan(params: Params) -> list[NotebookStep]:
+    steps = [NotebookStep("01_data.ipynb", ("data", "models")), NotebookStep("02_anchor.ipynb", ("anchor",))]
+    for t in range(1, params.iterations + 1):
+        steps += [NotebookStep("03_sampling_rewards.ipynb", ("sampling", "rewards"), t), NotebookStep("04_pairs_dpo.ipynb", ("pairs", "training"), t)]
+    steps += [NotebookStep("05_xalpacaeval.ipynb", ("generation", "judging", "metrics")), NotebookStep("06_summary.ipynb", ())]
+    return steps
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# used inside the notebooks
+
+
+def run_stages(params: Params, run: Run, stages: list[str], iteration: int | None = None, allowed: list[str] | None = None) -> dict[str, str]:
+    """Run the notebook's stages in order (skipping done ones). ``allowed``: stage keys this invocation may run
+    (``xlr run --only/--from``); others are left as they are. Returns each stage's status afterwards."""
+    from xlr.study import plan, run_stage
+
+    out = {}
+    planned = plan(params)
+    for name in stages:
+        key = run.stage_key(name, iteration)
+        if (name, iteration) not in planned:
+            out[key] = "not in this study's plan"
+            continue
+        if allowed is not None and key not in allowed:
+            out[key] = "done" if run.stage_done(name, iteration) else "not run (outside --only/--from)"
+            continue
+        run_stage(params, run, name, iteration)
+        out[key] = "done"
+    return out
+
+
+def header(params: Params, run: Run) -> Any:
+    """What this run is, on top of every notebook and report: model, judge, data sizes, seeds (never the paper's)."""
+    from IPython.display import HTML
+
+    return HTML(provenance_html(params, run))
+
+
+def provenance_rows(params: Params, run: Run) -> list[tuple[str, str]]:
+    m = run.manifest
+    models = m.get("models", {})
+
+    def model(role: str, spec: str) -> str:
+        rec = models.get(role) or {}
+        h = rec.get("weights_sha256") or rec.get("source_gguf_sha256")
+        return f"{spec}" + (f" (sha256 {str(h)[:12]}…)" if h else "")
+
+    ev = params.evaluation
+    judge = f"{params.judge.backend}: {params.judge.model}" + (" — a weak local judge" if params.judge.backend == "local" else "")
+    return [
+        ("run", f"{params.name} — {params.description}"),
+        ("pi_ref", model("pi_ref", params.models.pi_ref)),
+        ("pi0", model("pi0", params.models.pi0) if params.models.pi0 != "build" else f"built here by English DPO of pi_ref on {params.anchor.n_train} pairs"),
+        ("judge", judge + (" + same-language clause" if params.judge.same_language_clause else "")),
+        ("training data", f"{params.data.n_train_prompts} prompts/language/iteration × {len(params.languages.train)} languages ({', '.join(params.languages.train)}), N = {params.sampling.n_samples}, {params.iterations} iterations"),
+        ("evaluation", f"X-AlpacaEval {ev.n_prompts or 805} prompts/language ({', '.join(params.languages.eval)}), max_new_tokens {ev.max_new_tokens}, vs {ev.reference_generator}"),
+        ("seeds", f"seed {params.seed}, eval subset seed {ev.subset_seed}"),
+        ("params hash", m.get("params_hash", "")[:16]),
+        ("git SHA", str(m.get("git_sha"))),
+        ("packages", ", ".join(f"{k} {v}" for k, v in (m.get("packages") or {}).items())),
+        ("runtime", ", ".join(f"{k} {v}" for k, v in (m.get("runtime") or {}).items())),
+    ]
+
+
+def provenance_html(params: Params, run: Run) -> str:
+    rows = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in provenance_rows(params, run))
+    return ("<div style='border:1px solid #888;padding:0.5em;margin-bottom:1em'><b>xlr CPU/GPU-scale run — these are OUR numbers, "
+            "not the paper's.</b><table>" + rows + "</table></div>")
+
+
+def stage_times(run: Run) -> pd.DataFrame:
+    rows = [{"stage": k, "status": v.get("status"), "wall time [min]": round(v.get("wall_s", float("nan")) / 60, 2), "attempts": v.get("attempts")}
+            for k, v in run.manifest.get("stages", {}).items()]
+    return pd.DataFrame(rows)
+
+
+def data_tables(run: Run) -> dict[str, pd.DataFrame]:
+    s = json.loads((run.root / "data" / "summary.json").read_text())
+    c = s["counts"]
+    t = {"training prompts per language": pd.DataFrame([c["train_prompts"]], index=["prompts"])}
+    rows = [{"item": "X-AlpacaEval prompts per language", "count": c["xalpacaeval_prompts_per_language"]}]
+    for split in ("train", "eval"):
+        if f"english_{split}" in c:
+            rows.append({"item": f"English preference pairs ({split})", "count": c[f"english_{split}"]})
+            for why, n in c.get(f"english_{split}_skipped", {}).items():
+                rows.append({"item": f"  skipped ({split}): {why}", "count": n})
+    t["evaluation and anchor data"] = pd.DataFrame(rows)
+    g = run.root / "models" / "greedy_check.json"
+    if g.is_file():
+        t["greedy answers (model check)"] = pd.DataFrame(json.loads(g.read_text())).rename_axis("language")
+    return t
+
+
+def anchor_table(run: Run) -> pd.DataFrame | None:
+    p = run.root / "anchor" / "reward_accuracy.json"
+    if not p.is_file():
+        return None
+    a = json.loads(p.read_text())
+    rows = [{"score": "implicit reward log pi0/pi_ref", "accuracy": a["accuracy"], "95% CI": f"{a['ci95'][0]:.3f}–{a['ci95'][1]:.3f}"}]
+    for k, label in (("loglik_accuracy_policy", "log-likelihood of pi0 alone"), ("loglik_accuracy_reference", "log-likelihood of pi_ref alone")):
+        if k in a:
+            rows.append({"score": label, "accuracy": a[k], "95% CI": ""})
+    return pd.DataFrame(rows).assign(n=a["n"], ties_excluded=a["ties_excluded"])
+
+
+def rewards_table(run: Run, iteration: int) -> pd.DataFrame | None:
+    from xlr.plots import rewards_frame
+
+    df = rewards_frame(run.root, iteration)
+    if df is None:
+        return None
+    return df.groupby("lang").agg(samples=("reward", "size"), reward_mean=("reward", "mean"), reward_std=("reward", "std"),
+                                  len_chars_mean=("len_chars", "mean"), tokens_mean=("n_tokens", "mean")).round(3)
+
+
+def pairs_table(run: Run, iteration: int) -> pd.DataFrame | None:
+    p = run.root / f"iter{iteration}" / "pairs" / "pairs_stats.json"
+    if not p.is_file():
+        return None
+    rows = []
+    for lang, s in json.loads(p.read_text()).items():
+        fid = s.get("fidelity") or {}
+        rows.append({"lang": lang, "prompts": s["prompts"], "pairs": s["pairs"], "alpha": s.get("alpha"),
+                     "gap before [chars]": s.get("length_gap_before"), "gap after [chars]": s.get("length_gap_after"),
+                     "dropped": sum(s.get("drops", {}).values()), "drop reasons": "; ".join(f"{k}: {v}" for k, v in s.get("drops", {}).items()),
+                     "chosen in target lang": (fid.get("chosen") or {}).get("in_target")})
+    return pd.DataFrame(rows).set_index("lang")
+
+
+def _fmt_ci(v: float, ci: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(ci, list | tuple) and not any(isinstance(c, float) and math.isnan(c) for c in ci):
+        return f"{v:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
+    return f"{v:.1f}"
+
+
+def headline_table(run: Run, params: Params | None = None) -> pd.DataFrame | None:
+    """WR and LC (with 95% CIs) per model and language, head-to-head vs pi0; the paper's numbers, where params carry
+    them, in separate columns labelled as the paper's."""
+    p = run.root / "eval" / "summary.json"
+    if not p.is_file():
+        return None
+    s = json.loads(p.read_text())
+    rows = []
+    for r in s["rows"]:
+        h = r.get("h2h_vs_pi0")
+        rows.append({"model": r["model"], "lang": r["lang"], "WR [%]": _fmt_ci(r.get("win_rate"), r.get("win_rate_ci95")),
+                     f"LC [%] ({r.get('lc_variant', '')})": _fmt_ci(r.get("length_controlled_winrate"), r.get("lc_ci95")),
+                     "vs pi0 [%]": _fmt_ci(h["win_rate"], h["ci95"]) if h else "–",
+                     "in language [%]": round(100 * r["fidelity"], 1), "mean chars": round(r["mean_output_chars"]), "judged": r["n_judged"]})
+    df = pd.DataFrame(rows)
+    paper = (params.paper_reference if params else {}) or {}
+    if paper.get("x_alpacaeval"):
+        ref = paper["x_alpacaeval"]
+        df["paper's WR [%] (their setting)"] = [ref.get(r["model"], {}).get(r["lang"], {}).get("wr", "") for r in rows]
+        df["paper's LC [%] (their setting)"] = [ref.get(r["model"], {}).get(r["lang"], {}).get("lc", "") for r in rows]
+    return df
+
+
+def judge_table(run: Run) -> pd.DataFrame | None:
+    p = run.root / "eval" / "judge_validation.json"
+    if not p.is_file():
+        return None
+    v = json.loads(p.read_text())
+    return pd.DataFrame([{"judge": v["judge"], "held-out English pairs": v["n_items"], "agreement with labels": round(v["agreement"], 3),
+                          "95% CI": f"{v['ci95'][0]:.3f}–{v['ci95'][1]:.3f}", "position consistency": round(v.get("position_consistency", float("nan")), 3),
+                          "unjudgeable orders": v.get("unjudgeable_orders", 0)}])
+
+
+def judging_costs(run: Run) -> pd.DataFrame | None:
+    entry = run.manifest.get("stages", {}).get("judging")
+    if not entry or "counts" not in entry:
+        return None
+    return pd.DataFrame([entry["counts"]["totals"]])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# executing the sequence
+
+
+def execute_sequence(
+    params_path: str | Path,
+    overrides: dict[str, Any],
+    params: Params,
+    run: Run,
+    allowed: list[str] | None,
+    with_code: bool = False,
+    echo: Any = print,
+) -> Path:
+    """Run every notebook of the plan (papermill), convert each to HTML, then write index.html; return its path."""
+    import papermill as pm
+
+    from xlr.paths import reports_dir
+
+    nb_out = run.root / "notebooks"
+    nb_out.mkdir(parents=True, exist_ok=True)
+    rep = reports_dir() / params.name
+    rep.mkdir(parents=True, exist_ok=True)
+    timings_path = nb_out / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    # the kernel is this interpreter (jupyter_client maps the kernelspec's "python" to sys.executable); make sure
+    # its scripts are first on PATH for anything the kernel launches
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    for step in notebook_plan(params):
+        keys = [run.stage_key(s, step.iteration) for s in step.stages]
+        if allowed is not None and step.stages and not any(k in allowed for k in keys):
+            if (nb_out / f"{step.out_name}.ipynb").is_file():
+                continue  # nothing to run here this time; keep its executed notebook and report
+        src = NOTEBOOK_DIR / step.notebook
+        dst = nb_out / f"{step.out_name}.ipynb"
+        parameters = {"params_path": str(Path(params_path).resolve()), "overrides": overrides, "run_stages": allowed}
+        if step.iteration is not None:
+            parameters["iteration"] = step.iteration
+        echo(f"\n=== {step.out_name} ({', '.join(step.stages) or 'summary'}) ===")
+        t0 = time.monotonic()
+        try:
+            pm.execute_notebook(str(src), str(dst), parameters=parameters, cwd=str(NOTEBOOK_DIR), progress_bar=True, log_output=False,
+                                stdout_file=None, stderr_file=sys.stderr)
+        except pm.PapermillExecutionError as e:
+            raise NotebookFailed(f"notebook {step.notebook} (as {dst}) failed in cell {e.exec_count} ({e.ename}: {e.evalue}). "
+                                 f"The partial executed notebook is kept at {dst}; fix the cause and rerun the same command (done stages are skipped).") from None
+        timings[step.out_name] = round(time.monotonic() - t0, 1)
+        atomic_write_json(timings_path, timings)
+        to_html(dst, rep / f"{step.out_name}.html", with_code)
+    fresh = Run.open(params)  # the kernels wrote the manifest; read it back
+    index = rep / "index.html"
+    atomic_write_text(index, index_html(params, fresh, timings, [s.out_name for s in notebook_plan(params)]))
+    return index
+
+
+def to_html(notebook: Path, out: Path, with_code: bool = False) -> Path:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(exclude_input=not with_code, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    atomic_write_text(out, body)
+    return out
+
+
+def index_html(params: Params, run: Run, timings: dict[str, float], pages: list[str]) -> str:
+    from xlr import plots
+
+    parts = [f"<html><head><meta charset='utf-8'><title>xlr: {html.escape(params.name)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1200px;margin:auto} table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:2px 6px}</style>",
+             f"</head><body><h1>xlr report: {html.escape(params.name)}</h1>", provenance_html(params, run)]
+
+    def table(title: str, df: pd.DataFrame | None) -> None:
+        if df is not None and not df.empty:
+            parts.append(f"<h2>{html.escape(title)}</h2>" + df.to_html(index=False, na_rep="–", escape=True))
+
+    table("X-AlpacaEval: win rate (WR) and length-controlled win rate (LC) vs the reference, 95% bootstrap CIs", headline_table(run, params))
+    table("How far the judge can be trusted: agreement with held-out English preference labels", judge_table(run))
+    table("pi0 as a reward: held-out English reward accuracy", anchor_table(run))
+    table("Judging: calls, cache hits, tokens, estimated cost", judging_costs(run))
+    st = stage_times(run)
+    table("Wall time per stage", st)
+    table("Wall time per notebook [s]", pd.DataFrame([timings]) if timings else None)
+    figs = [("X-AlpacaEval win rates", plots.winrates(run.root)), ("Head-to-head vs pi0", plots.head_to_head(run.root)),
+            ("Language fidelity of outputs", plots.output_fidelity(run.root))]
+    metrics = {"anchor (pi0)": run.root / "anchor" / "metrics.json"} | {f"iteration {t}": run.root / f"iter{t}" / "training" / "metrics.json" for t in range(1, params.iterations + 1)}
+    figs.append(("DPO training curves", plots.dpo_curves(metrics)))
+    for t in range(1, params.iterations + 1):
+        figs += [(f"Rewards, iteration {t}", plots.reward_distributions(run.root, t)), (f"Alpha search, iteration {t}", plots.alpha_curves(run.root, t)),
+                 (f"Pair lengths, iteration {t}", plots.pair_lengths(run.root, t))]
+    figs.append(("Language fidelity of training samples", plots.fidelity(run.root, params.iterations)))
+    parts.append("<h2>Figures</h2>")
+    for title, fig in figs:
+        if fig is not None:
+            parts.append(f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{plots.figure_to_png_b64(fig)}'>")
+    parts.append("<h2>Notebooks</h2><ul>" + "".join(f"<li><a href='{p}.html'>{p}</a></li>" for p in pages) + "</ul></body></html>")
+    return "\n".join(parts)
