@@ -196,8 +196,9 @@ def winrates(run_root: Path) -> plt.Figure | None:
             sub = df[df["model"] == m].set_index("lang").reindex(langs)
             y = sub[col].to_numpy(float)
             cis = [c if isinstance(c, list) else [math.nan, math.nan] for c in sub.get(ci, pd.Series([None] * len(langs)))]
-            lo = np.array([y[i] - cis[i][0] for i in range(len(langs))])
-            hi = np.array([cis[i][1] - y[i] for i in range(len(langs))])
+            # a bootstrap percentile CI need not contain the point estimate (e.g. LC refits): clip the bars at 0
+            lo = np.clip([y[i] - cis[i][0] for i in range(len(langs))], 0, None)
+            hi = np.clip([cis[i][1] - y[i] for i in range(len(langs))], 0, None)
             ax.bar(np.arange(len(langs)) + (k - (len(models) - 1) / 2) * width, y, width, yerr=np.nan_to_num(np.vstack([lo, hi])), capsize=2, label=m)
         ax.set_xticks(np.arange(len(langs)), langs)
         variant = df["lc_variant"].iloc[0] if col != "win_rate" and "lc_variant" in df else ""
@@ -225,8 +226,8 @@ def head_to_head(run_root: Path) -> plt.Figure | None:
     for k, m in enumerate(models):
         vals = {lang: h for mm, lang, h in rows if mm == m}
         y = np.array([vals[lang]["win_rate"] if lang in vals else np.nan for lang in langs])
-        lo = np.array([y[i] - vals[lang]["ci95"][0] if lang in vals else 0 for i, lang in enumerate(langs)])
-        hi = np.array([vals[lang]["ci95"][1] - y[i] if lang in vals else 0 for i, lang in enumerate(langs)])
+        lo = np.clip([y[i] - vals[lang]["ci95"][0] if lang in vals else 0 for i, lang in enumerate(langs)], 0, None)
+        hi = np.clip([vals[lang]["ci95"][1] - y[i] if lang in vals else 0 for i, lang in enumerate(langs)], 0, None)
         ax.bar(np.arange(len(langs)) + (k - (len(models) - 1) / 2) * width, y, width, yerr=np.vstack([lo, hi]), capsize=2, label=m)
     ax.axhline(50, color="black", lw=0.8)
     ax.set_xticks(np.arange(len(langs)), langs)
