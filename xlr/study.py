@@ -354,7 +354,7 @@ def stage_judging(params: Params, run: Run) -> dict[str, Any]:
     artifacts = []
     ev_dir = run.root / "eval"
     held = data.load_english_preferences(params.data.english_preferences, "eval", params.data.data_dir)
-    # judge validation: the plain AlpacaEval protocol (English pairs: the same-language clause changes nothing there)
+    # judge validation with the very prompt used for the evaluation (English pairs: the same-language clause is moot)
     recs, st = judge_pairs(judge, validation_items(held, jp.n_validation_pairs), cache, params.seed, template, orders="both", price_per_1k=price, desc="judge validation")
     write_judgments(ev_dir / "judge_validation.jsonl", recs)
     agreement = judge_agreement(recs, n_boot=params.evaluation.bootstrap, seed=params.seed) | {"judge": judge.id, "stats": st.as_dict()}
