@@ -1,0 +1,91 @@
+"""Judging throughput: the local judge (prompts/s, tokens/s, batched vs one prompt at a time, same numbers checked),
+and the API judge against the loopback mock server (throughput at 1 vs the configured concurrency, and zero repeated
+calls on a rerun thanks to the cache).
+
+    .venv/bin/python bench/judge.py [--model qwen2.5-coder-1.5b-instruct] [--n 16] [--latency 0.2] [--concurrency 8]
+
+Prompts are real: X-AlpacaEval English instructions with their GPT-4-turbo reference as one output and a shortened
+copy as the other, rendered with the AlpacaEval template plus the same-language clause.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from xlr import data
+from xlr import judge as J
+from xlr.mock_openai import MockServer
+from xlr.models import load_model
+from xlr.runtime import set_threads
+
+
+def prompts(n: int) -> list[str]:
+    template = J.protocol_template(True)
+    rows = list(data.load_xalpacaeval("en", data.xalpacaeval_ids(n, 0)))
+    return [J.render(template, r["instruction"], r["reference_output"], r["reference_output"][: len(r["reference_output"]) // 3]) for r in rows]
+
+
+def local(model_spec: str, ps: list[str]) -> None:
+    model, tok = load_model(model_spec, dtype=torch.bfloat16)
+    judge = J.LocalJudge(model, tok, model_spec)
+    judge(ps[:2])  # warm-up
+    t0 = time.perf_counter()
+    batched = judge(ps)
+    tb = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    single = [judge([p])[0] for p in ps]
+    ts = time.perf_counter() - t0
+    diff = max(abs(a["logprob_m"] - b["logprob_m"]) + abs(a["logprob_M"] - b["logprob_M"]) for a, b in zip(batched, single, strict=True))
+    toks = sum(r["tokens_in"] for r in batched)
+    print(f"local judge {model_spec} (bf16, {torch.get_num_threads()} threads), {len(ps)} prompts, {toks / len(ps):.0f} tokens each on average")
+    print(f"  batched     : {len(ps) / tb:6.2f} prompts/s  {toks / tb:7.0f} tokens/s")
+    print(f"  one at a time: {len(ps) / ts:6.2f} prompts/s  {toks / ts:7.0f} tokens/s")
+    print(f"  ratio batched/single: {ts / tb:.2f}x; max |logprob difference| {diff:.2e} (bf16 padding noise)")
+
+
+def api(ps: list[str], latency: float, concurrency: int) -> None:
+    os.environ["XLR_BENCH_KEY"] = "bench-key"
+    with MockServer(latency_s=latency) as server, tempfile.TemporaryDirectory() as tmp:
+        items = [{"key": f"b:{k}", "instruction": p[:50], "output": p, "baseline_output": p[::-1]} for k, p in enumerate(ps)]
+        template = J.protocol_template(True)
+        times = {}
+        for c in (1, concurrency):
+            judge = J.APIJudge(server.base_url, "mock", "XLR_BENCH_KEY", concurrency=c)
+            cache = J.JudgeCache(Path(tmp) / f"c{c}.jsonl")
+            t0 = time.perf_counter()
+            recs, st = J.judge_pairs(judge, items, cache, seed=0, template=template)
+            times[c] = time.perf_counter() - t0
+            assert st.calls == len(items)
+        before = server.requests
+        _, st = J.judge_pairs(judge, items, J.JudgeCache(Path(tmp) / f"c{concurrency}.jsonl"), seed=0, template=template)
+        print(f"API judge vs loopback mock server ({latency * 1000:.0f} ms per reply), {len(items)} judgments")
+        for c, t in times.items():
+            print(f"  concurrency {c:2d}: {len(items) / t:6.1f} judgments/s  (peak in flight {server.peak_in_flight})")
+        print(f"  ratio: {times[1] / times[concurrency]:.2f}x; rerun: {server.requests - before} requests, {st.cache_hits} cache hits")
+        assert server.requests == before and not math.isnan(recs[0]["p_model"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--latency", type=float, default=0.2)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--skip-local", action="store_true")
+    args = ap.parse_args()
+    set_threads(None)
+    ps = prompts(args.n)
+    api(ps, args.latency, args.concurrency)
+    if not args.skip_local:
+        local(args.model, ps)
+
+
+if __name__ == "__main__":
+    main()
