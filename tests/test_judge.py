@@ -82,12 +82,14 @@ class CountingJudge:
     def __init__(self):
         self.calls = 0
 
-    def __call__(self, prompts, progress=None):
+    def __call__(self, prompts, progress=None, sink=None):
         self.calls += len(prompts)
         out = []
-        for p in prompts:
+        for i, p in enumerate(prompts):
             lm, lM = label_logprobs(p)
             out.append({"logprob_m": lm, "logprob_M": lM, "tokens_in": 10, "tokens_out": 1})
+            if sink:
+                sink(i, out[-1])
         return out
 
 
@@ -169,6 +171,19 @@ def test_api_500_storm_gives_a_clear_error_after_the_retries(key):
         with pytest.raises(J.JudgeError, match=r"HTTP 500 after all retries"):
             api(server, max_retries=2, concurrency=1)(["<|im_start|>user\nhi<|im_end|>"])
         assert server.requests == 3
+
+
+def test_api_failure_midway_keeps_every_judgment_already_made(key, tmp_path):
+    with MockServer() as server:
+        server.script.extend(["ok"] * 5 + ["500"] * 10)
+        cache = J.JudgeCache(tmp_path / "c.jsonl")
+        with pytest.raises(J.JudgeError, match="HTTP 500"):
+            J.judge_pairs(api(server, concurrency=1, max_retries=1), items(8), cache, seed=0, template=J.protocol_template(True))
+        assert len(J.JudgeCache(tmp_path / "c.jsonl").entries) == 5  # the five paid judgments survived the failure
+        server.script.clear()  # the endpoint recovers
+        before = server.requests
+        recs, st = J.judge_pairs(api(server, concurrency=1), items(8), J.JudgeCache(tmp_path / "c.jsonl"), seed=0, template=J.protocol_template(True))
+        assert st.cache_hits == 5 and st.calls == 3 and server.requests - before == 3
 
 
 def test_api_429_storm_gives_a_clear_error(key):

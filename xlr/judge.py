@@ -172,7 +172,9 @@ class LocalJudge:
         text = self.tokenizer.apply_chat_template(to_messages(prompt), tokenize=False, add_generation_prompt=True)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def __call__(self, prompts: Sequence[str], progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    def __call__(self, prompts: Sequence[str], progress: Callable[[int], None] | None = None,
+                 sink: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+        """Label log-probs per prompt; ``sink(i, result)`` is called as soon as prompt i is judged."""
         import torch
 
         from xlr.rewards import length_batches
@@ -196,6 +198,8 @@ class LocalJudge:
                 for r, i in enumerate(batch):
                     out[i] = {"logprob_m": float(logp[r, self.label_ids[0]]), "logprob_M": float(logp[r, self.label_ids[1]]),
                               "tokens_in": len(encoded[i]), "tokens_out": 0}
+                    if sink:
+                        sink(i, out[i])
                 if progress:
                     progress(len(batch))
         return out
@@ -244,15 +248,21 @@ class APIJudge:
         return {"logprob_m": found.get("m", -math.inf), "logprob_M": found.get("M", -math.inf),
                 "tokens_in": getattr(usage, "prompt_tokens", 0) or 0, "tokens_out": getattr(usage, "completion_tokens", 0) or 0}
 
-    def __call__(self, prompts: Sequence[str], progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
-        def work(p: str) -> dict[str, Any]:
-            r = self.one(p)
+    def __call__(self, prompts: Sequence[str], progress: Callable[[int], None] | None = None,
+                 sink: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+        """At most ``concurrency`` requests in flight; ``sink(i, result)`` as each reply arrives, so a failure later
+        (after its retries) loses none of the judgments already paid for."""
+
+        def work(i: int) -> dict[str, Any]:
+            r = self.one(prompts[i])
+            if sink:
+                sink(i, r)
             if progress:
                 progress(1)
             return r
 
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(work, prompts))
+            return list(pool.map(work, range(len(prompts))))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -311,16 +321,17 @@ def judge_pairs(
     # distinct prompts only (the same pair can occur twice)
     unique = list({r["cache_key"]: r for r in todo}.values())
     stats.cache_hits = sum(1 for r in plan if not r["identical"]) - len(todo)
+    lock = threading.Lock()
+
+    def sink(i: int, res: dict[str, Any]) -> None:  # each judgment reaches the cache (fsync'd) as soon as it exists
+        cache.put({"key": unique[i]["cache_key"], "judge": judge.id, **res})
+        with lock:
+            stats.calls += 1
+            stats.tokens_in += res["tokens_in"]
+            stats.tokens_out += res["tokens_out"]
+
     with tqdm(total=len(unique), desc=desc, unit="judgment") as bar:
-        step = 64  # write to the cache in chunks, so a kill loses at most one chunk
-        for k in range(0, len(unique), step):
-            chunk = unique[k : k + step]
-            results = judge([r["prompt"] for r in chunk], progress=bar.update)
-            for r, res in zip(chunk, results, strict=True):
-                cache.put({"key": r["cache_key"], "judge": judge.id, **res})
-                stats.calls += 1
-                stats.tokens_in += res["tokens_in"]
-                stats.tokens_out += res["tokens_out"]
+        judge([r["prompt"] for r in unique], progress=bar.update, sink=sink)
     stats.cost_usd = round(stats.tokens_in / 1000 * price_per_1k[0] + stats.tokens_out / 1000 * price_per_1k[1], 6)
     records = []
     for r in plan:
