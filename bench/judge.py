@@ -48,6 +48,13 @@ def local(model_spec: str, ps: list[str]) -> None:
     print(f"  batched     : {len(ps) / tb:6.2f} prompts/s  {toks / tb:7.0f} tokens/s")
     print(f"  one at a time: {len(ps) / ts:6.2f} prompts/s  {toks / ts:7.0f} tokens/s")
     print(f"  ratio batched/single: {ts / tb:.2f}x; max |logprob difference| {diff:.2e} (bf16 padding noise)")
+    plain = J.LocalJudge(model, tok, model_spec, prefix_cache=False)
+    t0 = time.perf_counter()
+    no_prefix = plain(ps)
+    tn = time.perf_counter() - t0
+    diff = max(abs(a["logprob_m"] - b["logprob_m"]) + abs(a["logprob_M"] - b["logprob_M"]) for a, b in zip(batched, no_prefix, strict=True))
+    n_prefix = J._common_prefix_len([judge.encode(p) for p in ps])
+    print(f"  shared-prefix KV cache ({n_prefix} tokens) vs none: {tn / tb:.2f}x faster; max |logprob difference| {diff:.2e}")
 
 
 def api(ps: list[str], latency: float, concurrency: int) -> None:

@@ -57,12 +57,14 @@ def test_preference_matches_alpaca_eval_logprob_parser():
     assert math.isnan(J.p_first(-math.inf, -math.inf))
 
 
-def test_local_judge_equals_a_plain_forward_pass(tiny_dir):
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_local_judge_equals_a_plain_forward_pass(tiny_dir, prefix_cache):
     model, tok = load_model(str(tiny_dir), dtype=torch.float32)
-    judge = J.LocalJudge(model, tok, "tiny", batch_tokens=4096)
+    judge = J.LocalJudge(model, tok, "tiny", batch_tokens=4096, prefix_cache=prefix_cache)
     template = J.protocol_template(True)
     prompts = [J.render(template, f"instr {i}", "a" * (i * 7), "b") for i in range(5)]
     got = judge(prompts)
+    assert J._common_prefix_len([judge.encode(p) for p in prompts]) > 50  # the shared template opening is long
     m_id, M_id = (tok(t, add_special_tokens=False)["input_ids"][0] for t in ("m", "M"))
     for p, g in zip(prompts, got, strict=True):
         text = tok.apply_chat_template(J.to_messages(p), tokenize=False, add_generation_prompt=True)
