@@ -293,7 +293,10 @@ def reward_accuracy(policy: Any, reference: Any, tokenizer: Any, pairs: Sequence
     usable = [p for p in pairs if not p.get("tie")]
     prompts = [p["prompt"] for p in usable] * 2
     responses = [p["chosen"] for p in usable] + [p["rejected"] for p in usable]
-    pol, ref = score_models([policy, reference], tokenizer, prompts, responses, batch_tokens=batch_tokens)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(prompts), desc="reward accuracy (held-out pairs)", unit="response") as bar:
+        pol, ref = score_models([policy, reference], tokenizer, prompts, responses, batch_tokens=batch_tokens, progress=bar.update)
     n = len(usable)
     r = [pol[i] - ref[i] for i in range(2 * n)]
     correct = [float(r[i] > r[n + i]) for i in range(n)]
