@@ -184,6 +184,8 @@ class JudgeParams(_Strict):
     max_retries: NonNegInt = 5
     timeout_s: Annotated[float, Field(gt=0)] = 60.0
     same_language_clause: bool = True
+    orders: Literal["random", "both"] = Field("random", description="random: one judgment per item, order drawn per item (AlpacaEval). both: "
+                                              "both orders, preferences averaged (cancels a judge's position bias; twice the calls).")
     n_validation_pairs: PositiveInt = Field(200, description="Held-out English preference pairs used to measure the judge's agreement.")
     price_per_1k_input: Annotated[float, Field(ge=0)] = 0.0
     price_per_1k_output: Annotated[float, Field(ge=0)] = 0.0

@@ -99,7 +99,8 @@ def provenance_rows(params: Params, run: Run) -> list[tuple[str, str]]:
         ("run", f"{params.name} — {params.description}"),
         ("pi_ref", model("pi_ref", params.models.pi_ref)),
         ("pi0", model("pi0", params.models.pi0) if params.models.pi0 != "build" else f"built here by English DPO of pi_ref on {params.anchor.n_train} pairs"),
-        ("judge", judge + (" + same-language clause" if params.judge.same_language_clause else "")),
+        ("judge", judge + (" + same-language clause" if params.judge.same_language_clause else "")
+         + ("; both orders averaged per item" if params.judge.orders == "both" else "; one random order per item (AlpacaEval)")),
         ("training data", f"{params.data.n_train_prompts} prompts/language/iteration × {len(params.languages.train)} languages ({', '.join(params.languages.train)}), N = {params.sampling.n_samples}, {params.iterations} iterations"),
         ("evaluation", f"X-AlpacaEval {ev.n_prompts or 805} prompts/language ({', '.join(params.languages.eval)}), max_new_tokens {ev.max_new_tokens}, vs {ev.reference_generator}"),
         ("seeds", f"seed {params.seed}, eval subset seed {ev.subset_seed}"),

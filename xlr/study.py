@@ -367,7 +367,8 @@ def stage_judging(params: Params, run: Run) -> dict[str, Any]:
         for name in names:
             d = eval_dir(run.root, name, lang)
             outputs = load_outputs(d)
-            recs, st = judge_pairs(judge, reference_items(outputs, refs), cache, params.seed, template, price_per_1k=price, desc=f"judging {name}/{lang}")
+            recs, st = judge_pairs(judge, reference_items(outputs, refs), cache, params.seed, template, orders=jp.orders, price_per_1k=price,
+                                   desc=f"judging {name}/{lang}")
             write_judgments(d / "judgments.jsonl", recs)
             stats[f"{name}/{lang}"] = st.as_dict()
             artifacts.append(d / "judgments.jsonl")
@@ -405,7 +406,8 @@ def stage_metrics(params: Params, run: Run) -> dict[str, Any]:
             rows.append(m)
     validation = json.loads((run.root / "eval" / "judge_validation.json").read_text())
     summary = {"judge": {"backend": params.judge.backend, "model": params.judge.model, "id": validation["judge"],
-                         "same_language_clause": params.judge.same_language_clause, "agreement_with_english_labels": validation},
+                         "same_language_clause": params.judge.same_language_clause, "orders": params.judge.orders,
+                         "agreement_with_english_labels": validation},
                "n_prompts": len(_eval_rows(params, params.languages.eval[0])), "reference_generator": ev.reference_generator, "rows": rows}
     atomic_write_json(run.root / "eval" / "summary.json", summary)
     run.finish_stage("metrics", artifacts=artifacts + [run.root / "eval" / "summary.json"], counts={"rows": len(rows)})
