@@ -47,7 +47,7 @@ def local(model_spec: str, ps: list[str]) -> None:
     print(f"local judge {model_spec} (bf16, {torch.get_num_threads()} threads), {len(ps)} prompts, {toks / len(ps):.0f} tokens each on average")
     print(f"  batched     : {len(ps) / tb:6.2f} prompts/s  {toks / tb:7.0f} tokens/s")
     print(f"  one at a time: {len(ps) / ts:6.2f} prompts/s  {toks / ts:7.0f} tokens/s")
-    print(f"  ratio batched/single: {ts / tb:.2f}x; max |logprob difference| {diff:.2e} (bf16 padding noise)")
+    print(f"  ratio batched/single: {ts / tb:.2f}x; max |logprob difference| {diff:.2e} (bf16 rounding of different batch shapes)")
     plain = J.LocalJudge(model, tok, model_spec, prefix_cache=False)
     t0 = time.perf_counter()
     no_prefix = plain(ps)

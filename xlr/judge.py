@@ -160,7 +160,7 @@ class LocalJudge:
     log-softmax of the next-token logits read at the two label tokens (full-vocabulary log-probs are stored; the
     preference uses the two renormalised)."""
 
-    def __init__(self, model: Any, tokenizer: Any, name: str, batch_tokens: int = 8192, prefix_cache: bool = True):
+    def __init__(self, model: Any, tokenizer: Any, name: str, batch_tokens: int = 2048, prefix_cache: bool = True):
         self.model, self.tokenizer, self.name, self.batch_tokens, self.prefix_cache = model, tokenizer, name, batch_tokens, prefix_cache
         self.id = f"local:{name}"
         ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in LABELS]
