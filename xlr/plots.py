@@ -6,19 +6,15 @@ when the artifacts it needs do not exist yet (a notebook shows that plainly).
 
 from __future__ import annotations
 
-import json
 import math
-
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from xlr.runs import read_jsonl  # noqa: E402
+from xlr.runs import read_json, read_jsonl
 
 
 def _closed(fn: Any) -> Any:
@@ -36,14 +32,22 @@ def _closed(fn: Any) -> Any:
     return wrapper
 
 
+def _grouped_bars(ax: Any, groups: list[str], series: dict[str, list[tuple[float, Any]]]) -> None:
+    """One bar per (group, series) with 95% CI error bars; ``series[name]`` = [(value, [lo, hi] or None) per group].
+    A bootstrap percentile CI need not contain the point estimate (e.g. LC refits): the bars are clipped at 0."""
+    width = 0.8 / len(series)
+    for k, (name, vals) in enumerate(series.items()):
+        y = np.array([v for v, _ in vals], dtype=float)
+        ci = np.array([c if isinstance(c, list | tuple) else [math.nan, math.nan] for _, c in vals], dtype=float).reshape(len(vals), 2)
+        err = np.nan_to_num(np.clip(np.vstack([y - ci[:, 0], ci[:, 1] - y]), 0, None))
+        ax.bar(np.arange(len(groups)) + (k - (len(series) - 1) / 2) * width, y, width, yerr=err, capsize=2, label=name)
+    ax.set_xticks(np.arange(len(groups)), groups)
+
+
 def _style() -> None:
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="notebook")
-
-
-def _json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def rewards_frame(run_root: Path, iteration: int) -> pd.DataFrame | None:
@@ -74,7 +78,7 @@ def alpha_curves(run_root: Path, iteration: int, grid_max: float = 0.05, upper_b
     from xlr.pairs import length_gap
 
     df = rewards_frame(run_root, iteration)
-    stats = _json(Path(run_root) / f"iter{iteration}" / "pairs" / "pairs_stats.json")
+    stats = read_json(Path(run_root) / f"iter{iteration}" / "pairs" / "pairs_stats.json")
     if df is None or stats is None:
         return None
     _style()
@@ -136,7 +140,7 @@ def fidelity(run_root: Path, iterations: int) -> plt.Figure | None:
 
     rows = []
     for t in range(1, iterations + 1):
-        stats = _json(Path(run_root) / f"iter{t}" / "pairs" / "pairs_stats.json")
+        stats = read_json(Path(run_root) / f"iter{t}" / "pairs" / "pairs_stats.json")
         for lang, s in (stats or {}).items():
             for kind, f in (s.get("fidelity") or {}).items():
                 rows.append({"iteration": t, "lang": lang, "set": kind, "in target language": 100 * f["in_target"]})
@@ -154,7 +158,7 @@ def fidelity(run_root: Path, iterations: int) -> plt.Figure | None:
 def dpo_curves(metrics_paths: dict[str, Path]) -> plt.Figure | None:
     """DPO loss, reward margin and reward accuracy per optimizer step (trl's logged metrics), one line per training run."""
     _style()
-    data = {name: _json(p) for name, p in metrics_paths.items()}
+    data = {name: read_json(p) for name, p in metrics_paths.items()}
     data = {k: v for k, v in data.items() if v}
     if not data:
         return None
@@ -173,7 +177,7 @@ def dpo_curves(metrics_paths: dict[str, Path]) -> plt.Figure | None:
 
 
 def summary_frame(run_root: Path) -> pd.DataFrame | None:
-    s = _json(Path(run_root) / "eval" / "summary.json")
+    s = read_json(Path(run_root) / "eval" / "summary.json")
     if not s:
         return None
     return pd.DataFrame(s["rows"])
@@ -186,21 +190,17 @@ def winrates(run_root: Path) -> plt.Figure | None:
     if df is None or "win_rate" not in df:
         return None
     _style()
-    s = _json(Path(run_root) / "eval" / "summary.json")
+    s = read_json(Path(run_root) / "eval" / "summary.json")
     models = list(dict.fromkeys(df["model"]))
     langs = list(dict.fromkeys(df["lang"]))
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.2), sharey=True)
-    width = 0.8 / len(models)
     for ax, (col, ci, label) in zip(axes, [("win_rate", "win_rate_ci95", "win rate"), ("length_controlled_winrate", "lc_ci95", "length-controlled win rate")], strict=True):
-        for k, m in enumerate(models):
+        series = {}
+        for m in models:
             sub = df[df["model"] == m].set_index("lang").reindex(langs)
-            y = sub[col].to_numpy(float)
-            cis = [c if isinstance(c, list) else [math.nan, math.nan] for c in sub.get(ci, pd.Series([None] * len(langs)))]
-            # a bootstrap percentile CI need not contain the point estimate (e.g. LC refits): clip the bars at 0
-            lo = np.clip([y[i] - cis[i][0] for i in range(len(langs))], 0, None)
-            hi = np.clip([cis[i][1] - y[i] for i in range(len(langs))], 0, None)
-            ax.bar(np.arange(len(langs)) + (k - (len(models) - 1) / 2) * width, y, width, yerr=np.nan_to_num(np.vstack([lo, hi])), capsize=2, label=m)
-        ax.set_xticks(np.arange(len(langs)), langs)
+            cis = sub[ci] if ci in sub else [None] * len(langs)
+            series[m] = list(zip(sub[col].to_numpy(float), cis, strict=True))
+        _grouped_bars(ax, langs, series)
         variant = df["lc_variant"].iloc[0] if col != "win_rate" and "lc_variant" in df else ""
         ax.set(title=f"{label} vs {s['reference_generator']}" + (f"\n({variant})" if variant else ""), xlabel="language", ylabel=f"{label} [%]")
     axes[0].legend(title="model")
@@ -222,15 +222,12 @@ def head_to_head(run_root: Path) -> plt.Figure | None:
     models = list(dict.fromkeys(m for m, _, _ in rows))
     langs = list(dict.fromkeys(lang for _, lang, _ in rows))
     fig, ax = plt.subplots(figsize=(10, 4))
-    width = 0.8 / len(models)
-    for k, m in enumerate(models):
+    series = {}
+    for m in models:
         vals = {lang: h for mm, lang, h in rows if mm == m}
-        y = np.array([vals[lang]["win_rate"] if lang in vals else np.nan for lang in langs])
-        lo = np.clip([y[i] - vals[lang]["ci95"][0] if lang in vals else 0 for i, lang in enumerate(langs)], 0, None)
-        hi = np.clip([vals[lang]["ci95"][1] - y[i] if lang in vals else 0 for i, lang in enumerate(langs)], 0, None)
-        ax.bar(np.arange(len(langs)) + (k - (len(models) - 1) / 2) * width, y, width, yerr=np.vstack([lo, hi]), capsize=2, label=m)
+        series[m] = [(vals[lang]["win_rate"], vals[lang]["ci95"]) if lang in vals else (math.nan, None) for lang in langs]
+    _grouped_bars(ax, langs, series)
     ax.axhline(50, color="black", lw=0.8)
-    ax.set_xticks(np.arange(len(langs)), langs)
     ax.set(title="Head-to-head against π0 (both orders; 50% = tie)", xlabel="language", ylabel="win rate vs π0 [%]")
     ax.legend(title="model")
     fig.tight_layout()

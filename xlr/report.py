@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from xlr.config import Params
-from xlr.runs import Run, atomic_write_json, atomic_write_text
+from xlr.runs import Run, atomic_write_json, atomic_write_text, read_json
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -134,17 +134,16 @@ def data_tables(run: Run) -> dict[str, pd.DataFrame]:
             for why, n in c.get(f"english_{split}_skipped", {}).items():
                 rows.append({"item": f"  skipped ({split}): {why}", "count": n})
     t["evaluation and anchor data"] = pd.DataFrame(rows)
-    g = run.root / "models" / "greedy_check.json"
-    if g.is_file():
-        t["greedy answers (model check)"] = pd.DataFrame(json.loads(g.read_text())).rename_axis("language")
+    greedy = read_json(run.root / "models" / "greedy_check.json")
+    if greedy:
+        t["greedy answers (model check)"] = pd.DataFrame(greedy).rename_axis("language")
     return t
 
 
 def anchor_table(run: Run) -> pd.DataFrame | None:
-    p = run.root / "anchor" / "reward_accuracy.json"
-    if not p.is_file():
+    a = read_json(run.root / "anchor" / "reward_accuracy.json")
+    if a is None:
         return None
-    a = json.loads(p.read_text())
     rows = [{"score": "implicit reward log pi0/pi_ref", "accuracy": a["accuracy"], "95% CI": f"{a['ci95'][0]:.3f}–{a['ci95'][1]:.3f}"}]
     for k, label in (("loglik_accuracy_policy", "log-likelihood of pi0 alone"), ("loglik_accuracy_reference", "log-likelihood of pi_ref alone")):
         if k in a:
@@ -163,17 +162,25 @@ def rewards_table(run: Run, iteration: int) -> pd.DataFrame | None:
 
 
 def pairs_table(run: Run, iteration: int) -> pd.DataFrame | None:
-    p = run.root / f"iter{iteration}" / "pairs" / "pairs_stats.json"
-    if not p.is_file():
+    stats = read_json(run.root / f"iter{iteration}" / "pairs" / "pairs_stats.json")
+    if stats is None:
         return None
     rows = []
-    for lang, s in json.loads(p.read_text()).items():
+    for lang, s in stats.items():
         fid = s.get("fidelity") or {}
         rows.append({"lang": lang, "prompts": s["prompts"], "pairs": s["pairs"], "alpha": s.get("alpha"),
                      "gap before [chars]": s.get("length_gap_before"), "gap after [chars]": s.get("length_gap_after"),
                      "dropped": sum(s.get("drops", {}).values()), "drop reasons": "; ".join(f"{k}: {v}" for k, v in s.get("drops", {}).items()),
                      "chosen in target lang": (fid.get("chosen") or {}).get("in_target")})
     return pd.DataFrame(rows).set_index("lang")
+
+
+def training_metrics_paths(params: Params, run: Run, only: int | None = None) -> dict[str, Path]:
+    """The trl metrics of the study's DPO runs for plots.dpo_curves: all of them (the anchor, then each iteration), or
+    ``only`` one (0 = the anchor, t = iteration t)."""
+    paths = {0: ("anchor (pi0)", run.root / "anchor" / "metrics.json")} | {
+        t: (f"iteration {t}", run.root / f"iter{t}" / "training" / "metrics.json") for t in range(1, params.iterations + 1)}
+    return dict(v for t, v in paths.items() if only is None or t == only)
 
 
 def _fmt_ci(v: float, ci: Any) -> str:
@@ -187,10 +194,9 @@ def _fmt_ci(v: float, ci: Any) -> str:
 def headline_table(run: Run, params: Params | None = None) -> pd.DataFrame | None:
     """WR and LC (with 95% CIs) per model and language, head-to-head vs pi0; the paper's numbers, where params carry
     them, in separate columns labelled as the paper's."""
-    p = run.root / "eval" / "summary.json"
-    if not p.is_file():
+    s = read_json(run.root / "eval" / "summary.json")
+    if s is None:
         return None
-    s = json.loads(p.read_text())
     rows = []
     for r in s["rows"]:
         h = r.get("h2h_vs_pi0")
@@ -208,10 +214,9 @@ def headline_table(run: Run, params: Params | None = None) -> pd.DataFrame | Non
 
 
 def judge_table(run: Run) -> pd.DataFrame | None:
-    p = run.root / "eval" / "judge_validation.json"
-    if not p.is_file():
+    v = read_json(run.root / "eval" / "judge_validation.json")
+    if v is None:
         return None
-    v = json.loads(p.read_text())
     return pd.DataFrame([{"judge": v["judge"], "held-out English pairs": v["n_items"], "agreement with labels": round(v["agreement"], 3),
                           "95% CI": f"{v['ci95'][0]:.3f}–{v['ci95'][1]:.3f}", "position consistency": round(v.get("position_consistency", float("nan")), 3),
                           "unjudgeable orders": v.get("unjudgeable_orders", 0)}])
@@ -247,7 +252,7 @@ def execute_sequence(
     rep = reports_dir() / params.name
     rep.mkdir(parents=True, exist_ok=True)
     timings_path = nb_out / "timings.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    timings = read_json(timings_path) or {}
     # the kernel is this interpreter (jupyter_client maps the kernelspec's "python" to sys.executable); make sure
     # its scripts are first on PATH for anything the kernel launches
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -308,8 +313,7 @@ def index_html(params: Params, run: Run, timings: dict[str, float], pages: list[
     table("Wall time per notebook [s]", pd.DataFrame([timings]) if timings else None)
     figs = [("X-AlpacaEval win rates", plots.winrates(run.root)), ("Head-to-head vs pi0", plots.head_to_head(run.root)),
             ("Language fidelity of outputs", plots.output_fidelity(run.root))]
-    metrics = {"anchor (pi0)": run.root / "anchor" / "metrics.json"} | {f"iteration {t}": run.root / f"iter{t}" / "training" / "metrics.json" for t in range(1, params.iterations + 1)}
-    figs.append(("DPO training curves", plots.dpo_curves(metrics)))
+    figs.append(("DPO training curves", plots.dpo_curves(training_metrics_paths(params, run))))
     for t in range(1, params.iterations + 1):
         figs += [(f"Rewards, iteration {t}", plots.reward_distributions(run.root, t)), (f"Alpha search, iteration {t}", plots.alpha_curves(run.root, t)),
                  (f"Pair lengths, iteration {t}", plots.pair_lengths(run.root, t))]

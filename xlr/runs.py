@@ -73,6 +73,12 @@ def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) 
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON artifact, or None when it does not exist (yet)."""
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a JSONL file; a bad line is an error naming the file and line number."""
     rows = []
