@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from xlr.runs import atomic_write_json, atomic_write_jsonl, read_jsonl
+from xlr.runs import atomic_write_json
 
 
 def model_names(iterations: int) -> list[str]:
@@ -40,10 +40,10 @@ def eval_dir(root: Path, model: str, lang: str) -> Path:
 
 def generate_outputs(backend: Any, rows: list[dict[str, Any]], lang: str, out_dir: Path, generator: str, cfg: Any, seed: int, shard_size: int) -> dict[str, Any]:
     """Answer X-AlpacaEval rows (id, instruction, dataset) with one sample each; write shards and outputs.json."""
-    from xlr.sampling import sample_language
+    from xlr.sampling import load_samples, sample_language
 
     counts = sample_language(backend, [{"instruction_id": r["id"], "instruction": r["instruction"]} for r in rows], lang, out_dir, cfg, seed=seed, shard_size=shard_size)
-    by_id = {r["id"]: r for p in sorted(out_dir.glob("shard-*.jsonl")) for r in read_jsonl(p)}
+    by_id = {r["id"]: r for r in load_samples(out_dir)}
     outputs = [{"generator": generator, "dataset": r.get("dataset", ""), "id": r["id"], "lang": lang, "instruction": r["instruction"],
                 "output": by_id[r["id"]]["response"], "n_tokens": by_id[r["id"]]["n_tokens"], "truncated": by_id[r["id"]]["truncated"]} for r in rows]
     atomic_write_json(out_dir / "outputs.json", outputs)
@@ -174,6 +174,3 @@ def model_metrics(
     m["empty_outputs"] = sum(not o["output"].strip() for o in outputs)
     return m
 
-
-def write_judgments(path: Path, records: list[dict[str, Any]]) -> None:
-    atomic_write_jsonl(path, records)

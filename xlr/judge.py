@@ -31,7 +31,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -313,10 +313,9 @@ class JudgeStats:
     tokens_out: int = 0
     cache_bad_lines: int = 0
     cost_usd: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "extra"} | self.extra
+        return dict(self.__dict__)
 
 
 def judge_pairs(

@@ -321,6 +321,7 @@ def stage_generation(params: Params, run: Run) -> dict[str, Any]:
     cfg = GenConfig(n=1, do_sample=ev.temperature > 0, temperature=ev.temperature or 1.0, top_p=ev.top_p, max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size)
     counts: dict[str, Any] = {}
     artifacts = []
+    rows = {lang: _eval_rows(params, lang) for lang in params.languages.eval}  # loaded once, answered by every model
     for name, spec in _eval_models(params, run).items():
         if params.sampling.backend == "vllm":
             backend: Any = VLLMBackend(resolve_spec(spec).path, load_tokenizer(spec), seed=params.seed)
@@ -328,7 +329,7 @@ def stage_generation(params: Params, run: Run) -> dict[str, Any]:
             backend = HFBackend(*load_model(spec, dtype=dtype, device=device, trust_remote_code=params.models.trust_remote_code))
         for lang in params.languages.eval:
             out = eval_dir(run.root, name, lang)
-            counts[f"{name}/{lang}"] = generate_outputs(backend, _eval_rows(params, lang), lang, out, f"{params.name}/{name}", cfg,
+            counts[f"{name}/{lang}"] = generate_outputs(backend, rows[lang], lang, out, f"{params.name}/{name}", cfg,
                                                         seed=derive_seed(params.seed, "eval", name), shard_size=params.sampling.shard_size)
             artifacts.append(out / "outputs.json")
         del backend
@@ -339,10 +340,10 @@ def stage_generation(params: Params, run: Run) -> dict[str, Any]:
 def stage_judging(params: Params, run: Run) -> dict[str, Any]:
     """Judge validation, then every model vs the references (random order per item), then pi^t vs pi0 (both orders)."""
     from xlr import data
-    from xlr.evaluate import (eval_dir, head_to_head_items, judge_agreement, load_outputs, reference_items, validation_items,
-                              write_judgments)
+    from xlr.evaluate import eval_dir, head_to_head_items, judge_agreement, load_outputs, reference_items, validation_items
     from xlr.judge import JudgeCache, cache_path, judge_pairs, make_judge, protocol_template
     from xlr.paths import runs_dir
+    from xlr.runs import atomic_write_jsonl as write_judgments
 
     dtype, device = _runtime_dtype(params)
     jp = params.judge
@@ -386,6 +387,7 @@ def stage_judging(params: Params, run: Run) -> dict[str, Any]:
 
 def stage_metrics(params: Params, run: Run) -> dict[str, Any]:
     """WR / discrete WR / LC with CIs, head-to-head vs pi0, fidelity and lengths per model and language."""
+    from xlr import data
     from xlr.evaluate import eval_dir, load_lc_files, load_outputs, model_metrics
     from xlr.runs import read_jsonl
 
@@ -408,7 +410,7 @@ def stage_metrics(params: Params, run: Run) -> dict[str, Any]:
     summary = {"judge": {"backend": params.judge.backend, "model": params.judge.model, "id": validation["judge"],
                          "same_language_clause": params.judge.same_language_clause, "orders": params.judge.orders,
                          "agreement_with_english_labels": validation},
-               "n_prompts": len(_eval_rows(params, params.languages.eval[0])), "reference_generator": ev.reference_generator, "rows": rows}
+               "n_prompts": len(data.xalpacaeval_ids(ev.n_prompts, ev.subset_seed)), "reference_generator": ev.reference_generator, "rows": rows}
     atomic_write_json(run.root / "eval" / "summary.json", summary)
     run.finish_stage("metrics", artifacts=artifacts + [run.root / "eval" / "summary.json"], counts={"rows": len(rows)})
     return summary
