@@ -118,7 +118,8 @@ def provenance_html(params: Params, run: Run) -> str:
 
 
 def stage_times(run: Run) -> pd.DataFrame:
-    rows = [{"stage": k, "status": v.get("status"), "wall time [min]": round(v.get("wall_s", float("nan")) / 60, 2), "attempts": v.get("attempts")}
+    rows = [{"stage": k, "status": v.get("status"), "wall time [min]": round(v.get("wall_s", float("nan")) / 60, 2),
+             "peak RSS [GiB]": round(v.get("peak_rss_mib", float("nan")) / 1024, 2), "attempts": v.get("attempts")}
             for k, v in run.manifest.get("stages", {}).items()]
     return pd.DataFrame(rows)
 

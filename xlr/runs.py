@@ -117,6 +117,16 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, MiB (each notebook runs in its own kernel, so under
+    ``xlr run`` this is the peak of the notebook's stages up to this one)."""
+    import resource
+    import sys
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kb / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)  # bytes on macOS, KiB on Linux
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -220,6 +230,7 @@ class Run:
             wall_s=round(time.monotonic() - getattr(self, "_t0", time.monotonic()), 2),
             artifacts={str(Path(a).resolve().relative_to(self.root.resolve())): sha256_file(a) for a in artifacts},
             counts=counts or {},
+            peak_rss_mib=peak_rss_mib(),
             **extra,
         )
         self.save()

@@ -254,11 +254,14 @@ def stage_anchor(params: Params, run: Run) -> dict[str, Any]:
     out = run.stage_dir("anchor")
     record = train_dpo(params.models.pi_ref, pairs, out, beta=a.beta, learning_rate=a.learning_rate, epochs=a.epochs, batch_size=a.batch_size,
                        grad_accum=a.grad_accum, max_length=a.max_length, finetune=a.finetune, lora=a.lora, seed=params.seed, dtype=dtype, device=device, head=a.head)
-    score_dtype = torch.float32 if params.reward.dtype == "fp32" else torch.bfloat16
+    score = a.score_dtype or params.reward.dtype
+    score_dtype = torch.float32 if score == "fp32" else torch.bfloat16
     pi0, tok = load_model(str(out / "model"), dtype=score_dtype, device=device)
     pi_ref, _ = load_model(params.models.pi_ref, dtype=score_dtype, device=device)
     eval_rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"], "tie": r["tie"]} for r in held.select(range(n_eval))]
-    acc = reward_accuracy(pi0, pi_ref, tok, eval_rows, n_boot=a.bootstrap, seed=params.seed, batch_tokens=params.reward.batch_tokens)
+    acc = reward_accuracy(pi0, pi_ref, tok, eval_rows, n_boot=a.bootstrap, seed=params.seed, batch_tokens=params.reward.batch_tokens,
+                          fp32_head=score != "bf16")
+    acc["score_dtype"] = score
     atomic_write_json(out / "reward_accuracy.json", acc)
     run.manifest["models"]["pi0"] = {"spec": str(out / "model"), "built_from": params.models.pi_ref, "reward_accuracy": acc}
     run.finish_stage("anchor", artifacts=[out / "reward_accuracy.json", out / "metrics.json", out / "model" / "xlr_model.json"],

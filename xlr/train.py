@@ -284,7 +284,8 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0, lev
     return float(lo), float(hi)
 
 
-def reward_accuracy(policy: Any, reference: Any, tokenizer: Any, pairs: Sequence[dict[str, Any]], n_boot: int = 1000, seed: int = 0, batch_tokens: int = 2048) -> dict[str, Any]:
+def reward_accuracy(policy: Any, reference: Any, tokenizer: Any, pairs: Sequence[dict[str, Any]], n_boot: int = 1000, seed: int = 0, batch_tokens: int = 2048,
+                    fp32_head: bool | None = None) -> dict[str, Any]:
     """How often the implicit reward log pi/pi_ref prefers the chosen response of held-out English pairs
     (``prompt`` as a user message, ``chosen``, ``rejected`` strings; ties in the labels excluded), with a
     bootstrap CI; and, as baselines, how often each model's log-likelihood alone prefers chosen."""
@@ -296,7 +297,7 @@ def reward_accuracy(policy: Any, reference: Any, tokenizer: Any, pairs: Sequence
     from tqdm.auto import tqdm
 
     with tqdm(total=len(prompts), desc="reward accuracy (held-out pairs)", unit="response") as bar:
-        pol, ref = score_models([policy, reference], tokenizer, prompts, responses, batch_tokens=batch_tokens, progress=bar.update)
+        pol, ref = score_models([policy, reference], tokenizer, prompts, responses, batch_tokens=batch_tokens, fp32_head=fp32_head, progress=bar.update)
     n = len(usable)
     r = [pol[i] - ref[i] for i in range(2 * n)]
     correct = [float(r[i] > r[n + i]) for i in range(n)]
