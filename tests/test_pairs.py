@@ -97,3 +97,24 @@ def test_select_pairs_counts_every_drop():
     p = pairs[1]
     assert (p["chosen"], p["rejected"], p["prompt"]) == ("u", "v", "D")
     assert set(p) >= {"id", "lang", "prompt", "chosen", "rejected", "chosen_score", "rejected_score", "chosen_reward", "rejected_reward", "alpha"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(-5, 5), st.sampled_from(["", "a", "bb", "a", "ccc dd", "eeee"])), min_size=1, max_size=5),
+                min_size=1, max_size=6), st.sampled_from(["paper", "signed"]))
+def test_property_select_pairs_accounts_for_every_prompt_and_sample(data, grid):
+    """Whatever the rewards and texts (empty, duplicated), every prompt ends as a pair or a counted drop, every
+    empty sample is counted, chosen scores at least its rejected under the alpha used, and the two texts differ."""
+    rows = [r for k, p in enumerate(data) for r in _rows("de", f"p{k}", [float(x) for x, _ in p], [t for _, t in p])]
+    prompts = {f"p{k}": f"Frage {k}" for k in range(len(data))}
+    pairs, stats = select_pairs(rows, prompts, grid=grid)
+    drops = stats["drops"]
+    assert drops.get("empty response (sample)", 0) == sum(t == "" for p in data for _, t in p)
+    prompt_drops = sum(v for k, v in drops.items() if k.endswith("(prompt)"))
+    assert len(pairs) + prompt_drops == len(data) == stats["prompts"]
+    assert len({p["id"] for p in pairs}) == len(pairs)
+    for p in pairs:
+        assert p["chosen"] != p["rejected"] and p["chosen"] and p["rejected"]
+        assert p["chosen_score"] >= p["rejected_score"]
+        assert p["chosen_score"] == pytest.approx(p["chosen_reward"] - p["alpha"] * len(p["chosen"]))
+        assert p["rejected_score"] == pytest.approx(p["rejected_reward"] - p["alpha"] * len(p["rejected"]))

@@ -117,8 +117,9 @@ def select_pairs(
         by_id[row["id"]].append(row)
     groups = []
     position = {pid: k for k, pid in enumerate(prompts)}
-    for pid in sorted(by_id, key=lambda i: position.get(i, len(position))):
-        cands = sorted(by_id[pid], key=lambda r: r["sample_idx"])
+    # every prompt of the rows, also one whose samples were all removed above (it must be counted as dropped)
+    for pid in sorted(dict.fromkeys(r["id"] for r in rewards), key=lambda i: position.get(i, len(position))):
+        cands = sorted(by_id.get(pid, []), key=lambda r: r["sample_idx"])
         if len(cands) < 2:
             drops["fewer than 2 candidates (prompt)"] += 1
             continue
