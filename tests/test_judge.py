@@ -135,6 +135,8 @@ def test_both_orders_and_a_truncated_cache_line(tmp_path):
     assert cache.bad_lines == 1 and len(cache.entries) == 9
     _, st = J.judge_pairs(judge, items(5), cache, seed=0, template=template, orders="both")
     assert st.calls == 1 and st.cache_hits == 9 and st.cache_bad_lines == 1
+    again = J.JudgeCache(path)  # the new judgment started a line of its own instead of gluing onto the cut one
+    assert len(again.entries) == 10 and again.bad_lines == 1
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -159,6 +161,19 @@ def test_api_success_matches_the_servers_logprobs_with_bounded_concurrency(key, 
         assert st.cost_usd == pytest.approx(st.tokens_in / 1000 * 10.0 + 12 / 1000 * 30.0)
         _, st2 = J.judge_pairs(judge, items(12), J.JudgeCache(tmp_path / "c.jsonl"), seed=0, template=template)
         assert server.requests == 12 and st2.calls == 0 and st2.cache_hits == 12  # a rerun costs nothing
+
+
+def test_debug_logging_of_the_api_judge_never_shows_the_key(key, tmp_path, caplog, capfd):
+    """`xlr -v` turns on DEBUG logging, where openai and httpx log requests, retries and headers."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)  # every logger, openai's and httpx's included
+    with MockServer() as server:
+        server.script.extend(["429", "500"])  # the retry paths log too
+        J.judge_pairs(api(server, concurrency=2), items(4), J.JudgeCache(tmp_path / "c.jsonl"), seed=0, template=J.protocol_template(True))
+    assert any(r.name.startswith(("openai", "httpx", "httpcore")) for r in caplog.records)  # the debug logs were on
+    out, err = capfd.readouterr()
+    assert FAKE_KEY not in caplog.text + out + err and FAKE_KEY[-10:] not in caplog.text
 
 
 def test_api_429_then_success_is_retried(key):

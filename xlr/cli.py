@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 
+from xlr import faults
 from xlr.config import ParamsError
 
 
@@ -104,6 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.iterations is not None:
         overrides = deep_merge(overrides, {"iterations": args.iterations})
     params = load_params(args.params, overrides)
+    os.environ[faults.RUN_PID_ENV] = str(os.getpid())  # the notebook kernels inherit it (xlr.faults kill points)
     if args.direct:
         run_study(params, force=args.force, only=args.only, start_from=args.start_from)
         return 0

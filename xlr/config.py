@@ -99,6 +99,7 @@ class AnchorParams(_Strict):
     lora: LoraParams = Field(default_factory=LoraParams)
     bootstrap: PositiveInt = Field(1000, description="Bootstrap resamples for the reward-accuracy CI.")
     head: Literal["trl-compact", "bf16"] = Field("trl-compact", description="LM head in DPO: trl's fused fp32 head on labelled positions only, or xlr's bf16 head (faster on CPU; logits rounded to bf16).")
+    checkpoint_steps: PositiveInt = Field(10, description="Save a resumable checkpoint every this many optimizer steps (a kill loses at most these).")
     score_dtype: Literal["fp32", "bf16", "bf16-fp32head"] | None = Field(
         None, description="Precision of the held-out reward-accuracy pass; None = reward.dtype. A pair's accuracy is one sign over a long pair of responses, less fragile than picking argmax of N close samples, and fp32 costs 3-4x on CPU."
     )
@@ -157,6 +158,7 @@ class TrainingParams(_Strict):
     prompts_per_iteration: Literal["same", "next_slice"] = Field("same", description="Reuse the same prompts each iteration or take the next slice of the files.")
     save_merged: bool = False
     head: Literal["trl-compact", "bf16"] = Field("trl-compact", description="As anchor.head.")
+    checkpoint_steps: PositiveInt = Field(10, description="As anchor.checkpoint_steps.")
 
 
 class EvalParams(_Strict):

@@ -37,6 +37,8 @@ from typing import Any
 
 import yaml
 
+from xlr import faults
+
 log = logging.getLogger(__name__)
 
 ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
@@ -126,8 +128,11 @@ class JudgeCache:
         self.lock = threading.Lock()
         self.entries: dict[str, dict[str, Any]] = {}
         self.bad_lines = 0
+        self._needs_newline = False  # a kill mid-append leaves a cut last line; the next entry must start a new one
         if path.is_file():
-            for line in path.read_text().splitlines():
+            text = path.read_text()
+            self._needs_newline = bool(text) and not text.endswith("\n")
+            for line in text.splitlines():
                 try:
                     e = json.loads(line)
                     self.entries[e["key"]] = e
@@ -144,11 +149,18 @@ class JudgeCache:
     def put(self, entry: dict[str, Any]) -> None:
         with self.lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a") as f:
-                f.write(json.dumps(entry) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                with self.path.open("a") as f:
+                    f.write(("\n" if self._needs_newline else "") + json.dumps(entry) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                self._needs_newline = True  # part of the line may be on disk
+                raise OSError(e.errno, f"{self.path}: could not append a judgment ({e.strerror}). The judgments cached before it are "
+                                       "intact. Fix: free disk space and rerun the same command; only the missing judgments are made again.") from e
+            self._needs_newline = False
             self.entries[entry["key"]] = entry
+        faults.point("judgment")
 
 
 # ----------------------------------------------------------------------------------------------------------------

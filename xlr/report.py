@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from xlr import faults
 from xlr.config import Params
 from xlr.runs import Run, atomic_write_json, atomic_write_text, read_json
 
@@ -278,6 +279,8 @@ def execute_sequence(
         timings[step.out_name] = round(time.monotonic() - t0, 1)
         atomic_write_json(timings_path, timings)
         to_html(dst, rep / f"{step.out_name}.html", with_code)
+        faults.set_stage("report")
+        faults.point("page")
     fresh = Run.open(params)  # the kernels wrote the manifest; read it back
     index = rep / "index.html"
     atomic_write_text(index, index_html(params, fresh, timings, [s.out_name for s in notebook_plan(params)]))

@@ -18,6 +18,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from xlr import faults
 from xlr.chat import end_of_turn, render_prompt
 from xlr.languages import language_name
 
@@ -175,6 +176,7 @@ def score_models(
                     results[m][i] = sums[j]
         if progress:
             progress(len(idx))
+        faults.point("batch")
     for m, res in enumerate(results):
         bad = [i for i, v in enumerate(res) if not math.isfinite(v)]
         if bad:

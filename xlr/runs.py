@@ -14,6 +14,7 @@ is ``done`` and every artifact it recorded still has the recorded sha256.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.metadata
 import json
@@ -31,6 +32,10 @@ TRACKED_PACKAGES = (
     "torch", "transformers", "trl", "peft", "datasets", "accelerate", "gguf", "numpy", "pandas",
     "pydantic", "papermill", "nbconvert", "matplotlib", "seaborn",
 )
+
+
+class DiskFull(OSError):
+    """A write ran out of space (the old file, if any, is intact)."""
 
 
 class RunMismatch(RuntimeError):
@@ -55,6 +60,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(
+                f"{path}: the disk is full ({e.strerror}) while writing {len(data):,} bytes. Nothing was replaced: "
+                f"{'the previous version of the file is intact' if path.exists() else 'the file was not created'}. "
+                f"Fix: free space on {path.anchor or '/'} (or set XLR_RUNS_DIR to a larger disk) and rerun the same command; finished work is kept."
+            ) from e
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -222,6 +236,9 @@ class Run:
         counts: dict[str, Any] | None = None,
         **extra: Any,
     ) -> None:
+        from xlr import faults
+
+        faults.point("finish")  # artifacts written, not yet recorded: a kill here must redo the stage
         key = self.stage_key(stage, iteration)
         entry = self.manifest["stages"].setdefault(key, {})
         entry.update(
@@ -239,6 +256,26 @@ class Run:
         key = self.stage_key(stage, iteration)
         self.manifest["stages"].setdefault(key, {}).update(status="failed", error=error, finished=_now())
         self.save()
+
+    def move_aside_corrupt(self, stage: str, iteration: int | None = None) -> list[str]:
+        """Artifacts a stage recorded earlier that no longer match their sha256 (truncated, edited) are moved to
+        ``corrupt/<timestamp>/<path>`` (kept, not deleted) so the rerun redoes them instead of resuming from them.
+        They are listed in the manifest under the stage's ``corrupt_moved_aside``."""
+        key = self.stage_key(stage, iteration)
+        entry = self.manifest["stages"].get(key, {})
+        moved = []
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for rel, digest in entry.get("artifacts", {}).items():
+            path = self.root / rel
+            if path.is_file() and sha256_file(path) != digest:
+                dest = self.root / "corrupt" / stamp / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                path.rename(dest)
+                moved.append(rel)
+        if moved:
+            entry["corrupt_moved_aside"] = [*entry.get("corrupt_moved_aside", []), *moved]
+            self.save()
+        return moved
 
     def stage_done(self, stage: str, iteration: int | None = None) -> bool:
         """Done, and every recorded artifact still exists with its recorded hash."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xlr import faults
 from xlr.chat import render_prompt, stop_token_ids
 from xlr.runs import atomic_write_jsonl, read_jsonl
 
@@ -237,6 +238,7 @@ def sample_language(
                 for s, g in enumerate(gs)
             ]
             atomic_write_jsonl(path, records)
+            faults.point("shard")
             counts["shards_written"] += 1
             if on_shard_written:
                 on_shard_written(k)

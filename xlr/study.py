@@ -253,7 +253,8 @@ def stage_anchor(params: Params, run: Run) -> dict[str, Any]:
     dtype, device = _runtime_dtype(params)
     out = run.stage_dir("anchor")
     record = train_dpo(params.models.pi_ref, pairs, out, beta=a.beta, learning_rate=a.learning_rate, epochs=a.epochs, batch_size=a.batch_size,
-                       grad_accum=a.grad_accum, max_length=a.max_length, finetune=a.finetune, lora=a.lora, seed=params.seed, dtype=dtype, device=device, head=a.head)
+                       grad_accum=a.grad_accum, max_length=a.max_length, finetune=a.finetune, lora=a.lora, seed=params.seed, dtype=dtype, device=device, head=a.head,
+                       save_steps=a.checkpoint_steps)
     score = a.score_dtype or params.reward.dtype
     score_dtype = torch.float32 if score == "fp32" else torch.bfloat16
     pi0, tok = load_model(str(out / "model"), dtype=score_dtype, device=device)
@@ -288,7 +289,7 @@ def stage_training(params: Params, run: Run, iteration: int) -> dict[str, Any]:
     record = train_dpo(start, pairs, out, beta=tp.beta, learning_rate=tp.learning_rate, epochs=tp.epochs, batch_size=tp.batch_size, grad_accum=tp.grad_accum,
                        max_length=tp.max_length, finetune=tp.finetune, lora=tp.lora, loss_type=loss_type, loss_weights=weights, warmup_ratio=tp.warmup_ratio,
                        seed=params.seed + iteration, dtype=dtype, device=device, head=tp.head, save_merged=tp.save_merged,
-                       precompute_ref_log_probs=tp.precompute_ref_log_probs,
+                       precompute_ref_log_probs=tp.precompute_ref_log_probs, save_steps=tp.checkpoint_steps,
                        reference_spec=params.models.pi_ref if tp.dpo_reference == "pi_ref" else None)
     run.finish_stage("training", iteration, artifacts=[out / "metrics.json", Path(policy_at(params, run, iteration)) / "xlr_model.json"],
                      counts={k: record[k] for k in ("pairs", "dropped_prompt_too_long", "truncated")}, start=start, loss_type=loss_type, loss_weights=weights)
@@ -465,7 +466,14 @@ def run_stage(params: Params, run: Run, name: str, iteration: int | None = None,
     if run.stage_done(name, iteration):
         echo(f"[{key}] done earlier, artifacts intact: skipped")
         return False
+    from xlr import faults
+
+    moved = run.move_aside_corrupt(name, iteration)
+    if moved:
+        echo(f"[{key}] {len(moved)} artifact(s) no longer match their recorded sha256 (truncated or edited): moved aside to "
+             f"{run.root / 'corrupt'} and redone: {', '.join(moved)}")
     echo(f"[{key}] {next(s.what for s in STAGES if s.name == name)}")
+    faults.set_stage(key)
     run.start_stage(name, iteration)
     try:
         if iteration is None:

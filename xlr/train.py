@@ -142,6 +142,32 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def _resume_callback() -> Any:
+    """A TrainerCallback (built lazily: transformers is imported late) that makes a resumed run log what an
+    uninterrupted one logs, and gives the kill/resume harness its checkpoint kill point."""
+    from transformers import TrainerCallback
+
+    from xlr import faults
+
+    class ResumeCallback(TrainerCallback):
+        offset = 0
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            # trl counts "num_tokens" in the trainer, not in the saved state, so after a resume it restarts at 0;
+            # continue from the last value restored with the checkpoint's log history (corrected the same way)
+            seen = [h["num_tokens"] for h in state.log_history if "num_tokens" in h]
+            self.offset = seen[-1] if seen else 0
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            if self.offset and state.log_history and "num_tokens" in state.log_history[-1]:
+                state.log_history[-1]["num_tokens"] += self.offset
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            faults.point("checkpoint")  # xlr.faults: a no-op unless XLR_KILL_AT names it
+
+    return ResumeCallback()
+
+
 def lora_config(lora: Any) -> Any:
     from peft import LoraConfig
 
@@ -239,9 +265,16 @@ def train_dpo(
             train_dataset=ds,
             processing_class=tok,
             peft_config=lora_config(lora) if finetune == "lora" else None,
+            callbacks=[_resume_callback()],
         )
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     history = [h for h in trainer.state.log_history if "loss" in h or "train_runtime" in h]
+    step_losses = [h["loss"] for h in history if "loss" in h and "train_runtime" not in h]
+    for h in history:
+        if "train_loss" in h and step_losses:
+            # transformers averages only the losses of this process's steps, so after a resume its train_loss
+            # leaves out the steps restored from the checkpoint; the mean of all logged step losses does not
+            h["train_loss"] = float(np.mean(step_losses))
     atomic_write_json(out_dir / "metrics.json", history)
     trained = trainer.model
     record: dict[str, Any] = {"start": start_spec, "reference": reference_spec or start_spec, "finetune": finetune, "pairs": len(ds), "resumed": resume is not None, **counts}
@@ -249,7 +282,10 @@ def train_dpo(
         adapter = out_dir / "adapter"
         trained.save_pretrained(adapter)
         cfg_path = adapter / "adapter_config.json"  # name the base by its xlr spec, so the adapter loads anywhere
-        atomic_write_json(cfg_path, {**json.loads(cfg_path.read_text()), "base_model_name_or_path": start_spec})
+        cfg = {**json.loads(cfg_path.read_text()), "base_model_name_or_path": start_spec}
+        if isinstance(cfg.get("target_modules"), list):  # peft writes a set in hash order: sorted, two runs write the same file
+            cfg["target_modules"] = sorted(cfg["target_modules"])
+        atomic_write_json(cfg_path, cfg)
         atomic_write_json(adapter / MODEL_MANIFEST, {"kind": "lora-adapter", "start": start_spec,
                                                      "weights": {p.name: sha256_file(p) for p in sorted(adapter.glob("*.safetensors"))}})
         record["adapter"] = str(adapter)
