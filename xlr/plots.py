@@ -210,6 +210,35 @@ def winrates(run_root: Path) -> plt.Figure | None:
 
 
 @_closed
+def reward_variants(roots: dict[str, Path]) -> plt.Figure | None:
+    """Paper Fig. 3 at this run's scale: the final policy's WR and LC per language under each reward variant
+    (R_c / R_m / R_t), one run per variant with otherwise equal params (``report.variant_runs``), 95% CIs."""
+    frames = {}
+    for variant, root in roots.items():
+        df = summary_frame(root)
+        if df is not None and "win_rate" in df:
+            final = list(dict.fromkeys(df["model"]))[-1]  # pi_ref, pi0, pi1 .. piT: the last is the final policy
+            frames[variant] = (final, df[df["model"] == final].set_index("lang"))
+    if len(frames) < 2:
+        return None
+    _style()
+    langs = list(dict.fromkeys(lang for _, f in frames.values() for lang in f.index))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.2), sharey=True)
+    for ax, (col, ci, label) in zip(axes, [("win_rate", "win_rate_ci95", "win rate"), ("length_controlled_winrate", "lc_ci95", "length-controlled win rate")], strict=True):
+        series = {}
+        for variant, (final, f) in frames.items():
+            sub = f.reindex(langs)
+            cis = sub[ci] if ci in sub else [None] * len(langs)
+            series[f"{variant} ({final})"] = list(zip(sub[col].to_numpy(float), cis, strict=True))
+        _grouped_bars(ax, langs, series)
+        ax.set(title=f"{label} of the final policy", xlabel="language", ylabel=f"{label} [%]")
+    axes[0].legend(title="reward variant (model)")
+    fig.suptitle("Reward variants side by side (cf. paper Fig. 3): same params except reward.variant", y=1.03)
+    fig.tight_layout()
+    return fig
+
+
+@_closed
 def head_to_head(run_root: Path) -> plt.Figure | None:
     """Each model against pi0 (same judge, both orders), per language, with 95% CIs; 50% = no difference."""
     df = summary_frame(run_root)

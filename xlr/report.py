@@ -235,6 +235,33 @@ def judging_costs(run: Run) -> pd.DataFrame | None:
 # executing the sequence
 
 
+def variant_runs(params: Params, run: Run) -> dict[str, Path]:
+    """This run and every run beside it whose params differ only in ``reward.variant`` (and name/description):
+    {variant: run directory}, the comparison of the paper's Fig. 3. Make one with
+    ``xlr run params/X.yaml --set reward.variant=R_m --set name=X-rm``."""
+
+    def comparable(p: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            d = type(params).model_validate(p).model_dump(mode="json")  # fill fields added to the schema since
+        except Exception:  # noqa: BLE001 - params the schema no longer accepts: not comparable
+            return None
+        for k in ("name", "description"):
+            d.pop(k, None)
+        d["reward"].pop("variant", None)
+        return d
+
+    mine = comparable(params.model_dump(mode="json"))
+    found = {params.reward.variant: run.root}
+    for manifest in sorted(run.root.parent.glob("*/manifest.json")):
+        if manifest.parent == run.root:
+            continue
+        other = (read_json(manifest) or {}).get("params") or {}
+        variant = other.get("reward", {}).get("variant")
+        if variant and variant not in found and comparable(other) == mine:
+            found[variant] = manifest.parent
+    return found
+
+
 def execute_sequence(
     params_path: str | Path,
     overrides: dict[str, Any],
@@ -318,6 +345,7 @@ def index_html(params: Params, run: Run, timings: dict[str, float], pages: list[
     figs = [("X-AlpacaEval win rates", plots.winrates(run.root)), ("Head-to-head vs pi0", plots.head_to_head(run.root)),
             ("Language fidelity of outputs", plots.output_fidelity(run.root))]
     figs.append(("DPO training curves", plots.dpo_curves(training_metrics_paths(params, run))))
+    figs.append(("Reward variants side by side (cf. paper Fig. 3)", plots.reward_variants(variant_runs(params, run))))
     for t in range(1, params.iterations + 1):
         figs += [(f"Rewards, iteration {t}", plots.reward_distributions(run.root, t)), (f"Alpha search, iteration {t}", plots.alpha_curves(run.root, t)),
                  (f"Pair lengths, iteration {t}", plots.pair_lengths(run.root, t))]
