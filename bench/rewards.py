@@ -45,12 +45,13 @@ def reference_way(model, tok, prompts, responses, batch: int = 3) -> list[float]
     """Batch of 3, unsorted, right padding, full logits + log-softmax everywhere, then mask."""
     enc = encode_pairs(tok, prompts, responses)
     out = []
+    dev = next(model.parameters()).device
     for k in range(0, len(enc), batch):
         chunk = enc[k : k + batch]
         width = max(len(ids) for ids, _ in chunk)
-        ids = torch.tensor([s + [tok.pad_token_id] * (width - len(s)) for s, _ in chunk])
-        attn = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s, _ in chunk])
-        mask = torch.tensor([[0] * p + [1] * (len(s) - p) + [0] * (width - len(s)) for s, p in chunk])[:, 1:]
+        ids = torch.tensor([s + [tok.pad_token_id] * (width - len(s)) for s, _ in chunk], device=dev)
+        attn = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s, _ in chunk], device=dev)
+        mask = torch.tensor([[0] * p + [1] * (len(s) - p) + [0] * (width - len(s)) for s, p in chunk], device=dev)[:, 1:]
         with torch.no_grad():
             logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
         lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
