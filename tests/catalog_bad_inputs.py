@@ -191,7 +191,7 @@ def _():
     from xlr import judge as J
 
     os.environ["XLR_CATALOG_KEY"] = "sk-catalog-fake"
-    J.APIJudge("http://127.0.0.1:9/v1", "mock-judge", "XLR_CATALOG_KEY", concurrency=1, max_retries=1, timeout_s=1.0)(["hi"])
+    J.APIJudge("http://127.0.0.1:9/v1", "mock-judge", "XLR_CATALOG_KEY", concurrency=1, max_retries=1, timeout_s=1.0)(["<|im_start|>user\nhi<|im_end|>"])
 
 
 for title, mode in [("judge 401", "401"), ("judge 429 storm", "429"), ("judge malformed reply", "malformed")]:

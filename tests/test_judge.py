@@ -205,7 +205,7 @@ def test_api_failure_midway_keeps_every_judgment_already_made(key, tmp_path):
 
 def test_api_429_storm_gives_a_clear_error(key):
     with MockServer(default="429") as server:
-        with pytest.raises(J.JudgeError, match=r"HTTP 429 after all retries"):
+        with pytest.raises(J.JudgeError, match=r"HTTP 429 after all retries. Fix: lower judge.concurrency"):
             api(server, max_retries=1, concurrency=1)(["<|im_start|>user\nhi<|im_end|>"])
         assert server.requests == 2
 

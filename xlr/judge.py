@@ -276,13 +276,17 @@ class APIJudge:
         except openai.AuthenticationError as e:
             raise JudgeError(f"{where}: 401 unauthorised. Fix: check the key in ${self.api_key_env} (judge.api_key_env)") from e
         except openai.APITimeoutError as e:
-            raise JudgeError(f"{where}: timed out after all retries (judge.timeout_s, judge.max_retries)") from e
+            raise JudgeError(f"{where}: timed out after all retries. Fix: raise judge.timeout_s or judge.max_retries, or lower "
+                             "judge.concurrency; rerun the same command (judgments made so far are cached)") from e
         except openai.APIConnectionError as e:
             raise JudgeError(f"{where}: unreachable after all retries ({e.__cause__ or e}). Fix: check judge.base_url") from e
         except openai.APIStatusError as e:
-            raise JudgeError(f"{where}: HTTP {e.status_code} after all retries (judge.max_retries)") from e
+            raise JudgeError(f"{where}: HTTP {e.status_code} after all retries. Fix: "
+                             + ("lower judge.concurrency or raise judge.max_retries (rate limit), " if e.status_code == 429 else "")
+                             + "wait and rerun the same command (judgments made so far are cached)") from e
         except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError) as e:
-            raise JudgeError(f"{where}: malformed reply ({type(e).__name__}: {e})") from e
+            raise JudgeError(f"{where}: malformed reply ({type(e).__name__}: {e}). Fix: check that judge.base_url is an "
+                             "OpenAI-compatible chat completions endpoint that returns logprobs") from e
         try:
             content = resp.choices[0].logprobs.content
             top = content[0].top_logprobs
