@@ -101,7 +101,7 @@ def check_reports(rep, run):
         assert "Traceback" not in html
     index = (rep / "index.html").read_text()
     for text in ("X-AlpacaEval: win rate (WR) and length-controlled win rate (LC)", "length_controlled_minimal", "agreement with held-out English",
-                 "held-out English reward accuracy", "Wall time per stage", "pi_ref", "tiny:0", "tiny:1", "a weak local judge", "seed 42", "git SHA"):
+                 "held-out English reward accuracy", "Wall time and peak memory per stage", "peak RSS [GiB]", "pi_ref", "tiny:0", "tiny:1", "a weak local judge", "seed 42", "git SHA"):
         assert text in index, text
     assert index.count("data:image/png;base64") == 11
     assert all(f"href='{p}.html'" in index for p in pages)

@@ -340,7 +340,7 @@ def index_html(params: Params, run: Run, timings: dict[str, float], pages: list[
     table("pi0 as a reward: held-out English reward accuracy", anchor_table(run))
     table("Judging: calls, cache hits, tokens, estimated cost", judging_costs(run))
     st = stage_times(run)
-    table("Wall time per stage", st)
+    table("Wall time and peak memory per stage", st)
     table("Wall time per notebook [s]", pd.DataFrame([timings]) if timings else None)
     figs = [("X-AlpacaEval win rates", plots.winrates(run.root)), ("Head-to-head vs pi0", plots.head_to_head(run.root)),
             ("Language fidelity of outputs", plots.output_fidelity(run.root))]
