@@ -153,8 +153,6 @@ def derive_iteration_seed(seed: int, iteration: int) -> int:
 
 def stage_rewards(params: Params, run: Run, iteration: int = 1) -> dict[str, Any]:
     """Implicit cross-lingual reward of every sample under (pi0, pi_ref)."""
-    import torch
-
     from xlr.models import load_model
     from xlr.rewards import annotate
     from xlr.runs import atomic_write_jsonl
@@ -162,8 +160,7 @@ def stage_rewards(params: Params, run: Run, iteration: int = 1) -> dict[str, Any
     from xlr.sampling import HFBackend, load_samples
 
     device = resolve_device(params.runtime.device)
-    dtype = torch.float32 if params.reward.dtype == "fp32" else torch.bfloat16
-    fp32_head = params.reward.dtype != "bf16"
+    dtype, fp32_head = scoring_precision(params.reward.dtype)
     pol_spec, ref_spec = reward_models(params, run, iteration)
     policy, tok = load_model(pol_spec, dtype=dtype, device=device)
     reference, _ = load_model(ref_spec, dtype=dtype, device=device)
@@ -227,6 +224,13 @@ def reward_models(params: Params, run: Run, t: int) -> tuple[str, str]:
     return policy_at(params, run, t - 1), (policy_at(params, run, t - 2) if t >= 2 else params.models.pi_ref)
 
 
+def scoring_precision(name: str) -> tuple[Any, bool]:
+    """reward.dtype / anchor.score_dtype -> (torch dtype of the models, LM head in fp32)."""
+    import torch
+
+    return (torch.float32 if name == "fp32" else torch.bfloat16), name != "bf16"
+
+
 def _runtime_dtype(params: Params) -> tuple[Any, str]:
     from xlr.runtime import resolve_device, resolve_dtype
 
@@ -236,8 +240,6 @@ def _runtime_dtype(params: Params) -> tuple[Any, str]:
 
 def stage_anchor(params: Params, run: Run) -> dict[str, Any]:
     """pi0 = English DPO of pi_ref on held-in preference pairs; its implicit reward's accuracy on held-out pairs."""
-    import torch
-
     from xlr import data
     from xlr.models import load_model
     from xlr.train import reward_accuracy, to_conversational, train_dpo
@@ -256,12 +258,12 @@ def stage_anchor(params: Params, run: Run) -> dict[str, Any]:
                        grad_accum=a.grad_accum, max_length=a.max_length, finetune=a.finetune, lora=a.lora, seed=params.seed, dtype=dtype, device=device, head=a.head,
                        save_steps=a.checkpoint_steps)
     score = a.score_dtype or params.reward.dtype
-    score_dtype = torch.float32 if score == "fp32" else torch.bfloat16
+    score_dtype, fp32_head = scoring_precision(score)
     pi0, tok = load_model(str(out / "model"), dtype=score_dtype, device=device)
     pi_ref, _ = load_model(params.models.pi_ref, dtype=score_dtype, device=device)
     eval_rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"], "tie": r["tie"]} for r in held.select(range(n_eval))]
     acc = reward_accuracy(pi0, pi_ref, tok, eval_rows, n_boot=a.bootstrap, seed=params.seed, batch_tokens=params.reward.batch_tokens,
-                          fp32_head=score != "bf16")
+                          fp32_head=fp32_head)
     acc["score_dtype"] = score
     atomic_write_json(out / "reward_accuracy.json", acc)
     run.manifest["models"]["pi0"] = {"spec": str(out / "model"), "built_from": params.models.pi_ref, "reward_accuracy": acc}
