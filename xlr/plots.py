@@ -44,6 +44,23 @@ def _grouped_bars(ax: Any, groups: list[str], series: dict[str, list[tuple[float
     ax.set_xticks(np.arange(len(groups)), groups)
 
 
+WR_LC = (("win_rate", "win_rate_ci95", "win rate"), ("length_controlled_winrate", "lc_ci95", "length-controlled win rate"))
+
+
+def _wr_lc_panels(langs: list[str], frames: dict[str, pd.DataFrame]) -> tuple[plt.Figure, Any]:
+    """Two panels, WR and LC, of grouped bars per language: one series per frame (rows indexed by language, with the
+    value and CI columns of eval/summary.json). Returns the figure and the axes zipped with ``WR_LC``."""
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.2), sharey=True)
+    for ax, (col, ci, _) in zip(axes, WR_LC, strict=True):
+        series = {}
+        for name, f in frames.items():
+            sub = f.reindex(langs)
+            cis = sub[ci] if ci in sub else [None] * len(langs)
+            series[name] = list(zip(sub[col].to_numpy(float), cis, strict=True))
+        _grouped_bars(ax, langs, series)
+    return fig, list(zip(axes, WR_LC, strict=True))
+
+
 def _style() -> None:
     import seaborn as sns
 
@@ -191,19 +208,12 @@ def winrates(run_root: Path) -> plt.Figure | None:
         return None
     _style()
     s = read_json(Path(run_root) / "eval" / "summary.json")
-    models = list(dict.fromkeys(df["model"]))
     langs = list(dict.fromkeys(df["lang"]))
-    fig, axes = plt.subplots(1, 2, figsize=(14, 4.2), sharey=True)
-    for ax, (col, ci, label) in zip(axes, [("win_rate", "win_rate_ci95", "win rate"), ("length_controlled_winrate", "lc_ci95", "length-controlled win rate")], strict=True):
-        series = {}
-        for m in models:
-            sub = df[df["model"] == m].set_index("lang").reindex(langs)
-            cis = sub[ci] if ci in sub else [None] * len(langs)
-            series[m] = list(zip(sub[col].to_numpy(float), cis, strict=True))
-        _grouped_bars(ax, langs, series)
+    fig, panels = _wr_lc_panels(langs, {m: df[df["model"] == m].set_index("lang") for m in dict.fromkeys(df["model"])})
+    for ax, (col, _, label) in panels:
         variant = df["lc_variant"].iloc[0] if col != "win_rate" and "lc_variant" in df else ""
         ax.set(title=f"{label} vs {s['reference_generator']}" + (f"\n({variant})" if variant else ""), xlabel="language", ylabel=f"{label} [%]")
-    axes[0].legend(title="model")
+    panels[0][0].legend(title="model")
     fig.suptitle(f"X-AlpacaEval, {s['n_prompts']} prompts per language, judge {s['judge']['model']} ({s['judge']['backend']})", y=1.03)
     fig.tight_layout()
     return fig
@@ -223,16 +233,10 @@ def reward_variants(roots: dict[str, Path]) -> plt.Figure | None:
         return None
     _style()
     langs = list(dict.fromkeys(lang for _, f in frames.values() for lang in f.index))
-    fig, axes = plt.subplots(1, 2, figsize=(14, 4.2), sharey=True)
-    for ax, (col, ci, label) in zip(axes, [("win_rate", "win_rate_ci95", "win rate"), ("length_controlled_winrate", "lc_ci95", "length-controlled win rate")], strict=True):
-        series = {}
-        for variant, (final, f) in frames.items():
-            sub = f.reindex(langs)
-            cis = sub[ci] if ci in sub else [None] * len(langs)
-            series[f"{variant} ({final})"] = list(zip(sub[col].to_numpy(float), cis, strict=True))
-        _grouped_bars(ax, langs, series)
+    fig, panels = _wr_lc_panels(langs, {f"{variant} ({final})": f for variant, (final, f) in frames.items()})
+    for ax, (_, _, label) in panels:
         ax.set(title=f"{label} of the final policy", xlabel="language", ylabel=f"{label} [%]")
-    axes[0].legend(title="reward variant (model)")
+    panels[0][0].legend(title="reward variant (model)")
     fig.suptitle("Reward variants side by side (cf. paper Fig. 3): same params except reward.variant", y=1.03)
     fig.tight_layout()
     return fig
