@@ -7,9 +7,7 @@ Each case runs in a temporary directory; nothing outside it is touched except th
 
 from __future__ import annotations
 
-import errno
 import json
-import math
 import os
 import shutil
 import sys
@@ -160,19 +158,12 @@ def _():
 @case("disk full while writing")
 def _():
     import xlr.runs as runs
+    from test_bad_inputs import disk_full
 
     target = TMP / "stage" / "pairs.json"
     runs.atomic_write_json(target, {"old": True})
-    real = runs.os.fsync
-
-    def full(fd):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    runs.os.fsync = full
-    try:
+    with disk_full("xlr.runs"):
         runs.atomic_write_text(target, "{}")
-    finally:
-        runs.os.fsync = real
 
 
 def judge_case(mode):
@@ -200,22 +191,13 @@ for title, mode in [("judge 401", "401"), ("judge 429 storm", "429"), ("judge ma
 
 @case("NaN in a log-prob")
 def _():
+    from test_bad_inputs import non_finite_log_probs
     from xlr import rewards
     from xlr.models import load_model
 
     model, tok = load_model("tiny:0")
-    real = rewards._forward_scores
-
-    def poisoned(*a, **k):
-        out = real(*a, **k)
-        out[0] = math.nan
-        return out
-
-    rewards._forward_scores = poisoned
-    try:
+    with non_finite_log_probs():
         rewards.score_models([model], tok, ["What is 2+2?"], ["4"])
-    finally:
-        rewards._forward_scores = real
 
 
 def pairs_case(texts):

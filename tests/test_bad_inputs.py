@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import errno
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from unittest import mock
 
 import pytest
 
@@ -24,55 +27,65 @@ def _enospc(*_a, **_k):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def test_disk_full_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+@contextmanager
+def disk_full(module: str) -> Iterator[None]:
+    """Every fsync in ``module`` (e.g. "xlr.runs") fails as on a full disk (also used by catalog_bad_inputs.py)."""
+    with mock.patch(f"{module}.os.fsync", _enospc):
+        yield
+
+
+@contextmanager
+def non_finite_log_probs(value: float = math.nan) -> Iterator[None]:
+    """The reward scorer's first sequence log-prob becomes ``value`` (also used by catalog_bad_inputs.py)."""
+    from xlr import rewards
+
+    real = rewards._forward_scores
+
+    def poisoned(*a, **k):
+        out = real(*a, **k)
+        out[0] = value
+        return out
+
+    with mock.patch.object(rewards, "_forward_scores", poisoned):
+        yield
+
+
+def test_disk_full_keeps_the_old_file_and_leaves_no_temp(tmp_path):
     target = tmp_path / "stage" / "pairs.json"
     atomic_write_json(target, {"old": True})
-    monkeypatch.setattr("xlr.runs.os.fsync", _enospc)
-    with pytest.raises(DiskFull) as e:
-        atomic_write_text(target, "x" * 1000)
-    msg = str(e.value)
-    assert str(target) in msg and "disk is full" in msg and "previous version of the file is intact" in msg and "Fix: free space" in msg
-    assert target.read_text() == '{\n  "old": true\n}\n'
-    assert [p.name for p in target.parent.iterdir()] == ["pairs.json"]  # no temp file left behind
-    with pytest.raises(DiskFull, match="the file was not created"):
-        atomic_write_text(tmp_path / "new.json", "{}")
-    assert not (tmp_path / "new.json").exists()
+    with disk_full("xlr.runs"):
+        with pytest.raises(DiskFull) as e:
+            atomic_write_text(target, "x" * 1000)
+        msg = str(e.value)
+        assert str(target) in msg and "disk is full" in msg and "previous version of the file is intact" in msg and "Fix: free space" in msg
+        assert target.read_text() == '{\n  "old": true\n}\n'
+        assert [p.name for p in target.parent.iterdir()] == ["pairs.json"]  # no temp file left behind
+        with pytest.raises(DiskFull, match="the file was not created"):
+            atomic_write_text(tmp_path / "new.json", "{}")
+        assert not (tmp_path / "new.json").exists()
 
 
-def test_disk_full_while_caching_a_judgment_loses_no_earlier_judgment(tmp_path, monkeypatch):
+def test_disk_full_while_caching_a_judgment_loses_no_earlier_judgment(tmp_path):
     from xlr.judge import JudgeCache
 
     path = tmp_path / "cache.jsonl"
     cache = JudgeCache(path)
     cache.put({"key": "a", "p": 0.25})
-    monkeypatch.setattr("xlr.judge.os.fsync", _enospc)
-    with pytest.raises(OSError, match="could not append a judgment .*judgments cached before it are intact"):
+    with disk_full("xlr.judge"), pytest.raises(OSError, match="could not append a judgment .*judgments cached before it are intact"):
         cache.put({"key": "b", "p": 0.75})
-    monkeypatch.undo()
     cache.put({"key": "c", "p": 0.5})
     again = JudgeCache(path)
     assert again.entries["a"]["p"] == 0.25 and again.entries["c"]["p"] == 0.5
 
 
-def test_nan_log_prob_is_an_error_naming_the_pair_and_the_fix(monkeypatch):
-    import torch
-
+def test_nan_log_prob_is_an_error_naming_the_pair_and_the_fix():
     from xlr import rewards
     from xlr.models import load_model
 
     model, tok = load_model("tiny:0")
-    real = rewards._forward_scores
-
-    def poisoned(*a, **k):
-        out = real(*a, **k)
-        out[0] = math.nan
-        return out
-
-    monkeypatch.setattr(rewards, "_forward_scores", poisoned)
-    with pytest.raises(rewards.RewardError) as e:
-        rewards.score_models([model], tok, ["What is 2+2?"], ["4"])
-    msg = str(e.value)
-    assert "non-finite log-probability" in msg and "What is 2+2?" in msg and "reward.dtype: fp32" in msg
-    monkeypatch.setattr(rewards, "_forward_scores", lambda *a, **k: torch.full((1,), math.inf))
-    with pytest.raises(rewards.RewardError, match="non-finite"):
-        rewards.score_models([model], tok, ["What is 2+2?"], ["4"])
+    for value in (math.nan, math.inf, -math.inf):
+        with non_finite_log_probs(value), pytest.raises(rewards.RewardError) as e:
+            rewards.score_models([model], tok, ["What is 2+2?"], ["4"])
+        msg = str(e.value)
+        assert "non-finite log-probability" in msg and "What is 2+2?" in msg and "reward.dtype: fp32" in msg
+    assert all(math.isfinite(v) for v in rewards.score_models([model], tok, ["What is 2+2?"], ["4"])[0])  # patch undone
