@@ -34,6 +34,33 @@ def _token_logps(model, tok, prompt, completion_text_messages):
     return [logp[k - 1, full[k]].item() for k in range(len(p_ids), len(full))]
 
 
+@pytest.mark.parametrize("train_weight", [False, True])
+def test_tiled_head_log_probs_and_gradients_equal_plain_autograd(train_weight):
+    from xlr.train import _head_log_probs_function
+
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(37, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 16, generator=g, dtype=torch.float64, requires_grad=train_weight)
+    target = torch.randint(0, 50, (37,), generator=g)
+    upstream = torch.randn(37, generator=g, dtype=torch.float64)
+    temperature = 0.7
+    # independent: the whole logits matrix, torch's log_softmax and autograd
+    logits = hidden @ weight.T / temperature
+    logp = torch.log_softmax(logits, -1)
+    want = logp.gather(-1, target[:, None]).squeeze(-1)
+    want_grads = torch.autograd.grad((want * upstream).sum(), [hidden, weight] if train_weight else [hidden])
+    lp, entropy, mean_logits, top1, sq = _head_log_probs_function().apply(hidden, weight, target, temperature, 8)  # 5 tiles, the last short
+    got_grads = torch.autograd.grad((lp * upstream).sum(), [hidden, weight] if train_weight else [hidden])
+    with torch.no_grad():
+        assert torch.allclose(lp.double(), want, atol=1e-5)  # fp32 log-softmax inside the tiles
+        assert torch.allclose(entropy.double(), -(logp.exp() * logp).sum(-1), atol=1e-4)
+        assert torch.allclose(mean_logits.double(), logits.mean(-1), atol=1e-5)
+        assert torch.equal(top1, logits.argmax(-1) == target)
+        assert torch.allclose(sq.double(), torch.log((logp.exp() ** 2).sum(-1)), atol=1e-4)
+    for got, ref in zip(got_grads, want_grads):
+        assert torch.allclose(got.double(), ref, atol=1e-5)
+
+
 @pytest.mark.parametrize("head", ["trl-compact", "bf16"])
 def test_first_logged_loss_is_dpo_plus_nll(tmp_path, head):
     pairs = [to_conversational(*p) for p in PAIRS]
@@ -56,6 +83,20 @@ def test_first_logged_loss_is_dpo_plus_nll(tmp_path, head):
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, via_adapter(ids).logits, atol=1e-5)
         assert not torch.allclose(merged(ids).logits, model(ids).logits, atol=1e-6)  # training changed the model
+
+
+def test_full_fine_tuning_with_bf16_head_trains_the_tied_head(tmp_path):
+    # full fine-tuning through the tiled head (d/d weight itself is checked in the test above): loss, tying, movement
+    pairs = [to_conversational(*p) for p in PAIRS]
+    rec = train_dpo("tiny:0", pairs, tmp_path, beta=0.1, learning_rate=1e-3, epochs=1, batch_size=2, grad_accum=1, max_length=128,
+                    finetune="full", lora=LoraParams(), loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0], seed=0, head="bf16")
+    first = json.loads((tmp_path / "metrics.json").read_text())[0]
+    start, tok = load_model("tiny:0")
+    chosen_tokens = [lp for p in pairs[:2] for lp in _token_logps(start, tok, p["prompt"], p["chosen"])]
+    assert first["loss"] == pytest.approx(math.log(2) - sum(chosen_tokens) / len(chosen_tokens), rel=1e-4)
+    trained, _ = load_model(rec["model"])
+    assert trained.get_output_embeddings().weight is trained.get_input_embeddings().weight
+    assert not torch.allclose(trained.get_output_embeddings().weight, start.get_output_embeddings().weight)
 
 
 def test_too_long_prompts_are_counted_not_silently_dropped(tmp_path):

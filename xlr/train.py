@@ -45,17 +45,80 @@ def compact_fused_head() -> Iterator[None]:
         tu._use_triton = original
 
 
+HEAD_CHUNK = 512  # positions per LM-head tile: 512 x 151,936 fp32 logits is ~0.3 GB, whatever the batch
+
+
+def _head_log_probs_function() -> Any:
+    """A torch.autograd.Function (built lazily: torch is imported late) giving per-position log-probs of ``target``
+    under ``hidden @ weight.T / temperature``, tile by tile, so the [positions x vocabulary] logits never exist whole.
+
+    Written by hand because neither torch nor trl has it for CPU: trl's fused head (``trl.trainer.utils``) tiles the
+    vocabulary in fp32 and keeps per-tile tensors for backward; torch has no chunked cross-entropy. Forward keeps only
+    the logsumexp per position; backward recomputes each tile's logits (one more bf16 matmul over the labelled
+    positions) and returns d/d hidden and, for full fine-tuning, d/d weight. Also returns, without gradient, what
+    trl logs: entropy, mean logit, whether the target is the argmax, and log sum p^2."""
+    import torch
+
+    class HeadLogProbs(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, hidden: Any, weight: Any, target: Any, temperature: float, chunk: int) -> Any:
+            n = hidden.shape[0]
+            out = {k: torch.empty(n, dtype=torch.float32, device=hidden.device) for k in ("lp", "lse", "entropy", "mean", "sq")}
+            top1 = torch.empty(n, dtype=torch.bool, device=hidden.device)
+            for s in range(0, n, chunk):
+                e = min(s + chunk, n)
+                logits = (hidden[s:e] @ weight.T).float() / temperature
+                lse = torch.logsumexp(logits, dim=-1)
+                out["lse"][s:e] = lse
+                out["lp"][s:e] = logits.gather(-1, target[s:e, None]).squeeze(-1) - lse
+                out["mean"][s:e] = logits.mean(-1)
+                top1[s:e] = logits.argmax(-1) == target[s:e]
+                logits.sub_(lse[:, None])  # now log p, in place: no second tile-sized tensor
+                probs = logits.exp()
+                out["entropy"][s:e] = -(probs * logits).sum(-1)
+                out["sq"][s:e] = torch.log((probs * probs).sum(-1))
+                del logits, probs
+            ctx.save_for_backward(hidden, weight, target, out["lse"])
+            ctx.temperature, ctx.chunk = temperature, chunk
+            ctx.mark_non_differentiable(out["entropy"], out["mean"], top1, out["sq"])
+            return out["lp"], out["entropy"], out["mean"], top1, out["sq"]
+
+        @staticmethod
+        def backward(ctx: Any, grad_lp: Any, *unused: Any) -> Any:
+            hidden, weight, target, lse = ctx.saved_tensors
+            need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+            grad_h = torch.empty_like(hidden) if need_h else None
+            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+            for s in range(0, hidden.shape[0], ctx.chunk):
+                e = min(s + ctx.chunk, hidden.shape[0])
+                logits = (hidden[s:e] @ weight.T).float() / ctx.temperature
+                # d lp / d logits = onehot(target) - softmax; times the incoming gradient and 1/temperature
+                g = grad_lp[s:e, None].float() / ctx.temperature
+                dlogits = logits.sub_(lse[s:e, None]).exp_().mul_(-g)
+                dlogits.scatter_add_(-1, target[s:e, None], g)
+                dlogits = dlogits.to(hidden.dtype)
+                if need_h:
+                    grad_h[s:e] = dlogits @ weight
+                if need_w:
+                    grad_w += (dlogits.T @ hidden[s:e]).float()
+                del logits, dlogits
+            return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None
+
+    return HeadLogProbs
+
+
 def _add_bf16_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp32: bool = False, outputs: tuple[str, ...] = ("log_probs",)) -> None:
     """Drop-in for trl's ``add_fused_lm_head`` (same call, same ``FusedCausalLMOutput``) for CPU training: the LM head
-    runs as one bf16 matmul over the labelled positions (AMX-accelerated here) and the log-softmax in fp32, where trl's
-    CPU path upcasts hidden states and head weights to fp32 for every vocabulary tile. The logits are rounded to bf16
-    before the fp32 log-softmax (trl warns that this can bias entropy over many steps; hence opt-in)."""
+    runs as bf16 matmuls over the labelled positions (AMX-accelerated here) and the log-softmax in fp32, where trl's
+    CPU path upcasts hidden states and head weights to fp32 for every vocabulary tile. Tiled over positions
+    (:func:`_head_log_probs_function`), so memory does not grow with batch x length x vocabulary. The logits are
+    rounded to bf16 before the fp32 log-softmax (trl warns that this can bias entropy over many steps; hence opt-in)."""
     import types
 
-    import torch
     from trl.trainer.utils import FusedCausalLMOutput
 
     original_forward = model.forward
+    head_log_probs = _head_log_probs_function()
 
     def forward(self: Any, *args: Any, fused_lm_head: bool = False, labels: Any = None, shift_labels: Any = None, num_items_in_batch: Any = None, **kwargs: Any) -> Any:
         if not fused_lm_head:
@@ -69,24 +132,18 @@ def _add_bf16_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp32
         else:
             labels = shift_labels
         mask = labels != -100
-        logits = self.get_output_embeddings()(hidden[mask]).float() / temperature
-        target = labels[mask]
-        lse = torch.logsumexp(logits, dim=-1)
-        lp = logits.gather(-1, target[:, None]).squeeze(-1) - lse
-        with torch.no_grad():
-            probs = torch.exp(logits - lse[:, None])
-            entropy = lse - (probs * logits).sum(-1)
-            mean_logits = logits.mean(-1)
-            is_top1 = logits.argmax(-1) == target
-            sq = torch.log((probs * probs).sum(-1)) if "log_sum_sq_probs" in outputs else None
+        head = self.get_output_embeddings()
+        if getattr(head, "bias", None) is not None or not hasattr(head, "weight") or type(head).__name__ != "Linear":
+            raise ValueError(f"head='bf16' needs a plain bias-free Linear LM head, got {type(head).__name__}. Fix: set head: trl-compact in params.")
+        lp, entropy, mean_logits, is_top1, sq = head_log_probs.apply(hidden[mask], head.weight, labels[mask], temperature, HEAD_CHUNK)
 
         def full(x: Any) -> Any:
             return None if x is None else x.new_zeros(mask.shape).masked_scatter(mask, x)
 
         log_probs = full(lp)
         loss = -log_probs.sum() / (mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
-        return FusedCausalLMOutput(loss=loss, log_probs=log_probs, entropy=full(entropy), log_sum_sq_probs=full(sq), mean_logits=full(mean_logits),
-                                   is_top1=full(is_top1), label_mask=mask, aux_loss=None)
+        return FusedCausalLMOutput(loss=loss, log_probs=log_probs, entropy=full(entropy), log_sum_sq_probs=full(sq) if "log_sum_sq_probs" in outputs else None,
+                                   mean_logits=full(mean_logits), is_top1=full(is_top1), label_mask=mask, aux_loss=None)
 
     model.forward = types.MethodType(forward, model)
 
