@@ -88,10 +88,12 @@ def bench_rewards(name, pi0, pi_ref, tok, n, peak_tflops) -> None:
         responses.append(SENTENCES[lang] * (1 + (i * 7) % 24))
     tokens = sum(len(ids) for ids, _ in encode_pairs(tok, prompts, responses))
     n_params = sum(p.numel() for p in pi0.parameters())
-    score_models([pi0, pi_ref], tok, prompts[:8], responses[:8], batch_tokens=16384)  # warm-up
+    # share_prompts=False: the bucketed path, as recorded in bench/RESULTS.md (the shared-prompt path, one prompt per
+    # forward, was measured on CPU only)
+    score_models([pi0, pi_ref], tok, prompts[:8], responses[:8], batch_tokens=16384, share_prompts=False)  # warm-up
     reference_way(pi0, tok, prompts[:6], responses[:6])
     t_ref, ref = timed(lambda: (reference_way(pi0, tok, prompts, responses), reference_way(pi_ref, tok, prompts, responses)))
-    t_xlr, got = timed(lambda: score_models([pi0, pi_ref], tok, prompts, responses, batch_tokens=16384, max_batch=256))
+    t_xlr, got = timed(lambda: score_models([pi0, pi_ref], tok, prompts, responses, batch_tokens=16384, max_batch=256, share_prompts=False))
     diff = max(abs(a - b) / max(abs(b), 1e-9) for m in range(2) for a, b in zip(got[m], ref[m], strict=True))
     flops = 2 * n_params * tokens * 2
     print(f"\n[rewards] {name}: {n_params / 1e6:.1f}M params bf16, {n} responses, {tokens} tokens per model, 2 models")

@@ -92,6 +92,21 @@ def test_two_model_sweep_equals_separate_passes(tiny, tiny_other):
     assert ref == pytest.approx(sequence_logprobs(tiny_other, tok, PROMPTS, RESPONSES), rel=1e-6)
 
 
+@pytest.mark.parametrize("parity", [None, "icr"])
+def test_shared_prompt_scoring_equals_independent_computation(tiny, tiny_other, parity):
+    # N samples of one prompt (different lengths, one empty) scored from one run of the prompt, split when the
+    # group exceeds max_batch, mixed with unshared prompts: equal to one-at-a-time full-logit computation
+    model, tok = tiny
+    prompts = ["Nenne drei Farben."] * 5 + ["What is 2+2?", "Écris un haïku."]
+    responses = ["Rot.", "Rot, Grün und Blau sind drei Farben.", "", "Blau", "Grün, Gelb, Schwarz und noch viel mehr Farben!", "4", "La mer."]
+    pol, ref = score_models([model, tiny_other], tok, prompts, responses, max_batch=2, parity=parity)
+    pol_plain, ref_plain = score_models([model, tiny_other], tok, prompts, responses, max_batch=2, parity=parity, share_prompts=False)
+    assert pol == pytest.approx(pol_plain, rel=1e-5) and ref == pytest.approx(ref_plain, rel=1e-5)
+    want = _independent_logps(model, tok, prompts, responses, drop_first=parity == "icr")
+    for g, w in zip(pol, want):
+        assert math.isclose(g, w, rel_tol=1e-4, abs_tol=1e-6), (g, w)
+
+
 def test_length_batches_respect_budget():
     lengths = [5, 50, 7, 49, 20, 3]
     batches = length_batches(lengths, batch_tokens=100)

@@ -130,6 +130,7 @@ class RewardParams(_Strict):
     )
     batch_tokens: PositiveInt = Field(2048, description="Token budget per length-bucketed scoring batch (on 2 CPU cores 750-2000 tokens per batch ran fastest; larger batches fell out of cache).")
     parity: Literal["none", "icr"] = Field("none", description="'icr' reproduces the reference code's off-by-one masking.")
+    share_prompts: bool = Field(True, description="Score the N samples of a prompt from one run of the prompt (its KV cache repeated); measured faster on CPU (bench/rewards.py). Off: every (prompt, response) in length buckets (measured on GPU only this way).")
 
 
 class PairParams(_Strict):

@@ -139,6 +139,41 @@ def _forward_scores(model: Any, input_ids: Any, attention: Any, spans: list[tupl
     return sums
 
 
+def _shared_prompt_scores(model: Any, prompt_ids: list[int], completions: list[list[int]], fp32_head: bool, parity: str | None, pad: int, chunk: int = 1024) -> Any:
+    """Sum of log p(completion | prompt) for several completions of ONE prompt: the prompt is run once, its KV cache
+    repeated for every completion, and only the completions are run again (the N samples of a prompt share it).
+
+    Positions scored as :func:`_score_positions`: correct alignment scores every completion token, the first one
+    from the prompt's last hidden state; parity='icr' skips the first completion token."""
+    import torch
+
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    device = next(model.parameters()).device
+    n, p_len = len(completions), len(prompt_ids)
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    pre = decoder(input_ids=torch.tensor([prompt_ids], device=device), cache=cache, use_cache=True)
+    cache.batch_repeat_interleave(n)
+    width = max(len(c) for c in completions)
+    ids = torch.tensor([c + [pad] * (width - len(c)) for c in completions], device=device)
+    attn = torch.tensor([[1] * (p_len + len(c)) + [0] * (width - len(c)) for c in completions], device=device)
+    pos = torch.arange(p_len, p_len + width, device=device).expand(n, -1)
+    out = decoder(input_ids=ids, attention_mask=attn, position_ids=pos, cache=cache, use_cache=True).last_hidden_state
+    # hidden state that predicts completion token j: the prompt's last position for j = 0, else completion position j - 1
+    hidden = torch.cat([pre.last_hidden_state[:, -1:].expand(n, -1, -1), out[:, :-1]], dim=1)  # [n, width, d]
+    first = 1 if parity == "icr" else 0
+    rows = torch.repeat_interleave(torch.arange(n, device=device), torch.tensor([len(c) - first for c in completions], device=device))
+    cols = torch.cat([torch.arange(first, len(c), device=device) for c in completions])
+    h, targets = hidden[rows, cols], ids[rows, cols]
+    weight, bias = _head_weight(head, fp32_head)
+    sums = torch.zeros(n, dtype=torch.float64, device=device)
+    for k in range(0, h.shape[0], chunk):
+        logits = torch.nn.functional.linear(h[k : k + chunk].to(weight.dtype), weight, bias).float()
+        sums.index_add_(0, rows[k : k + chunk], -torch.nn.functional.cross_entropy(logits, targets[k : k + chunk], reduction="none").double())
+    return sums
+
+
 def score_models(
     models: Sequence[Any],
     tokenizer: Any,
@@ -149,12 +184,15 @@ def score_models(
     fp32_head: bool | None = None,
     progress: Callable[[int], None] | None = None,
     max_batch: int = 64,
+    share_prompts: bool = True,
 ) -> list[list[float]]:
-    """Sequence log-probs of each pair under each model, in one sweep over length-bucketed batches (the batch
-    tensors are built once and fed to every model). Returns one list per model.
+    """Sequence log-probs of each pair under each model, in one sweep (the batch tensors are built once and fed to
+    every model). Returns one list per model.
 
-    ``fp32_head``: run the LM head matmul in fp32 (default: only when the model itself is fp32). The logsumexp is
-    always fp32."""
+    ``share_prompts``: responses that share a prompt (the N samples of a prompt; chosen and rejected of a pair) are
+    scored together from one run of the prompt (:func:`_shared_prompt_scores`); the rest go in length-bucketed
+    batches under ``batch_tokens``. ``fp32_head``: run the LM head matmul in fp32 (default: only when the model
+    itself is fp32). The logsumexp is always fp32."""
     import torch
 
     if parity not in (None, "none", "icr"):
@@ -164,7 +202,27 @@ def score_models(
     results = [[math.nan] * len(enc) for _ in models]
     pad = tokenizer.pad_token_id
     device = next(models[0].parameters()).device
-    for idx in length_batches([len(ids) for ids, _ in enc], batch_tokens, max_batch):
+    groups: dict[tuple[int, ...], list[int]] = {}
+    if share_prompts and all(hasattr(m, "get_decoder") and m.get_output_embeddings() is not None for m in models):
+        for i, (ids, p_len) in enumerate(enc):
+            groups.setdefault(tuple(ids[:p_len]), []).append(i)
+        groups = {k: v for k, v in groups.items() if len(v) > 1}
+    shared = {i for idx in groups.values() for i in idx}
+    for prompt_ids, idx in groups.items():  # a group's rows scored at once; a group larger than max_batch is split
+        for k in range(0, len(idx), max_batch):
+            part = idx[k : k + max_batch]
+            completions = [enc[i][0][len(prompt_ids):] for i in part]
+            with torch.no_grad():
+                for m, model in enumerate(models):
+                    sums = _shared_prompt_scores(model, list(prompt_ids), completions, bool(fp32_head), parity, pad).tolist()
+                    for j, i in enumerate(part):
+                        results[m][i] = sums[j]
+            if progress:
+                progress(len(part))
+            faults.point("batch")
+    rest = [i for i in range(len(enc)) if i not in shared]
+    for local in length_batches([len(enc[i][0]) for i in rest], batch_tokens, max_batch):
+        idx = [rest[j] for j in local]
         width = max(len(enc[i][0]) for i in idx)
         ids = torch.tensor([enc[i][0] + [pad] * (width - len(enc[i][0])) for i in idx], device=device)
         attn = torch.tensor([[1] * len(enc[i][0]) + [0] * (width - len(enc[i][0])) for i in idx], device=device)
@@ -231,6 +289,7 @@ def annotate(
     translator: Any = None,
     translate_max_new_tokens: int = 512,
     fp32_head: bool | None = None,
+    share_prompts: bool = True,
 ) -> list[dict[str, Any]]:
     """Reward rows for samples (``id``, ``lang``, ``sample_idx``, ``prompt``, ``response``, ``n_tokens``).
 
@@ -250,7 +309,8 @@ def annotate(
             raise RewardError("variant R_t needs a translator backend (pi0)")
         scored = translate_to_english(translator, scored, [s["lang"] for s in samples], translate_max_new_tokens, names)
     with tqdm(total=len(samples), desc=f"rewards {variant}", unit="sample") as bar:
-        pol, ref = score_models([policy, reference], tokenizer, prompts, scored, batch_tokens=batch_tokens, parity=parity, fp32_head=fp32_head, progress=bar.update)
+        pol, ref = score_models([policy, reference], tokenizer, prompts, scored, batch_tokens=batch_tokens, parity=parity, fp32_head=fp32_head, progress=bar.update,
+                                share_prompts=share_prompts)
     rows = []
     for s, p, y, lp, lr in zip(samples, prompts, scored, pol, ref, strict=True):
         row = {

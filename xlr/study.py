@@ -167,7 +167,7 @@ def stage_rewards(params: Params, run: Run, iteration: int = 1) -> dict[str, Any
     english = {r["instruction_id"]: r["instruction_en"] for r in _train_rows(params, iteration)}
     samples = [s for lang in params.languages.train for s in load_samples(run.stage_dir("sampling", iteration) / lang)]
     rows = annotate(samples, english, policy, reference, tok, params.reward.variant, params.languages.names, params.reward.batch_tokens,
-                    None if params.reward.parity == "none" else params.reward.parity, fp32_head=fp32_head,
+                    None if params.reward.parity == "none" else params.reward.parity, fp32_head=fp32_head, share_prompts=params.reward.share_prompts,
                     translator=HFBackend(policy, tok) if params.reward.variant == "R_t" else None, translate_max_new_tokens=params.sampling.max_new_tokens)
     out = run.stage_dir("rewards", iteration) / "rewards.jsonl"
     atomic_write_jsonl(out, rows)
