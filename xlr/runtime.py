@@ -82,3 +82,22 @@ def resolve_dtype(dtype: str = "auto", device: str = "cpu") -> tuple[Any, str]:
     if ratio > 1.2:
         return torch.bfloat16, f"bf16 (auto: measured {ratio:.1f}x faster than fp32 matmul on this CPU)"
     return torch.float32, f"fp32 (auto: bf16 matmul only {ratio:.2f}x fp32 on this CPU)"
+
+
+def release_memory() -> None:
+    """Give freed memory back to the operating system: Python's cyclic GC, then glibc's ``malloc_trim``.
+
+    Written by hand because neither torch nor Python trims glibc's heap: after a DPO training, freed tensors stayed in
+    it (measured on the anchor stage here: 6.4 GiB resident after ``train_dpo`` returned, with or without
+    ``gc.collect()``; 2.6 GiB once trimmed, with both scoring models loaded), and the accuracy pass loaded two models
+    on top of them. A no-op where the C library is not glibc."""
+    import ctypes
+    import gc
+    import sys
+
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # musl and others have no malloc_trim: nothing to give back this way
+            pass

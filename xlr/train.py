@@ -28,6 +28,7 @@ import numpy as np
 
 from xlr.chat import chat_ids
 from xlr.runs import atomic_write_json, sha256_file
+from xlr.runtime import release_memory
 
 log = logging.getLogger(__name__)
 
@@ -359,6 +360,8 @@ def train_dpo(
         })
         record["model"] = str(target)
     atomic_write_json(out_dir / "train_record.json", record)
+    del trainer, trained, merged, model, ref_model
+    release_memory()  # the next step (accuracy pass, next stage's models) would otherwise sit on the freed training heap
     return record
 
 
