@@ -92,7 +92,8 @@ class AnchorParams(_Strict):
     beta: Annotated[float, Field(gt=0)] = 0.1
     learning_rate: Annotated[float, Field(gt=0)] = 5e-5
     epochs: Annotated[float, Field(gt=0)] = 1.0
-    batch_size: PositiveInt = 4
+    batch_size: PositiveInt = Field(4, description="Pairs per micro-batch. On CPU 1 (with grad_accum 4) measured 1.57x faster and 5.9 GiB smaller than 4 x 1 "
+                                    "(bench/dpo.py); trl's NLL term is a token mean per micro-batch, so micro-batches of 1 weigh every pair equally.")
     grad_accum: PositiveInt = 1
     max_length: PositiveInt = 512
     finetune: Literal["lora", "full"] = "lora"
@@ -148,7 +149,7 @@ class TrainingParams(_Strict):
     nll_weight: Annotated[float, Field(ge=0)] = 1.0
     learning_rate: Annotated[float, Field(gt=0)] = 5e-6
     epochs: Annotated[float, Field(gt=0)] = 1.0
-    batch_size: PositiveInt = 2
+    batch_size: PositiveInt = Field(2, description="As anchor.batch_size (pairs per micro-batch).")
     grad_accum: PositiveInt = 4
     max_length: PositiveInt = Field(2048, description="Prompt + response tokens; trl keeps the start and drops (xlr counts) pairs whose prompt alone is this long.")
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
