@@ -129,13 +129,19 @@ def _forward_scores(model: Any, input_ids: Any, attention: Any, spans: list[tupl
         lp = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
         return sums.index_add_(0, rows_t, lp.double())
     hidden = decoder(input_ids=input_ids, attention_mask=attention).last_hidden_state[rows_t, cols_t]
+    return _head_sums(head, hidden, targets, rows_t, sums, fp32_head, chunk)
+
+
+def _head_sums(head: Any, hidden: Any, targets: Any, rows: Any, sums: Any, fp32_head: bool, chunk: int) -> Any:
+    """Adds log p(target) at each scored position to its row's sum, the LM head run over ``chunk`` positions at a time."""
+    import torch
+
     weight, bias = _head_weight(head, fp32_head)
     for k in range(0, hidden.shape[0], chunk):
-        h = hidden[k : k + chunk].to(weight.dtype)
-        logits = torch.nn.functional.linear(h, weight, bias).float()
+        logits = torch.nn.functional.linear(hidden[k : k + chunk].to(weight.dtype), weight, bias).float()
         # cross_entropy = logsumexp - logit[target], fused (measured 1.3x faster than gather + logsumexp here)
         lp = -torch.nn.functional.cross_entropy(logits, targets[k : k + chunk], reduction="none")
-        sums.index_add_(0, rows_t[k : k + chunk], lp.double())
+        sums.index_add_(0, rows[k : k + chunk], lp.double())
     return sums
 
 
@@ -146,12 +152,11 @@ def _shared_prompt_scores(model: Any, prompt_ids: list[int], completions: list[l
     Positions scored as :func:`_score_positions`: correct alignment scores every completion token, the first one
     from the prompt's last hidden state; parity='icr' skips the first completion token."""
     import torch
+    from transformers import DynamicCache
 
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     device = next(model.parameters()).device
     n, p_len = len(completions), len(prompt_ids)
-    from transformers import DynamicCache
-
     cache = DynamicCache()
     pre = decoder(input_ids=torch.tensor([prompt_ids], device=device), cache=cache, use_cache=True)
     cache.batch_repeat_interleave(n)
@@ -165,13 +170,7 @@ def _shared_prompt_scores(model: Any, prompt_ids: list[int], completions: list[l
     first = 1 if parity == "icr" else 0
     rows = torch.repeat_interleave(torch.arange(n, device=device), torch.tensor([len(c) - first for c in completions], device=device))
     cols = torch.cat([torch.arange(first, len(c), device=device) for c in completions])
-    h, targets = hidden[rows, cols], ids[rows, cols]
-    weight, bias = _head_weight(head, fp32_head)
-    sums = torch.zeros(n, dtype=torch.float64, device=device)
-    for k in range(0, h.shape[0], chunk):
-        logits = torch.nn.functional.linear(h[k : k + chunk].to(weight.dtype), weight, bias).float()
-        sums.index_add_(0, rows[k : k + chunk], -torch.nn.functional.cross_entropy(logits, targets[k : k + chunk], reduction="none").double())
-    return sums
+    return _head_sums(head, hidden[rows, cols], ids[rows, cols], rows, torch.zeros(n, dtype=torch.float64, device=device), fp32_head, chunk)
 
 
 def score_models(
