@@ -119,6 +119,24 @@ def test_ultrafeedback_pairs_counted_not_dropped():
     assert ds[0]["prompt"] == raw[0]["prompt"] and ds[0]["messages"] == [{"role": "user", "content": raw[0]["prompt"]}]
 
 
+@needs_shared
+def test_ultrafeedback_score_margin_and_ties_from_the_ratings():
+    ds = data.load_english_preferences("ultrafeedback", "eval", data_dir=SHARED)
+    raw = [r for r in _jsonl(SHARED / "english-preferences/ultrafeedback/eval.jsonl") if r["chosen"].strip() and r["rejected"].strip() and r["chosen"].strip() != r["rejected"].strip()]
+    want = [r["metadata"]["score_chosen"] - r["metadata"]["score_rejected"] for r in raw]
+    assert list(ds["score_margin"]) == want and list(ds["tie"]) == [m == 0 for m in want] and 0 < sum(ds["tie"]) < len(want)
+    hh = data.load_english_preferences("hh-rlhf-helpful", "eval", data_dir=SHARED)
+    assert set(hh["score_margin"]) == {None}
+
+
+def test_ultrafeedback_bad_score_is_an_error_naming_file_and_field(tmp_path):
+    d = tmp_path / "english-preferences/ultrafeedback"
+    d.mkdir(parents=True)
+    (d / "train.jsonl").write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b", "metadata": {"score_chosen": "high", "score_rejected": 2}}) + "\n")
+    with pytest.raises(data.DataError, match=r"train.jsonl \(line 1\): fields 'score_chosen' and 'score_rejected' must both be numbers.*Fix"):
+        data.load_english_preferences("ultrafeedback", "train", data_dir=tmp_path)
+
+
 def test_hh_prompt_is_shared_prefix_to_last_assistant():
     chosen = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke\n\nAssistant: Why did..."
     rejected = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke\n\nAssistant: No."

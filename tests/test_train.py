@@ -118,7 +118,9 @@ def _independent_seq_logp(model, tok, prompt, response):
 def test_reward_accuracy_equals_independent_computation():
     pol, tok = load_model("tiny:0")
     ref, _ = load_model("tiny:1")
-    rows = [{"prompt": p, "chosen": c, "rejected": r, "tie": False} for p, c, r in PAIRS] + [{"prompt": "x", "chosen": "y", "rejected": "z", "tie": True}]
+    margins = [0.5, 1.5, 3.0, 1.0]
+    rows = [{"prompt": "x", "chosen": "y", "rejected": "z", "tie": True, "score_margin": 0.0}]
+    rows += [{"prompt": p, "chosen": c, "rejected": r, "tie": False, "score_margin": m} for (p, c, r), m in zip(PAIRS, margins, strict=True)]
     got = reward_accuracy(pol, ref, tok, rows, n_boot=200, seed=0)
     want = []
     for p, c, r in PAIRS:
@@ -127,6 +129,11 @@ def test_reward_accuracy_equals_independent_computation():
         want.append(rc > rr)
     assert got["n"] == 4 and got["ties_excluded"] == 1
     assert got["accuracy"] == sum(want) / 4
+    # per pair: rows of the input (the tie, row 0, left out), the rewards, and the bins of the labels' margin
+    assert [q["row"] for q in got["per_pair"]] == [1, 2, 3, 4] and [q["correct"] for q in got["per_pair"]] == want
+    assert [q["score_margin"] for q in got["per_pair"]] == margins
+    assert got["by_score_margin"] == {"(0, 1]": {"n": 2, "accuracy": (want[0] + want[3]) / 2}, "(1, 2]": {"n": 1, "accuracy": float(want[1])},
+                                      "(2, inf]": {"n": 1, "accuracy": float(want[2])}}
     assert got["ci95"][0] <= got["accuracy"] <= got["ci95"][1]
 
 
@@ -182,3 +189,50 @@ def test_incomplete_checkpoint_is_moved_aside_not_resumed(tmp_path):
     assert last_complete_checkpoint(ck) == ck / "checkpoint-10"  # numeric order, not string order
     assert not (ck / "checkpoint-12").exists() and len(list((tmp_path / "incomplete-checkpoints").iterdir())) == 1
     assert last_complete_checkpoint(tmp_path / "none") is None
+
+
+def test_select_by_score_margin_keeps_order_counts_drops_and_refuses_unscored_sources():
+    import datasets
+
+    from xlr.study import StudyError, select_by_score_margin
+
+    ds = datasets.Dataset.from_list([{"prompt": f"p{i}", "score_margin": m} for i, m in enumerate([0.0, 2.0, 0.5, 1.5, 1.0])])
+    kept, dropped = select_by_score_margin(ds, 1.0, "ultrafeedback")
+    assert kept["prompt"] == ["p1", "p3", "p4"] and dropped == 2
+    assert select_by_score_margin(ds, 0.0, "ultrafeedback") == (ds, 0)
+    unscored = datasets.Dataset.from_list([{"prompt": "p", "score_margin": None}])
+    with pytest.raises(StudyError, match=r"anchor.min_score_margin 0.5: source 'hh-rlhf-helpful' has pairs without rating scores.*Fix: set anchor.min_score_margin: 0"):
+        select_by_score_margin(unscored, 0.5, "hh-rlhf-helpful")
+    assert select_by_score_margin(unscored, 0.0, "hh-rlhf-helpful")[1] == 0
+
+
+def test_adapter_written_from_a_gathered_state_equals_peft_own_save(tmp_path):
+    """The distributed save path writes the LoRA adapter from a full state dict (peft's own selection walks module
+    names that distributed wrappers rename); its files must be what peft writes, and load back into the same model."""
+    from peft import PeftModel, get_peft_model
+    from safetensors.torch import load_file
+
+    from xlr.train import _canonical_name, lora_config, write_adapter_from_state
+
+    model, _ = load_model("tiny:0")
+    peft_model = get_peft_model(model, lora_config(LoraParams(r=2, alpha=4)))
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.normal_()  # lora_B starts at zero: make the adapter change the model
+    peft_model.save_pretrained(tmp_path / "peft")
+    # as accelerate's FSDP2 path gathers it: activation-checkpoint wrappers' prefixes in the names, then dropped
+    wrapped = {k.replace("layers.0.", "layers.0._checkpoint_wrapped_module."): v for k, v in peft_model.state_dict().items()}
+    saved = write_adapter_from_state(peft_model, {_canonical_name(k): v for k, v in wrapped.items()}, tmp_path / "xlr")
+    want, got = load_file(tmp_path / "peft/adapter_model.safetensors"), load_file(tmp_path / "xlr/adapter_model.safetensors")
+    assert sorted(saved) == sorted(want) == sorted(got) and len(want) > 0
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    configs = [json.loads((tmp_path / d / "adapter_config.json").read_text()) for d in ("xlr", "peft")]
+    for c in configs:
+        c["target_modules"] = sorted(c["target_modules"])  # peft writes a set, in hash order
+    assert configs[0] == configs[1]
+    reloaded = PeftModel.from_pretrained(load_model("tiny:0")[0], tmp_path / "xlr").eval()
+    peft_model.eval()  # no LoRA dropout
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.allclose(reloaded(ids).logits, peft_model(ids).logits, atol=1e-5)

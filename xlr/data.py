@@ -304,7 +304,8 @@ class LoadReport:
 
 def load_english_preferences(source: str = "ultrafeedback", split: str = "train", data_dir: str | Path | None = None, report: LoadReport | None = None):
     """English preference pairs. Columns: prompt (str), chosen (str), rejected (str), messages (chat turns of the
-    prompt), source. For hh-rlhf (only its test split is shipped) ``split`` selects a deterministic 90/10
+    prompt), source, tie (the labels' scores are equal), score_margin (score_chosen - score_rejected where the
+    source has scores, else None). For hh-rlhf (only its test split is shipped) ``split`` selects a deterministic 90/10
     partition: 'train' or 'eval'."""
     from datasets import Dataset
 
@@ -326,9 +327,9 @@ def load_english_preferences(source: str = "ultrafeedback", split: str = "train"
             if not chosen.strip() or not rejected.strip() or chosen.strip() == rejected.strip():
                 report.skipped["empty or identical responses"] += 1
                 continue
-            meta = r.get("metadata") or {}
-            tie = "score_chosen" in meta and meta.get("score_chosen") == meta.get("score_rejected")
-            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "messages": [{"role": "user", "content": prompt}], "source": source, "tie": tie})
+            margin = _score_margin(r.get("metadata") or {}, path, i)
+            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "messages": [{"role": "user", "content": prompt}], "source": source,
+                         "tie": margin == 0.0, "score_margin": margin})
     elif source in ("hh-rlhf-helpful", "hh-rlhf-harmless"):
         kind = source.removeprefix("hh-rlhf-")
         path = _file(root, f"english-preferences/hh-rlhf/{kind}-base_test.jsonl.gz", f"hh-rlhf {kind} pairs")
@@ -344,7 +345,7 @@ def load_english_preferences(source: str = "ultrafeedback", split: str = "train"
             if not c or not rj or c == rj:
                 report.skipped["empty or identical responses"] += 1
                 continue
-            rows.append({"prompt": prompt, "chosen": c, "rejected": rj, "messages": hh_to_messages(prompt), "source": source, "tie": False})
+            rows.append({"prompt": prompt, "chosen": c, "rejected": rj, "messages": hh_to_messages(prompt), "source": source, "tie": False, "score_margin": None})
     else:
         raise DataError(f"english preference source {source!r}: use one of ultrafeedback, hh-rlhf-helpful, hh-rlhf-harmless.")
     report.kept = len(rows)
@@ -369,10 +370,26 @@ def _hub_english_preferences(source: str, split: str, why: DataRootNotFound):
         return x[-1]["content"] if isinstance(x, list) else x
 
     if source == "ultrafeedback":
-        return ds.map(lambda r: {"prompt": to_text(r["prompt"]) if r.get("prompt") else r["chosen"][0]["content"], "chosen": to_text(r["chosen"]), "rejected": to_text(r["rejected"]), "source": source, "tie": False},
-                      remove_columns=[c for c in ds.column_names if c not in ("prompt", "chosen", "rejected")]).map(lambda r: {"messages": [{"role": "user", "content": r["prompt"]}]})
+        def convert(r: dict[str, Any], i: int) -> dict[str, Any]:
+            margin = _score_margin(r, f"{repo} ({splits[split]})", i + 1)
+            return {"prompt": to_text(r["prompt"]) if r.get("prompt") else r["chosen"][0]["content"], "chosen": to_text(r["chosen"]), "rejected": to_text(r["rejected"]),
+                    "messages": [{"role": "user", "content": to_text(r["prompt"]) if r.get("prompt") else r["chosen"][0]["content"]}],
+                    "source": source, "tie": margin == 0.0, "score_margin": margin}
+
+        return ds.map(convert, with_indices=True, remove_columns=[c for c in ds.column_names if c not in ("prompt", "chosen", "rejected")])
     rows = [dict(zip(("prompt", "chosen", "rejected"), p, strict=True)) for p in (split_hh_dialogue(r["chosen"], r["rejected"]) for r in ds) if p]
-    return datasets.Dataset.from_list([{**r, "messages": hh_to_messages(r["prompt"]), "source": source, "tie": False} for r in rows])
+    return datasets.Dataset.from_list([{**r, "messages": hh_to_messages(r["prompt"]), "source": source, "tie": False, "score_margin": None} for r in rows])
+
+
+def _score_margin(meta: dict[str, Any], where: Any, line: int) -> float | None:
+    """score_chosen - score_rejected from a pair's rating fields; None where the pair has none (never a guess)."""
+    if "score_chosen" not in meta and "score_rejected" not in meta:
+        return None
+    try:
+        return float(meta["score_chosen"]) - float(meta["score_rejected"])
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{where} (line {line}): fields 'score_chosen' and 'score_rejected' must both be numbers "
+                        f"(got {meta.get('score_chosen')!r}, {meta.get('score_rejected')!r}). Fix: correct them, or remove both.") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------

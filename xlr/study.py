@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from xlr.config import Params
-from xlr.runs import Run, atomic_write_json
+from xlr.runs import Run, atomic_write_json, atomic_write_jsonl
 
 # Smoke prompts for the model check: one per language, the same question.
 CHECK_PROMPTS = {
@@ -155,7 +155,6 @@ def stage_rewards(params: Params, run: Run, iteration: int = 1) -> dict[str, Any
     """Implicit cross-lingual reward of every sample under (pi0, pi_ref)."""
     from xlr.models import load_model
     from xlr.rewards import annotate
-    from xlr.runs import atomic_write_jsonl
     from xlr.runtime import resolve_device
     from xlr.sampling import HFBackend, load_samples
 
@@ -238,6 +237,19 @@ def _runtime_dtype(params: Params) -> tuple[Any, str]:
     return resolve_dtype(params.runtime.dtype, device)[0], device
 
 
+def select_by_score_margin(pairs: Any, min_margin: float, source: str) -> tuple[Any, int]:
+    """The pairs whose rating margin is at least ``min_margin`` (in order) and how many were below it. Label noise:
+    UltraFeedback's low-margin pairs (ties, half a point) are close to coin flips, and a DPO reward learns them too."""
+    if min_margin <= 0:
+        return pairs, 0
+    margins = pairs["score_margin"]
+    if any(m is None for m in margins):
+        raise StudyError(f"anchor.min_score_margin {min_margin}: source {source!r} has pairs without rating scores (score_chosen/score_rejected). "
+                         "Fix: set anchor.min_score_margin: 0, or use a source with scores (ultrafeedback).")
+    keep = [i for i, m in enumerate(margins) if m >= min_margin]
+    return pairs.select(keep), len(margins) - len(keep)
+
+
 def stage_anchor(params: Params, run: Run) -> dict[str, Any]:
     """pi0 = English DPO of pi_ref on held-in preference pairs; its implicit reward's accuracy on held-out pairs."""
     from xlr import data
@@ -248,8 +260,10 @@ def stage_anchor(params: Params, run: Run) -> dict[str, Any]:
     reports = {split: data.LoadReport(params.data.english_preferences) for split in ("train", "eval")}
     train = data.load_english_preferences(params.data.english_preferences, "train", params.data.data_dir, report=reports["train"])
     held = data.load_english_preferences(params.data.english_preferences, "eval", params.data.data_dir, report=reports["eval"])
+    train, below_margin = select_by_score_margin(train, a.min_score_margin, params.data.english_preferences)
     if len(train) < a.n_train:
-        raise StudyError(f"anchor: {len(train)} usable train pairs, params ask {a.n_train} (anchor.n_train). Fix: lower anchor.n_train.")
+        raise StudyError(f"anchor: {len(train)} usable train pairs ({below_margin} below anchor.min_score_margin {a.min_score_margin}), params ask {a.n_train} "
+                         "(anchor.n_train). Fix: lower anchor.n_train or anchor.min_score_margin.")
     n_eval = min(a.n_eval, len(held))  # all held-out pairs up to n_eval (the shipped file has 199 usable of 200)
     pairs = [to_conversational(r["messages"], r["chosen"], r["rejected"]) for r in train.select(range(a.n_train))]
     dtype, device = _runtime_dtype(params)
@@ -261,14 +275,16 @@ def stage_anchor(params: Params, run: Run) -> dict[str, Any]:
     score_dtype, fp32_head = scoring_precision(score)
     pi0, tok = load_model(str(out / "model"), dtype=score_dtype, device=device)
     pi_ref, _ = load_model(params.models.pi_ref, dtype=score_dtype, device=device)
-    eval_rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"], "tie": r["tie"]} for r in held.select(range(n_eval))]
+    eval_rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"], "tie": r["tie"], "score_margin": r["score_margin"]}
+                 for r in held.select(range(n_eval))]
     acc = reward_accuracy(pi0, pi_ref, tok, eval_rows, n_boot=a.bootstrap, seed=params.seed, batch_tokens=params.reward.batch_tokens,
                           fp32_head=fp32_head)
     acc["score_dtype"] = score
+    atomic_write_jsonl(out / "reward_accuracy_pairs.jsonl", acc.pop("per_pair"))
     atomic_write_json(out / "reward_accuracy.json", acc)
     run.manifest["models"]["pi0"] = {"spec": str(out / "model"), "built_from": params.models.pi_ref, "reward_accuracy": acc}
-    run.finish_stage("anchor", artifacts=[out / "reward_accuracy.json", out / "metrics.json", out / "model" / "xlr_model.json"],
-                     counts={"train_pairs": record["pairs"], "dropped_prompt_too_long": record["dropped_prompt_too_long"], "truncated": record["truncated"],
+    run.finish_stage("anchor", artifacts=[out / "reward_accuracy.json", out / "reward_accuracy_pairs.jsonl", out / "metrics.json", out / "model" / "xlr_model.json"],
+                     counts={"train_pairs": record["pairs"], "below_min_score_margin": below_margin, "dropped_prompt_too_long": record["dropped_prompt_too_long"], "truncated": record["truncated"],
                              "eval_pairs": n_eval, "skipped_when_loaded": {k: dict(r.skipped) for k, r in reports.items()},
                              "reward_accuracy": acc["accuracy"], "ci95": acc["ci95"]})
     return acc

@@ -16,9 +16,11 @@ loss against an independent computation.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -272,6 +274,8 @@ def train_dpo(
     from xlr.models import MODEL_MANIFEST, load_model
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    if device == "cuda" and "LOCAL_RANK" in os.environ:  # under accelerate launch / torchrun: this process's own GPU
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     model, tok = load_model(start_spec, dtype=dtype or torch.float32, device=device)
     keep, counts = length_report(tok, pairs, max_length)
     if not keep:
@@ -333,19 +337,21 @@ def train_dpo(
             # transformers averages only the losses of this process's steps, so after a resume its train_loss
             # leaves out the steps restored from the checkpoint; the mean of all logged step losses does not
             h["train_loss"] = float(np.mean(step_losses))
+    acc = trainer.accelerator
+    record: dict[str, Any] = {"start": start_spec, "reference": reference_spec or start_spec, "finetune": finetune, "pairs": len(ds), "resumed": resume is not None, **counts,
+                              "distributed_type": str(acc.distributed_type).rsplit(".", 1)[-1], "num_processes": acc.num_processes,
+                              "mixed_precision": str(acc.mixed_precision)}
+    if acc.distributed_type in _sharded_types() or acc.num_processes > 1:
+        _save_distributed(trainer, tok, start_spec, out_dir, history, record, finetune, save_merged)
+        del trainer, model, ref_model
+        release_memory()
+        return record
     atomic_write_json(out_dir / "metrics.json", history)
     trained = trainer.model
-    record: dict[str, Any] = {"start": start_spec, "reference": reference_spec or start_spec, "finetune": finetune, "pairs": len(ds), "resumed": resume is not None, **counts}
     if finetune == "lora":
         adapter = out_dir / "adapter"
         trained.save_pretrained(adapter)
-        cfg_path = adapter / "adapter_config.json"  # name the base by its xlr spec, so the adapter loads anywhere
-        cfg = {**json.loads(cfg_path.read_text()), "base_model_name_or_path": start_spec}
-        if isinstance(cfg.get("target_modules"), list):  # peft writes a set in hash order: sorted, two runs write the same file
-            cfg["target_modules"] = sorted(cfg["target_modules"])
-        atomic_write_json(cfg_path, cfg)
-        atomic_write_json(adapter / MODEL_MANIFEST, {"kind": "lora-adapter", "start": start_spec,
-                                                     "weights": {p.name: sha256_file(p) for p in sorted(adapter.glob("*.safetensors"))}})
+        _write_adapter_manifest(adapter, start_spec)
         record["adapter"] = str(adapter)
         merged = trained.merge_and_unload()
     else:
@@ -363,6 +369,98 @@ def train_dpo(
     del trainer, trained, merged, model, ref_model
     release_memory()  # the next step (accuracy pass, next stage's models) would otherwise sit on the freed training heap
     return record
+
+
+def _sharded_types() -> tuple[Any, ...]:
+    from accelerate.utils import DistributedType
+
+    return (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+def _save_distributed(trainer: Any, tok: Any, start_spec: str, out_dir: Path, history: list[dict[str, Any]], record: dict[str, Any],
+                      finetune: str, save_merged: bool) -> None:
+    """Saving after training under accelerate (several processes, or FSDP/DeepSpeed wrapping even on one).
+
+    The weights are sharded across ranks there, so the single-process path's ``model.save_pretrained`` would write
+    one rank's shard (or fail on DTensors): every rank joins ``accelerator.get_state_dict`` (gathers the full state dict),
+    and the main process alone writes. A LoRA merge is not done on the sharded model: the main process reloads the start
+    model, applies the saved adapter and merges there (peft's documented way)."""
+    from xlr.models import MODEL_MANIFEST, load_model
+
+    acc = trainer.accelerator
+    # collective: every rank must call it. Wrappers' prefixes (activation checkpointing, FSDP1) are dropped so the
+    # names are the model's own, as peft and save_pretrained expect them.
+    state = {_canonical_name(k): v for k, v in acc.get_state_dict(trainer.model).items()}
+    unwrapped = acc.unwrap_model(trainer.model)
+    if acc.is_main_process:
+        atomic_write_json(out_dir / "metrics.json", history)
+        target = out_dir / "model"
+        if finetune == "lora":
+            from peft import PeftModel
+
+            adapter = out_dir / "adapter"
+            trainable = sorted(_canonical_name(n) for n, p in unwrapped.named_parameters() if p.requires_grad)
+            saved = write_adapter_from_state(unwrapped, state, adapter)
+            if sorted(saved) != sorted(k.replace(".default.", ".") for k in trainable):  # a silently empty adapter would make the "trained" model the start model
+                raise RuntimeError(f"{adapter}: saved {len(saved)} adapter tensors, the model trains {len(trainable)} (names gathered: "
+                                   f"{[k for k in state if 'lora_' in k][:3]}, in the model: {trainable[:3]}). The weights gathered across ranks did not map "
+                                   "onto the adapter's names; please report it with these lines.")
+            _write_adapter_manifest(adapter, start_spec)
+            record["adapter"] = str(adapter)
+            if save_merged:
+                base, _ = load_model(start_spec, dtype=next(iter(state.values())).dtype, device="cpu")
+                merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+                merged.save_pretrained(target, safe_serialization=True)
+        else:
+            unwrapped.save_pretrained(target, state_dict=state, safe_serialization=True, is_main_process=True)
+        if finetune == "full" or save_merged:
+            tok.save_pretrained(target)
+            atomic_write_json(target / MODEL_MANIFEST, {"kind": "dpo", "start": start_spec, "record": record,
+                                                        "weights": {p.name: sha256_file(p) for p in sorted(target.glob("*.safetensors"))}})
+            record["model"] = str(target)
+        atomic_write_json(out_dir / "train_record.json", record)
+    acc.wait_for_everyone()
+
+
+def write_adapter_from_state(peft_model: Any, state: dict[str, Any], adapter_dir: Path, adapter_name: str = "default") -> list[str]:
+    """Write a LoRA adapter (peft's files: adapter_config.json, adapter_model.safetensors) from a full state dict of
+    the peft model. Returns the saved tensor names.
+
+    Hand-written because peft's ``save_pretrained(state_dict=...)`` picks the adapter's tensors by walking the model's
+    module names, which distributed wrappers rename: under accelerate's FSDP2 config (activation checkpointing on) it
+    saved an empty adapter (H200, bench/gpu_accelerate_check.sh). The file format is peft's documented one: the
+    adapter's tensors with the adapter name dropped from their keys (``...q_proj.lora_A.default.weight`` ->
+    ``...q_proj.lora_A.weight``); tests check it equal to what peft itself writes."""
+    from safetensors.torch import save_file
+
+    marker = f".{adapter_name}."
+    tensors = {k.replace(marker, "."): v.detach().to("cpu").contiguous() for k, v in state.items() if "lora_" in k and marker in k}
+    adapter_dir.mkdir(parents=True, exist_ok=True)
+    config = copy.deepcopy(peft_model.peft_config[adapter_name])
+    config.inference_mode = True  # as peft's save_pretrained writes it
+    config.save_pretrained(str(adapter_dir))
+    save_file(tensors, str(adapter_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
+    return list(tensors)
+
+
+def _canonical_name(name: str) -> str:
+    """A parameter's name without the wrapper modules' prefixes that distributed training can put in it."""
+    for wrapper in ("_checkpoint_wrapped_module.", "_fsdp_wrapped_module.", "_orig_mod."):
+        name = name.replace(wrapper, "")
+    return name
+
+
+def _write_adapter_manifest(adapter: Path, start_spec: str) -> None:
+    """Name the base by its xlr spec (so the adapter loads anywhere) and record the weights' hashes."""
+    from xlr.models import MODEL_MANIFEST
+
+    cfg_path = adapter / "adapter_config.json"
+    cfg = {**json.loads(cfg_path.read_text()), "base_model_name_or_path": start_spec}
+    if isinstance(cfg.get("target_modules"), list):  # peft writes a set in hash order: sorted, two runs write the same file
+        cfg["target_modules"] = sorted(cfg["target_modules"])
+    atomic_write_json(cfg_path, cfg)
+    atomic_write_json(adapter / MODEL_MANIFEST, {"kind": "lora-adapter", "start": start_spec,
+                                                 "weights": {p.name: sha256_file(p) for p in sorted(adapter.glob("*.safetensors"))}})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -387,7 +485,8 @@ def reward_accuracy(policy: Any, reference: Any, tokenizer: Any, pairs: Sequence
     bootstrap CI; and, as baselines, how often each model's log-likelihood alone prefers chosen."""
     from xlr.rewards import score_models
 
-    usable = [p for p in pairs if not p.get("tie")]
+    rows = [i for i, p in enumerate(pairs) if not p.get("tie")]
+    usable = [pairs[i] for i in rows]
     prompts = [p["prompt"] for p in usable] * 2
     responses = [p["chosen"] for p in usable] + [p["rejected"] for p in usable]
     from tqdm.auto import tqdm
@@ -398,13 +497,31 @@ def reward_accuracy(policy: Any, reference: Any, tokenizer: Any, pairs: Sequence
     r = [pol[i] - ref[i] for i in range(2 * n)]
     correct = [float(r[i] > r[n + i]) for i in range(n)]
     lo, hi = bootstrap_ci(correct, n_boot, seed)
+    per_pair = [{"row": rows[k], "score_margin": p.get("score_margin"), "reward_chosen": r[k], "reward_rejected": r[n + k],
+                 "correct": bool(correct[k])} for k, p in enumerate(usable)]
     return {
         "n": n, "ties_excluded": len(pairs) - n,
         "accuracy": float(np.mean(correct)), "ci95": [lo, hi],
         "loglik_accuracy_policy": float(np.mean([pol[i] > pol[n + i] for i in range(n)])),
         "loglik_accuracy_reference": float(np.mean([ref[i] > ref[n + i] for i in range(n)])),
         "mean_margin": float(np.mean([r[i] - r[n + i] for i in range(n)])),
+        "by_score_margin": accuracy_by_score_margin(per_pair),
+        "per_pair": per_pair,
     }
+
+
+SCORE_MARGIN_BINS = ((0.0, 1.0), (1.0, 2.0), (2.0, float("inf")))
+
+
+def accuracy_by_score_margin(per_pair: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Accuracy per bin of the labels' rating margin (score_chosen - score_rejected, bins (lo, hi]): low-margin
+    labels are close to coin flips, so a reward is judged by how it does where the raters clearly agreed."""
+    out = {}
+    for lo, hi in SCORE_MARGIN_BINS:
+        hits = [q["correct"] for q in per_pair if q["score_margin"] is not None and lo < q["score_margin"] <= hi]
+        if hits:
+            out[f"({lo:g}, {hi:g}]"] = {"n": len(hits), "accuracy": float(np.mean(hits))}
+    return out
 
 
 def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
