@@ -23,11 +23,17 @@ LOG = HERE / "anchor_search.jsonl"
 
 def table() -> None:
     rows = [json.loads(line) for line in LOG.read_text().splitlines() if line.strip()] if LOG.exists() else []
-    print(f"{'tag':<24} {'n_train':>7} {'lr':>8} {'beta':>5} {'ep':>3} {'r':>3} {'acc':>6} {'95% CI':>13} {'n':>4} {'min':>6}")
+    print(f"{'tag':<24} {'n_train':>7} {'margin':>6} {'lr':>8} {'beta':>5} {'ep':>3} {'r':>3} {'scored':>13} {'acc':>6} {'95% CI':>13} {'n':>4} "
+          f"{'acc by rating margin (0,1] (1,2] >2':>36} {'min':>6}")
     for r in rows:
         a = r["anchor"]
-        print(f"{r['tag']:<24} {a['n_train']:>7} {a['learning_rate']:>8.1e} {a['beta']:>5} {a['epochs']:>3} {a['lora']['r']:>3} "
-              f"{r['accuracy']:>6.3f} {r['ci95'][0]:>6.3f}-{r['ci95'][1]:<6.3f} {r['n']:>4} {r['wall_s'] / 60:>6.1f}")
+        by = r.get("by_score_margin")
+        saved = Path(r["run"]) / "anchor" / "reward_accuracy.json"
+        if by is None and saved.exists():  # rows written before this column existed: read it from the try's run directory
+            by = json.loads(saved.read_text()).get("by_score_margin")
+        bins = "  ".join(f"{b['accuracy']:.3f} ({b['n']})" for b in (by or {}).values()) or "-"
+        print(f"{r['tag']:<24} {a['n_train']:>7} {a.get('min_score_margin', 0.0):>6} {a['learning_rate']:>8.1e} {a['beta']:>5} {a['epochs']:>3} {a['lora']['r']:>3} "
+              f"{str(a.get('score_dtype') or '?'):>13} {r['accuracy']:>6.3f} {r['ci95'][0]:>6.3f}-{r['ci95'][1]:<6.3f} {r['n']:>4} {bins:>36} {r['wall_s'] / 60:>6.1f}")
 
 
 def main() -> None:
@@ -60,7 +66,7 @@ def main() -> None:
     else:
         acc = json.loads((run.stage_dir("anchor") / "reward_accuracy.json").read_text())
     row = {"tag": args.tag, "overrides": args.set, "anchor": params.anchor.model_dump(), "pi_ref": params.models.pi_ref,
-           "accuracy": acc["accuracy"], "ci95": acc["ci95"], "n": acc["n"], "wall_s": round(time.monotonic() - t0, 1),
+           "accuracy": acc["accuracy"], "ci95": acc["ci95"], "n": acc["n"], "by_score_margin": acc.get("by_score_margin"), "wall_s": round(time.monotonic() - t0, 1),
            "run": str(run.root), "machine": f"{platform.processor() or platform.machine()}, threads {params.runtime.threads}"}
     with LOG.open("a") as f:
         f.write(json.dumps(row) + "\n")

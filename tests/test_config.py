@@ -131,3 +131,27 @@ def test_schema_is_documented():
     schema = Params.model_json_schema()
     assert "models" in schema["properties"]
     assert "G(x)" in (schema["$defs"]["LanguageParams"]["properties"]["names"]["description"])
+
+
+def test_extends_merges_the_base_file_key_by_key(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "base.yaml").write_text("name: base\nmodels: {pi_ref: tiny:0}\nanchor: {n_train: 8, beta: 0.2}\nlanguages: {train: [en, de, fr]}\n")
+    (tmp_path / "sub" / "child.yaml").write_text("extends: ../base.yaml\nname: child\nanchor: {n_train: 500}\nlanguages: {train: [en]}\n")
+    p = load_params(tmp_path / "sub" / "child.yaml")
+    assert (p.name, p.models.pi_ref, p.anchor.n_train, p.anchor.beta, p.languages.train) == ("child", "tiny:0", 500, 0.2, ["en"])
+    shipped = load_params(REPO / "params/cpu-pi0.yaml")
+    cpu = load_params(REPO / "params/cpu.yaml")
+    assert shipped.anchor.min_score_margin == 1.5 and shipped.anchor.n_train == 500 and shipped.sampling == cpu.sampling and shipped.judge == cpu.judge
+
+
+def test_extends_errors_name_the_file_and_the_fix(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nname: a\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\nname: b\n")
+    with pytest.raises(ParamsError, match=r"a.yaml: 'extends' goes round in a circle.*Fix: remove"):
+        load_params(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: missing.yaml\nname: c\n")
+    with pytest.raises(ParamsError, match=r"missing.yaml: params file not found \(extended by .*c.yaml\)"):
+        load_params(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("extends: [x]\nname: d\n")
+    with pytest.raises(ParamsError, match=r"d.yaml: field 'extends' must be the path"):
+        load_params(tmp_path / "d.yaml")

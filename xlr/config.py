@@ -267,10 +267,27 @@ def _describe(err: dict[str, Any]) -> str:
 
 
 def load_params(path: str | Path, overrides: dict[str, Any] | None = None) -> Params:
-    """Read and validate a params YAML file; raise :class:`ParamsError` naming file, field and fix."""
+    """Read and validate a params YAML file; raise :class:`ParamsError` naming file, field and fix.
+
+    A file may start from another: ``extends: cpu.yaml`` (a path relative to the file) takes that file's values and
+    overrides them with its own, key by key (nested mappings merged, lists replaced)."""
     path = Path(path)
+    raw = _read_params_file(path, chain=())
+    if overrides:
+        raw = deep_merge(raw, overrides)
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"{path}: {len(e.errors())} problem(s):"] + [f"  - {_describe(err)}" for err in e.errors()]
+        raise ParamsError("\n".join(lines)) from None
+
+
+def _read_params_file(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     if not path.is_file():
-        raise ParamsError(f"{path}: params file not found. Fix: pass an existing file, e.g. params/cpu.yaml.")
+        where = f" (extended by {chain[-1]})" if chain else ""
+        raise ParamsError(f"{path}: params file not found{where}. Fix: pass an existing file, e.g. params/cpu.yaml.")
+    if path.resolve() in chain:
+        raise ParamsError(f"{path}: 'extends' goes round in a circle ({' -> '.join(str(p) for p in (*chain, path.resolve()))}). Fix: remove one of the 'extends'.")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -279,13 +296,12 @@ def load_params(path: str | Path, overrides: dict[str, Any] | None = None) -> Pa
         raw = {}
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: the top level must be a mapping of keys (name:, models:, ...), got {type(raw).__name__}.")
-    if overrides:
-        raw = deep_merge(raw, overrides)
-    try:
-        return Params.model_validate(raw)
-    except ValidationError as e:
-        lines = [f"{path}: {len(e.errors())} problem(s):"] + [f"  - {_describe(err)}" for err in e.errors()]
-        raise ParamsError("\n".join(lines)) from None
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base.strip():
+        raise ParamsError(f"{path}: field 'extends' must be the path of another params file, relative to this one (got {base!r}). Fix: e.g. extends: cpu.yaml")
+    return deep_merge(_read_params_file(path.parent / base, (*chain, path.resolve())), raw)
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

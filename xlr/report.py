@@ -146,11 +146,14 @@ def anchor_table(run: Run) -> pd.DataFrame | None:
     a = read_json(run.root / "anchor" / "reward_accuracy.json")
     if a is None:
         return None
-    rows = [{"score": "implicit reward log pi0/pi_ref", "accuracy": a["accuracy"], "95% CI": f"{a['ci95'][0]:.3f}–{a['ci95'][1]:.3f}"}]
+    rows = [{"score": "implicit reward log pi0/pi_ref", "pairs": "all held-out (ties excluded)", "accuracy": a["accuracy"],
+             "95% CI": f"{a['ci95'][0]:.3f}–{a['ci95'][1]:.3f}", "n": a["n"]}]
     for k, label in (("loglik_accuracy_policy", "log-likelihood of pi0 alone"), ("loglik_accuracy_reference", "log-likelihood of pi_ref alone")):
         if k in a:
-            rows.append({"score": label, "accuracy": a[k], "95% CI": ""})
-    return pd.DataFrame(rows).assign(n=a["n"], ties_excluded=a["ties_excluded"])
+            rows.append({"score": label, "pairs": "all held-out (ties excluded)", "accuracy": a[k], "95% CI": "", "n": a["n"]})
+    for bin_, b in a.get("by_score_margin", {}).items():  # low rating margins are near coin flips for any reward
+        rows.append({"score": "implicit reward log pi0/pi_ref", "pairs": f"rating margin in {bin_}", "accuracy": b["accuracy"], "95% CI": "", "n": b["n"]})
+    return pd.DataFrame(rows).assign(ties_excluded=a["ties_excluded"])
 
 
 def rewards_table(run: Run, iteration: int) -> pd.DataFrame | None:

@@ -482,7 +482,8 @@ def reward_accuracy(policy: Any, reference: Any, tokenizer: Any, pairs: Sequence
                     fp32_head: bool | None = None) -> dict[str, Any]:
     """How often the implicit reward log pi/pi_ref prefers the chosen response of held-out English pairs
     (``prompt`` as a user message, ``chosen``, ``rejected`` strings; ties in the labels excluded), with a
-    bootstrap CI; and, as baselines, how often each model's log-likelihood alone prefers chosen."""
+    bootstrap CI; as baselines, how often each model's log-likelihood alone prefers chosen; the accuracy per bin of
+    the labels' rating margin (pairs with ``score_margin``); and ``per_pair`` (row, margin, rewards, correct)."""
     from xlr.rewards import score_models
 
     rows = [i for i, p in enumerate(pairs) if not p.get("tie")]
