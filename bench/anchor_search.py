@@ -7,6 +7,7 @@ bench/anchor_search.jsonl (settings, accuracy, CI, wall time), so the table in b
 
     .venv/bin/python bench/anchor_search.py --tag lr2e-4-n384 --set anchor.learning_rate=2e-4 --set anchor.n_train=384
     .venv/bin/python bench/anchor_search.py --table          # print the tries so far
+    .venv/bin/python bench/anchor_search.py --paired m1.5-n500 m0-n500   # two tries, pair by pair
 """
 
 from __future__ import annotations
@@ -36,15 +37,40 @@ def table() -> None:
               f"{str(a.get('score_dtype') or '?'):>13} {r['accuracy']:>6.3f} {r['ci95'][0]:>6.3f}-{r['ci95'][1]:<6.3f} {r['n']:>4} {bins:>36} {r['wall_s'] / 60:>6.1f}")
 
 
+def paired(tag_a: str, tag_b: str, n_boot: int = 10000) -> None:
+    """Two tries on the same held-out pairs, pair by pair: agreement, discordant pairs, and the accuracy difference
+    (b - a) with a paired bootstrap CI (resampling pairs, both tries together)."""
+    import numpy as np
+
+    rows = {json.loads(line)["tag"]: json.loads(line) for line in LOG.read_text().splitlines() if line.strip()}
+    per = []
+    for tag in (tag_a, tag_b):
+        path = Path(rows[tag]["run"]) / "anchor" / "reward_accuracy_pairs.jsonl"
+        per.append([json.loads(line) for line in path.read_text().splitlines()])
+    if [q["row"] for q in per[0]] != [q["row"] for q in per[1]]:
+        raise SystemExit(f"{tag_a} and {tag_b} were scored on different held-out pairs: no paired comparison.")
+    a, b = (np.array([q["correct"] for q in p], dtype=float) for p in per)
+    idx = np.random.default_rng(0).integers(0, len(a), size=(n_boot, len(a)))
+    lo, hi = np.quantile((b[idx] - a[idx]).mean(axis=1), [0.025, 0.975])
+    margins = [np.array([q["reward_chosen"] - q["reward_rejected"] for q in p]) for p in per]
+    print(f"{len(a)} pairs: both right {int((a * b).sum())}, only {tag_a} {int((a * (1 - b)).sum())}, only {tag_b} {int(((1 - a) * b).sum())}, "
+          f"neither {int(((1 - a) * (1 - b)).sum())}")
+    print(f"accuracy {tag_a} {a.mean():.3f}, {tag_b} {b.mean():.3f}; difference {b.mean() - a.mean():+.3f} (paired bootstrap 95% CI {lo:+.3f} to {hi:+.3f}); "
+          f"correlation of reward margins {np.corrcoef(*margins)[0, 1]:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params/cpu.yaml")
     ap.add_argument("--tag")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--paired", nargs=2, metavar=("TAG_A", "TAG_B"), help="compare two tries pair by pair")
     args = ap.parse_args()
     if args.table:
         return table()
+    if args.paired:
+        return paired(*args.paired)
     if not args.tag:
         ap.error("--tag is required for a try")
 

@@ -141,7 +141,7 @@ def test_extends_merges_the_base_file_key_by_key(tmp_path):
     assert (p.name, p.models.pi_ref, p.anchor.n_train, p.anchor.beta, p.languages.train) == ("child", "tiny:0", 500, 0.2, ["en"])
     shipped = load_params(REPO / "params/cpu-pi0.yaml")
     cpu = load_params(REPO / "params/cpu.yaml")
-    assert shipped.anchor.min_score_margin == 1.5 and shipped.anchor.n_train == 500 and shipped.sampling == cpu.sampling and shipped.judge == cpu.judge
+    assert shipped.anchor.n_train == 500 and shipped.anchor.n_eval == 200 and shipped.sampling == cpu.sampling and shipped.judge == cpu.judge
 
 
 def test_extends_errors_name_the_file_and_the_fix(tmp_path):

@@ -1,5 +1,3 @@
-import json
-
 import pytest
 
 from xlr.models import load_model

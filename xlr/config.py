@@ -92,7 +92,8 @@ class AnchorParams(_Strict):
     min_score_margin: Annotated[float, Field(ge=0)] = Field(
         0.0, description="Train only on pairs whose rating margin score_chosen - score_rejected is at least this (0 keeps all, ties included; 0.5 drops "
         "UltraFeedback's ties). n_train counts the pairs kept, in file order; the drops are counted in the anchor's stage record. Needs a source with scores "
-        "(ultrafeedback). The held-out accuracy is always measured on all held-out pairs (ties excluded), whatever this is.")
+        "(ultrafeedback). The held-out accuracy is always measured on all held-out pairs (ties excluded), whatever this is. Measured once "
+        "(500 pairs, >= 1.5 vs none): no gain (0.714 vs 0.731, bench/RESULTS.md).")
     beta: Annotated[float, Field(gt=0)] = 0.1
     learning_rate: Annotated[float, Field(gt=0)] = 5e-5
     epochs: Annotated[float, Field(gt=0)] = 1.0
