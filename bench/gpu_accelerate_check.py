@@ -60,9 +60,8 @@ def train(args: argparse.Namespace) -> None:
     history = json.loads((out / "metrics.json").read_text())
     losses = [h["loss"] for h in history if "loss" in h and "train_runtime" not in h]
     # the saved model, loaded back: its implicit reward against the start model on the training pairs
-    dev = "cuda" if args.device == "cuda" else "cpu"
-    saved, tok = load_model(str(out / "model"), dtype=torch.float32, device=dev)
-    start, _ = load_model("tiny:0", dtype=torch.float32, device=dev)
+    saved, tok = load_model(str(out / "model"), dtype=torch.float32, device=args.device)
+    start, _ = load_model("tiny:0", dtype=torch.float32, device=args.device)
     prompts = [p for p, _, _ in PAIRS] * 2
     responses = [c for _, c, _ in PAIRS] + [r for _, _, r in PAIRS]
     pol, ref = score_models([saved, start], tok, prompts, responses, fp32_head=True)
@@ -98,7 +97,8 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--name")
     ap.add_argument("--finetune", choices=["lora", "full"], default="full")
-    ap.add_argument("--device", default="cuda", help="cpu: try the script here (accelerate launch --cpu --num_processes 2 runs two ranks)")
+    ap.add_argument("--device", default="cuda", help="cpu: try the script here, one process (train_dpo sets use_cpu, so ranks under `accelerate launch --cpu` "
+                    "would each train alone, not together)")
     ap.add_argument("--compare", action="store_true")
     args = ap.parse_args()
     compare(args) if args.compare else train(args)

@@ -372,8 +372,8 @@ def _hub_english_preferences(source: str, split: str, why: DataRootNotFound):
     if source == "ultrafeedback":
         def convert(r: dict[str, Any], i: int) -> dict[str, Any]:
             margin = _score_margin(r, f"{repo} ({splits[split]})", i + 1)
-            return {"prompt": to_text(r["prompt"]) if r.get("prompt") else r["chosen"][0]["content"], "chosen": to_text(r["chosen"]), "rejected": to_text(r["rejected"]),
-                    "messages": [{"role": "user", "content": to_text(r["prompt"]) if r.get("prompt") else r["chosen"][0]["content"]}],
+            prompt = to_text(r["prompt"]) if r.get("prompt") else r["chosen"][0]["content"]
+            return {"prompt": prompt, "chosen": to_text(r["chosen"]), "rejected": to_text(r["rejected"]), "messages": [{"role": "user", "content": prompt}],
                     "source": source, "tie": margin == 0.0, "score_margin": margin}
 
         return ds.map(convert, with_indices=True, remove_columns=[c for c in ds.column_names if c not in ("prompt", "chosen", "rejected")])

@@ -268,10 +268,11 @@ def train_dpo(
     reference); by default the reference is the start model.
     """
     import torch
+    from accelerate.utils import DistributedType
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from xlr.models import MODEL_MANIFEST, load_model
+    from xlr.models import load_model
 
     out_dir.mkdir(parents=True, exist_ok=True)
     if device == "cuda" and "LOCAL_RANK" in os.environ:  # under accelerate launch / torchrun: this process's own GPU
@@ -341,7 +342,7 @@ def train_dpo(
     record: dict[str, Any] = {"start": start_spec, "reference": reference_spec or start_spec, "finetune": finetune, "pairs": len(ds), "resumed": resume is not None, **counts,
                               "distributed_type": str(acc.distributed_type).rsplit(".", 1)[-1], "num_processes": acc.num_processes,
                               "mixed_precision": str(acc.mixed_precision)}
-    if acc.distributed_type in _sharded_types() or acc.num_processes > 1:
+    if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED) or acc.num_processes > 1:
         _save_distributed(trainer, tok, start_spec, out_dir, history, record, finetune, save_merged)
         del trainer, model, ref_model
         release_memory()
@@ -357,24 +358,11 @@ def train_dpo(
     else:
         merged = trained
     if save_merged or finetune == "full":
-        target = out_dir / "model"
-        merged.save_pretrained(target, safe_serialization=True)
-        tok.save_pretrained(target)
-        atomic_write_json(target / MODEL_MANIFEST, {
-            "kind": "dpo", "start": start_spec, "record": record,
-            "weights": {p.name: sha256_file(p) for p in sorted(target.glob("*.safetensors"))},
-        })
-        record["model"] = str(target)
+        _write_model_dir(merged, out_dir / "model", tok, start_spec, record)
     atomic_write_json(out_dir / "train_record.json", record)
     del trainer, trained, merged, model, ref_model
     release_memory()  # the next step (accuracy pass, next stage's models) would otherwise sit on the freed training heap
     return record
-
-
-def _sharded_types() -> tuple[Any, ...]:
-    from accelerate.utils import DistributedType
-
-    return (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
 def _save_distributed(trainer: Any, tok: Any, start_spec: str, out_dir: Path, history: list[dict[str, Any]], record: dict[str, Any],
@@ -385,7 +373,7 @@ def _save_distributed(trainer: Any, tok: Any, start_spec: str, out_dir: Path, hi
     one rank's shard (or fail on DTensors): every rank joins ``accelerator.get_state_dict`` (gathers the full state dict),
     and the main process alone writes. A LoRA merge is not done on the sharded model: the main process reloads the start
     model, applies the saved adapter and merges there (peft's documented way)."""
-    from xlr.models import MODEL_MANIFEST, load_model
+    from xlr.models import load_model
 
     acc = trainer.accelerator
     # collective: every rank must call it. Wrappers' prefixes (activation checkpointing, FSDP1) are dropped so the
@@ -409,15 +397,9 @@ def _save_distributed(trainer: Any, tok: Any, start_spec: str, out_dir: Path, hi
             record["adapter"] = str(adapter)
             if save_merged:
                 base, _ = load_model(start_spec, dtype=next(iter(state.values())).dtype, device="cpu")
-                merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
-                merged.save_pretrained(target, safe_serialization=True)
+                _write_model_dir(PeftModel.from_pretrained(base, str(adapter)).merge_and_unload(), target, tok, start_spec, record)
         else:
-            unwrapped.save_pretrained(target, state_dict=state, safe_serialization=True, is_main_process=True)
-        if finetune == "full" or save_merged:
-            tok.save_pretrained(target)
-            atomic_write_json(target / MODEL_MANIFEST, {"kind": "dpo", "start": start_spec, "record": record,
-                                                        "weights": {p.name: sha256_file(p) for p in sorted(target.glob("*.safetensors"))}})
-            record["model"] = str(target)
+            _write_model_dir(unwrapped, target, tok, start_spec, record, state_dict=state)
         atomic_write_json(out_dir / "train_record.json", record)
     acc.wait_for_everyone()
 
@@ -441,6 +423,17 @@ def write_adapter_from_state(peft_model: Any, state: dict[str, Any], adapter_dir
     config.save_pretrained(str(adapter_dir))
     save_file(tensors, str(adapter_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
     return list(tensors)
+
+
+def _write_model_dir(model: Any, target: Path, tok: Any, start_spec: str, record: dict[str, Any], state_dict: dict[str, Any] | None = None) -> None:
+    """The trained model as a loadable folder: weights (safetensors), tokenizer, and xlr's manifest with their hashes."""
+    from xlr.models import MODEL_MANIFEST
+
+    model.save_pretrained(target, state_dict=state_dict, safe_serialization=True)
+    tok.save_pretrained(target)
+    atomic_write_json(target / MODEL_MANIFEST, {"kind": "dpo", "start": start_spec, "record": record,
+                                                "weights": {p.name: sha256_file(p) for p in sorted(target.glob("*.safetensors"))}})
+    record["model"] = str(target)
 
 
 def _canonical_name(name: str) -> str:
