@@ -183,3 +183,52 @@ def test_check_data_lists_every_shipped_file():
     assert all(r["sha256"] == "ok" for r in rows)
     counts = {(r["kind"], r["lang"]): r["rows"] for r in rows if r["kind"] == "train-prompts"}
     assert counts[("train-prompts", "en")] == 5000 and counts[("train-prompts", "bn")] == 1000 and counts[("train-prompts", "de")] == 3000
+
+
+@needs_shared
+def test_xalpacaeval_outputs_join_by_id_and_match_the_files():
+    assert data.xalpacaeval_output_generators(SHARED) == ["gpt-3.5-turbo-0125", "gpt-4-0613", "gpt-4o-mini"]
+    for lang in ("en", "de"):
+        out = data.load_xalpacaeval_outputs("gpt-4o-mini", lang, data_dir=SHARED)
+        raw = json.load(open(SHARED / f"x-alpacaeval/outputs/gpt-4o-mini/{lang}.json", encoding="utf-8"))
+        assert len(out) == 805 and out[int(raw[10]["id"])] == raw[10]["output"]
+    sub = data.load_xalpacaeval_outputs("gpt-3.5-turbo-0125", "ru", ids=[5, 3], data_dir=SHARED)
+    assert list(sub) == [5, 3]
+
+
+def test_xalpacaeval_outputs_bad_files_name_the_problem(tmp_path):
+    (tmp_path / "x-alpacaeval/prompts").mkdir(parents=True)
+    (tmp_path / "x-alpacaeval/outputs/g").mkdir(parents=True)
+    (tmp_path / "x-alpacaeval/prompts/de.json").write_text(json.dumps([{"id": 1, "dataset": "d", "instruction": "A"}, {"id": 2, "dataset": "d", "instruction": "B"}]))
+    out = tmp_path / "x-alpacaeval/outputs/g/de.json"
+    out.write_text(json.dumps([{"id": 1, "instruction": "A", "output": "x"}, {"id": 2, "instruction": "Z", "output": "y"}]))
+    with pytest.raises(data.DataError, match=r"de.json record 1 \(id 2\): instruction differs"):
+        data.load_xalpacaeval_outputs("g", "de", data_dir=tmp_path)
+    out.write_text(json.dumps([{"id": 1, "instruction": "A", "output": "x"}, {"id": 2, "instruction": "B", "output": " "}]))
+    with pytest.raises(data.DataError, match=r"field 'output' is empty"):
+        data.load_xalpacaeval_outputs("g", "de", data_dir=tmp_path)
+    out.write_text(json.dumps([{"id": 1, "instruction": "A", "output": "x"}]))
+    with pytest.raises(data.DataError, match=r"no output for id\(s\) \[2\]"):
+        data.load_xalpacaeval_outputs("g", "de", data_dir=tmp_path)
+    with pytest.raises(data.DataError, match=r"g's X-AlpacaEval answers for 'fr' not found"):
+        data.load_xalpacaeval_outputs("g", "fr", data_dir=tmp_path)
+
+
+@needs_shared
+def test_paper_table2_rows_average_to_the_papers_avg():
+    t = data.load_paper_table2(SHARED)
+    assert {"model", "lang", "lc", "wr"} <= set(t.columns)
+    for _model, g in t.groupby("model"):
+        langs = g[g["lang"] != "avg"]
+        avg = g[g["lang"] == "avg"]
+        if len(avg) and len(langs) == 5:
+            assert abs(langs["lc"].mean() - avg["lc"].iloc[0]) < 0.02 and abs(langs["wr"].mean() - avg["wr"].iloc[0]) < 0.02
+    row = t[(t["model"].str.contains("gpt-4o-mini")) & (t["lang"] == "de")].iloc[0]
+    assert (row["lc"], row["wr"]) == (48.54, 44.20)  # the paper's Table 2, as quoted in the issue
+
+
+def test_paper_table2_bad_number_names_row_and_field(tmp_path):
+    (tmp_path / "x-alpacaeval").mkdir()
+    (tmp_path / "x-alpacaeval/paper-table2.csv").write_text("model,lang,lc,wr\nm,en,1.0,2.0\nm,de,x,2.0\n")
+    with pytest.raises(data.DataError, match=r"row 3: field 'lc' is not a number"):
+        data.load_paper_table2(tmp_path)

@@ -264,6 +264,62 @@ def load_xalpacaeval(
     return Dataset.from_list([{**prompts[i], **refs.get(i, {})} for i in wanted])
 
 
+XAE_OUTPUTS = "x-alpacaeval/outputs"
+PAPER_TABLE2 = "x-alpacaeval/paper-table2.csv"
+
+
+def xalpacaeval_output_generators(data_dir: str | Path | None = None) -> list[str]:
+    """Generators whose X-AlpacaEval answers ship under ``x-alpacaeval/outputs/`` (e.g. gpt-3.5-turbo-0125)."""
+    root = _root(data_dir) / XAE_OUTPUTS
+    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def load_xalpacaeval_outputs(generator: str, lang: str, ids: list[int] | None = None, data_dir: str | Path | None = None) -> dict[int, str]:
+    """Another model's answers to X-AlpacaEval (``x-alpacaeval/outputs/<generator>/<lang>.json``, AlpacaEval format):
+    id -> output. Joined to the prompts by ``id`` (by row order where the file has none, then each instruction must
+    equal the prompt file's, as for the references); an empty output is an error, not a silent skip."""
+    root = _root(data_dir)
+    opath = _file(root, f"{XAE_OUTPUTS}/{generator}/{lang}.json", f"{generator}'s X-AlpacaEval answers for '{lang}'")
+    prompts = {int(r["id"]): r["instruction"] for r in _read_json_list(_file(root, f"{XAE_PROMPTS}/{lang}.json", f"X-AlpacaEval prompts for '{lang}'"))}
+    rows = _read_json_list(opath)
+    has_ids = all("id" in r for r in rows)
+    order = sorted(prompts)
+    if not has_ids and len(rows) != len(order):
+        raise DataError(f"{opath}: {len(rows)} outputs without 'id' but {len(order)} prompts; cannot join by row order.")
+    out: dict[int, str] = {}
+    for k, r in enumerate(rows):
+        rid = int(r["id"]) if has_ids else order[k]
+        if rid not in prompts:
+            raise DataError(f"{opath}: output id {rid} (record {k}) has no X-AlpacaEval prompt. Fix: the file must answer the shipped prompts.")
+        if r.get("instruction", "").strip() != prompts[rid].strip():
+            raise DataError(f"{opath} record {k} (id {rid}): instruction differs from the prompt file's: {r.get('instruction', '')[:60]!r} vs "
+                            f"{prompts[rid][:60]!r}. Fix: the outputs must follow the prompt file's order and text.")
+        out[rid] = _require(r, "output", opath, f"record {k} (id {rid})")
+    wanted = order if ids is None else ids  # None: every prompt must be answered
+    missing = [i for i in wanted if i not in out]
+    if missing:
+        raise DataError(f"{opath}: no output for id(s) {missing[:5]} ({len(missing)} missing). Fix: use ids the file answers.")
+    return {i: out[i] for i in wanted}
+
+
+def load_paper_table2(data_dir: str | Path | None = None):
+    """The paper's Table 2 (X-AlpacaEval LC / WR per language, GPT-4-turbo judge): a DataFrame with columns
+    model, lang, lc, wr (lang 'avg' = the paper's average). Every row is the paper's number, never ours."""
+    import pandas as pd
+
+    path = _file(_root(data_dir), PAPER_TABLE2, "the paper's Table 2")
+    df = pd.read_csv(path)
+    missing = {"model", "lang", "lc", "wr"} - set(df.columns)
+    if missing:
+        raise DataError(f"{path}: column(s) {sorted(missing)} missing. Fix: restore the file (columns model, lang, lc, wr).")
+    for col in ("lc", "wr"):
+        bad = df[pd.to_numeric(df[col], errors="coerce").isna()]
+        if len(bad):
+            raise DataError(f"{path}: row {int(bad.index[0]) + 2}: field '{col}' is not a number ({bad[col].iloc[0]!r}).")
+        df[col] = df[col].astype(float)
+    return df
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # (c) English preference pairs
 
