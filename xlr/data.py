@@ -449,6 +449,129 @@ def _score_margin(meta: dict[str, Any], where: Any, line: int) -> float | None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# AlpacaEval 2 annotations and leaderboard (alpaca-eval/: the judge's own judgments of 52 models, the published table)
+
+ALPACA_ANNOTATIONS = "alpaca-eval/annotations"
+ALPACA_LEADERBOARD = "alpaca-eval/leaderboard.csv"
+ALPACA_REQUIRED = ("instruction", "output_1", "output_2", "generator_2", "preference")
+ALPACA_OPTIONAL = ("generator_1", "dataset", "annotator")
+SKIP_NO_PREFERENCE = "preference null/NaN (judge gave none; left out of WR and LC fit, as alpaca_eval drops it)"
+
+
+def _alpaca_preference(value: Any, path: Path, where: str) -> float:
+    """One AlpacaEval preference as a float in [1, 2] (NaN where the judge gave none). alpaca_eval's conventions
+    (metrics/helpers.py ``BaseScoringRule.describe_head2head``): 1 = output_1 (baseline) wins, 2 = output_2 (model)
+    wins, 1.5 = tie; the legacy draw code 0 means 1.5; NaN is dropped before the win rate."""
+    if value is None:
+        return float("nan")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise DataError(f"{path} ({where}): field 'preference' should be a number in [1, 2], got {type(value).__name__} {value!r}. "
+                        "Fix: write the judge's preference (1 = output_1 better, 2 = output_2 better, 1.5 = tie), or null if none.")
+    try:
+        x = float(value)
+    except ValueError:
+        raise DataError(f"{path} ({where}): field 'preference' is {value!r}, not a number. "
+                        "Fix: write the judge's preference as a number in [1, 2] (1.5 = tie), or null if none.") from None
+    if x != x:  # NaN
+        return x
+    if x == 0:
+        return 1.5  # alpaca_eval's backward-compatible draw encoding (helpers.py: replace({0: 1.5}))
+    if not 1 <= x <= 2:
+        raise DataError(f"{path} ({where}): field 'preference' is {x}, outside [1, 2]. AlpacaEval preferences are 1 + p "
+                        "(1 = output_1 better, 2 = output_2 better). Fix: if yours is p in [0, 1], add 1; else correct the record.")
+    return x
+
+
+def load_alpaca_annotations(path: str | Path, report: LoadReport | None = None):
+    """AlpacaEval-format pairwise annotations (a JSON list, ``.json`` or ``.json.gz``; alpaca_eval's
+    ``results/<model>/<annotator>/annotations.json``).
+
+    Returns ``(DataFrame, LoadReport)``. One row per record, in file order (the AlpacaEval GLM uses this row order);
+    columns instruction, output_1 (baseline), output_2 (model), generator_2, preference (float in [1, 2], NaN where the
+    judge gave none), generator_1 / dataset / annotator where present, and ``record`` (1-based position in the file).
+    Rows with a null/NaN preference stay in the frame (alpaca_eval keeps them for the length statistics) but are
+    counted in ``report.skipped`` and left out of every win rate; ``report.kept`` counts the judged rows. Bad records
+    raise DataError naming the file, the record, the field and the fix."""
+    import pandas as pd
+
+    path = Path(path)
+    report = report if report is not None else LoadReport(str(path))
+    if not path.is_file():
+        raise DataError(f"{path}: annotations file not found. Fix: give the path of an AlpacaEval annotations.json(.gz).")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            records = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable JSON list of annotations ({type(e).__name__}: {e}). Fix: repair or restore the file.") from None
+    if not isinstance(records, list):
+        raise DataError(f"{path}: expected a JSON list of annotation records, got {type(records).__name__}.")
+    if not records:
+        raise DataError(f"{path}: no annotation records. Fix: give a file with the judge's annotations.")
+    rows = []
+    for i, r in enumerate(records, 1):
+        if not isinstance(r, dict):
+            raise DataError(f"{path} (record {i}): expected a JSON object, got {type(r).__name__}.")
+        where = f"record {i}"
+        missing = [k for k in ALPACA_REQUIRED if k not in r]
+        if missing:
+            raise DataError(f"{path} ({where}): field{'s' if len(missing) > 1 else ''} {', '.join(repr(k) for k in missing)} missing. "
+                            f"Fix: every AlpacaEval annotation needs {', '.join(ALPACA_REQUIRED)}.")
+        for k in ("instruction", "output_1", "output_2", "generator_2"):
+            if not isinstance(r[k], str):
+                raise DataError(f"{path} ({where}): field '{k}' should be a string, got {type(r[k]).__name__}. Fix: correct the record.")
+        row = {k: r[k] for k in ("instruction", "output_1", "output_2", "generator_2")}
+        row["preference"] = _alpaca_preference(r["preference"], path, f"{where}, instruction {r['instruction'][:40]!r}")
+        for k in ALPACA_OPTIONAL:
+            if k in r:
+                row[k] = r[k]
+        row["record"] = i
+        if row["preference"] != row["preference"]:
+            report.skipped[SKIP_NO_PREFERENCE] += 1
+        rows.append(row)
+    report.kept = len(rows) - report.skipped[SKIP_NO_PREFERENCE]
+    if report.skipped:
+        log.info("%s: %d judged annotations, skipped %s", path, report.kept, dict(report.skipped))
+    df = pd.DataFrame(rows)
+    df["preference"] = df["preference"].astype(float)
+    return df, report
+
+
+def alpaca_annotation_files(data_dir: str | Path | None = None) -> dict[str, Path]:
+    """The shipped AlpacaEval 2 annotation files: model name (file name, = the leaderboard's name) -> path, each
+    checked against SHA256SUMS."""
+    root = _root(data_dir)
+    folder = root / ALPACA_ANNOTATIONS
+    if not folder.is_dir():
+        raise DataError(f"{folder}: AlpacaEval annotations folder not found under data root {root}. Fix: add alpaca-eval/annotations "
+                        "(see shared/data/README.md).")
+    out = {}
+    for p in sorted(folder.iterdir()):
+        for suffix in (".json.gz", ".json"):
+            if p.name.endswith(suffix):
+                out[p.name.removesuffix(suffix)] = _file(root, f"{ALPACA_ANNOTATIONS}/{p.name}", "AlpacaEval annotations")
+                break
+    if not out:
+        raise DataError(f"{folder}: no *.json.gz annotation files. Fix: restore the shipped files.")
+    return out
+
+
+def load_alpaca_leaderboard(data_dir: str | Path | None = None):
+    """The published AlpacaEval 2 leaderboard (weighted_alpaca_eval_gpt4_turbo) as a DataFrame indexed by model name
+    (columns win_rate, standard_error, n_wins, n_wins_base, n_draws, n_total, discrete_win_rate, mode, avg_length,
+    length_controlled_winrate, lc_standard_error)."""
+    import pandas as pd
+
+    path = _file(_root(data_dir), ALPACA_LEADERBOARD, "AlpacaEval 2 leaderboard")
+    df = pd.read_csv(path, index_col=0)
+    for col in ("win_rate", "length_controlled_winrate"):
+        if col not in df.columns:
+            raise DataError(f"{path}: column '{col}' missing. Fix: restore the published leaderboard file.")
+    df.index.name = "model"
+    return df
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # data check (xlr data check)
 
 
@@ -524,4 +647,175 @@ def check_data(data_dir: str | Path | None = None) -> tuple[Path, list[dict[str,
                 add("english-preferences", path, "en", n, [f"{skipped} skipped when loaded: no shared prompt, or empty/identical responses"] if skipped else [])
             except DataError as e:
                 add("english-preferences", path, "en", None, [str(e)])
+    _check_evidence_files(root, add)
     return root, out
+
+
+def _check_evidence_files(root: Path, add: Any) -> None:
+    """check_data's rows for the files that check the instruments: other models' X-AlpacaEval answers and the paper's
+    Table 2, AlpacaEval 2's annotations and leaderboard, the Language Confusion Benchmark, and their licences."""
+    for gen in xalpacaeval_output_generators(root):
+        for path in sorted((root / XAE_OUTPUTS / gen).glob("*.json")):
+            try:
+                add(f"outputs/{gen}", path, path.stem, len(load_xalpacaeval_outputs(gen, path.stem, data_dir=root)), [])
+            except DataError as e:
+                add(f"outputs/{gen}", path, path.stem, None, [str(e)])
+    if (root / PAPER_TABLE2).is_file():
+        try:
+            add("paper-table2", root / PAPER_TABLE2, "-", len(load_paper_table2(root)), [])
+        except DataError as e:
+            add("paper-table2", root / PAPER_TABLE2, "-", None, [str(e)])
+    for path in sorted((root / ALPACA_ANNOTATIONS).glob("*.json*")) if (root / ALPACA_ANNOTATIONS).is_dir() else []:
+        try:
+            rep = LoadReport(path.name)
+            df, rep = load_alpaca_annotations(path, report=rep)
+            add("alpaca-eval-annotations", path, "en", len(df), [f"{n} {why} (counted, left out of the win rate)" for why, n in rep.skipped.items()])
+        except DataError as e:
+            add("alpaca-eval-annotations", path, "en", None, [str(e)])
+    if (root / ALPACA_LEADERBOARD).is_file():
+        try:
+            add("alpaca-eval-leaderboard", root / ALPACA_LEADERBOARD, "-", len(load_alpaca_leaderboard(root)), [])
+        except DataError as e:
+            add("alpaca-eval-leaderboard", root / ALPACA_LEADERBOARD, "-", None, [str(e)])
+    if (root / LCB_DIR).is_dir():
+        for task in LCB_TASKS:
+            for lang, files in _lcb_files(root, task).items():
+                for source, path in files:
+                    try:
+                        add(f"lcb-{task}/{source}", path, lang, len(_read_csv_rows(path)[1]), [])
+                    except DataError as e:
+                        add(f"lcb-{task}/{source}", path, lang, None, [str(e)])
+        if (root / LCB_DIR / "words").is_file():
+            add("lcb-words", root / LCB_DIR / "words", "en", len((root / LCB_DIR / "words").read_text(encoding="utf-8").split()), [])
+        for path in sorted((root / LCB_DIR / "outputs").glob("*.csv*")):
+            try:
+                add("lcb-outputs", path, "-", len(load_lcb_outputs(path)), [])
+            except DataError as e:
+                add("lcb-outputs", path, "-", None, [str(e)])
+    for lic in sorted(root.glob("*/LICENSE")):
+        add("license", lic, "-", len(lic.read_text(encoding="utf-8", errors="replace").splitlines()), [])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Language Confusion Benchmark (language-confusion/: Marchisio et al. 2024, for-ai/language-confusion): its prompt
+# sets, the English word list of its word-level metric, and model completions in its outputs/*.csv format
+
+LCB_DIR = "language-confusion"
+LCB_TASKS = ("monolingual", "crosslingual")
+# The benchmark's 15 languages (README: monolingual sets cover all 15, cross-lingual ones the 14 besides English).
+LCB_LANGUAGES = ("ar", "de", "en", "es", "fr", "hi", "id", "it", "ja", "ko", "pt", "ru", "tr", "vi", "zh")
+LCB_OUTPUT_COLUMNS = ("id", "model", "completion", "task", "source", "language")
+
+
+def _lcb_task(task: str) -> str:
+    if task not in LCB_TASKS:
+        raise DataError(f"Language Confusion Benchmark task {task!r}: use one of {', '.join(LCB_TASKS)}.")
+    return task
+
+
+def _lcb_files(root: Path, task: str) -> dict[str, list[tuple[str, Path]]]:
+    """{lang: [(source folder, csv path), ...]} of ``test_sets/{task}/{source}/{lang}.csv``, sources sorted."""
+    folder = root / LCB_DIR / "test_sets" / _lcb_task(task)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: Language Confusion Benchmark test sets not found under data root {root}. "
+                        "Fix: add language-confusion/test_sets (see shared/data/README.md).")
+    out: dict[str, list[tuple[str, Path]]] = {}
+    for src in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for f in sorted(src.glob("*.csv")):
+            out.setdefault(f.stem, []).append((src.name, f))
+    return out
+
+
+def lcb_languages(task: str, data_dir: str | Path | None = None) -> list[str]:
+    """Languages the benchmark has prompts for in ``task`` (sorted)."""
+    return sorted(_lcb_files(_root(data_dir), task))
+
+
+def _read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """CSV (or .csv.gz) rows as strings exactly as written (no NA guessing: a completion "NA" stays "NA")."""
+    import csv
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            return list(reader.fieldnames or []), rows
+    except (UnicodeDecodeError, OSError, EOFError, csv.Error) as e:
+        raise DataError(f"{path}: not a readable UTF-8 CSV file ({type(e).__name__}: {e}). Fix: repair or restore the file.") from None
+
+
+def load_lcb_prompts(task: str, langs: list[str], n_per_lang: int | None = None, seed: int = 0, data_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Prompts of the benchmark's ``task`` for ``langs``: dicts ``id`` ("<source>-<row>", unique within task and
+    language), ``task``, ``source`` (the CSV's source column, as in the benchmark's outputs), ``lang``, ``prompt``,
+    and ``index`` (0-based row in the test-set file, the ``id`` of the benchmark's outputs). All sources of a language
+    are pooled; ``n_per_lang`` keeps a seeded random subset per language (file order kept). Each file is checked
+    against SHA256SUMS."""
+    root = _root(data_dir)
+    files = _lcb_files(root, task)
+    out: list[dict[str, Any]] = []
+    for lang in langs:
+        if lang not in files:
+            raise DataError(f"{root / LCB_DIR / 'test_sets' / task}: no {task} prompts for language {lang!r}; the benchmark has "
+                            f"{', '.join(sorted(files))}. Fix: drop {lang!r} from the languages asked for (xlr.data.lcb_languages lists them).")
+        rows: list[dict[str, Any]] = []
+        for src_dir, f in files[lang]:
+            path = _file(root, str(f.relative_to(root)), "Language Confusion Benchmark test set")
+            columns, records = _read_csv_rows(path)
+            if "prompt" not in columns:
+                raise DataError(f"{path}: column 'prompt' missing (columns: {', '.join(columns)}). Fix: restore the benchmark's test set file.")
+            for i, r in enumerate(records):
+                where = f"row {i + 1}"
+                prompt = r.get("prompt") or ""
+                if not prompt.strip():
+                    raise DataError(f"{path} ({where}): field 'prompt' is empty. Fix: restore the benchmark's test set file.")
+                if r.get("language") not in (None, "", lang):
+                    raise DataError(f"{path} ({where}): field 'language' is {r['language']!r} in the file for {lang!r}. Fix: restore the file.")
+                source = r.get("source") or src_dir
+                rows.append({"id": f"{source}-{i}", "task": task, "source": source, "lang": lang, "prompt": prompt, "index": i})
+        if n_per_lang is not None and n_per_lang < len(rows):
+            keep = set(random.Random(f"lcb:{task}:{lang}:{seed}").sample(range(len(rows)), n_per_lang))
+            rows = [r for k, r in enumerate(rows) if k in keep]
+        out.extend(rows)
+    return out
+
+
+def lcb_english_words(data_dir: str | Path | None = None) -> frozenset[str]:
+    """The benchmark's English word list as its word-level metric uses it (compute_metrics.py: lower-case words of
+    more than 3 characters of ``words``)."""
+    path = _file(_root(data_dir), f"{LCB_DIR}/words", "Language Confusion Benchmark English word list")
+    words = (w.strip() for w in path.read_text(encoding="utf-8").splitlines())
+    return frozenset(w for w in words if w.islower() and len(w) > 3)
+
+
+def load_lcb_outputs(path: str | Path):
+    """Model completions in the benchmark's ``outputs/*.csv`` format (``.csv`` or ``.csv.gz``) as a DataFrame with
+    columns id, model, completion, task, source, language (all strings, file order). A missing column, an unknown
+    task or language, or an empty model/source is a DataError naming the file, the row (1-based data row), the field
+    and the fix. Empty completions are kept (the metrics skip them, as the benchmark does)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: benchmark outputs file not found. Fix: give the path of a .csv or .csv.gz with columns "
+                        f"{', '.join(LCB_OUTPUT_COLUMNS)}.")
+    columns, records = _read_csv_rows(path)
+    missing = [c for c in LCB_OUTPUT_COLUMNS if c not in columns]
+    if missing:
+        raise DataError(f"{path}: column{'s' if len(missing) > 1 else ''} {', '.join(repr(c) for c in missing)} missing (the file has "
+                        f"{', '.join(columns) or 'no header'}). Fix: write the benchmark's columns {', '.join(LCB_OUTPUT_COLUMNS)}.")
+    if not records:
+        raise DataError(f"{path}: no rows. Fix: give a file with completions.")
+    for i, r in enumerate(records, 1):
+        for c in LCB_OUTPUT_COLUMNS:
+            if r.get(c) is None:
+                raise DataError(f"{path} (row {i}): field '{c}' missing (the row has fewer fields than the header). Fix: repair that row.")
+        if r["task"] not in LCB_TASKS:
+            raise DataError(f"{path} (row {i}, id {r['id']!r}): field 'task' is {r['task']!r}. Fix: use one of {', '.join(LCB_TASKS)}.")
+        if r["language"] not in LCB_LANGUAGES:
+            raise DataError(f"{path} (row {i}, id {r['id']!r}): field 'language' is {r['language']!r}, not a language of the benchmark. "
+                            f"Fix: use one of {', '.join(LCB_LANGUAGES)} (ISO 639-1, lower case).")
+        for c in ("model", "source"):
+            if not r[c].strip():
+                raise DataError(f"{path} (row {i}, id {r['id']!r}): field '{c}' is empty. Fix: fill it in.")
+    return pd.DataFrame([{c: r[c] for c in LCB_OUTPUT_COLUMNS} for r in records], columns=list(LCB_OUTPUT_COLUMNS))

