@@ -3,6 +3,11 @@ and the API judge against the loopback mock server (throughput at 1 vs the confi
 calls on a rerun thanks to the cache).
 
     .venv/bin/python bench/judge.py [--model qwen2.5-coder-1.5b-instruct] [--n 16] [--latency 0.2] [--concurrency 8]
+    .venv/bin/python bench/judge.py --protocols pairwise,pairwise_both,pointwise_score,pointwise_yes,loglik --n 4 --skip-api --skip-local
+
+``--protocols``: the per-protocol table (judge.protocol): judge calls per comparison, judgments/s, comparisons/s and
+prompt tokens/s of the local judge, each protocol on the same n comparisons through ``judge_pairs`` with a fresh cache
+(pointwise protocols score each distinct output once: the reference of a comparison and the model's output).
 
 Prompts are real: X-AlpacaEval English instructions with their GPT-4-turbo reference as one output and a shortened
 copy as the other, rendered with the AlpacaEval template plus the same-language clause.
@@ -79,6 +84,28 @@ def api(ps: list[str], latency: float, concurrency: int) -> None:
         assert server.requests == before and not math.isnan(recs[0]["p_model"])
 
 
+def protocols_table(model_spec: str, n: int, names: list[str]) -> None:
+    from xlr.runtime import resolve_dtype
+
+    dtype, why = resolve_dtype("auto", "cpu")
+    model, tok = load_model(model_spec, dtype=dtype)
+    judge = J.LocalJudge(model, tok, model_spec)
+    template = J.protocol_template(True)
+    rows = list(data.load_xalpacaeval("en", data.xalpacaeval_ids(n, 0)))
+    items = [{"key": f"b:{r['id']}", "instruction": r["instruction"], "output": r["reference_output"][: len(r["reference_output"]) // 3],
+              "baseline_output": r["reference_output"]} for r in rows]
+    print(f"per protocol: local judge {model_spec} ({why}, {torch.get_num_threads()} threads), {n} comparisons (X-AlpacaEval en: reference vs its first third)")
+    print(f"  {'protocol':16s} {'calls/comparison':>16s} {'judgments/s':>12s} {'comparisons/s':>14s} {'tokens/s':>9s}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            proto = J.Protocol(name)
+            t0 = time.perf_counter()
+            recs, st = J.judge_pairs(judge, items, J.JudgeCache(Path(tmp) / f"{name}.jsonl"), seed=0, template=template, protocol=proto, desc=name)
+            dt = time.perf_counter() - t0
+            assert st.unjudgeable == 0 and all(0 <= r["p_model"] <= 1 for r in recs)
+            print(f"  {name:16s} {st.calls / n:16.2f} {st.calls / dt:12.3f} {n / dt:14.3f} {st.tokens_in / dt:9.0f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
@@ -86,12 +113,17 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--skip-local", action="store_true")
+    ap.add_argument("--skip-api", action="store_true")
+    ap.add_argument("--protocols", default="", help="comma-separated judge protocols for the per-protocol table (xlr.judge.PROTOCOLS)")
     args = ap.parse_args()
     set_threads(None)
     ps = prompts(args.n)
-    api(ps, args.latency, args.concurrency)
+    if not args.skip_api:
+        api(ps, args.latency, args.concurrency)
     if not args.skip_local:
         local(args.model, ps)
+    if args.protocols:
+        protocols_table(args.model, args.n, [p for p in args.protocols.split(",") if p])
 
 
 if __name__ == "__main__":

@@ -271,3 +271,154 @@ def test_judge_agreement_equals_an_independent_count():
     assert out["agreement"] == pytest.approx(np.mean([np.mean(v) for v in per.values()]))
     assert out["n_items"] == 30 and out["unjudgeable_orders"] == 1
     assert out["ci95"][0] <= out["agreement"] <= out["ci95"][1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# protocols (judge.protocol): pairwise, pairwise_both, pointwise_score, pointwise_yes, loglik
+
+
+def test_protocol_is_a_documented_params_field():
+    from pydantic import ValidationError
+
+    from xlr.config import JudgeParams
+
+    jp = JudgeParams(protocol="pointwise_score", score_max=9, same_language_clause=False)
+    assert J.protocol_spec(jp) == J.Protocol("pointwise_score", same_language_clause=False, score_max=9, loglik_tau=0.1)
+    assert JudgeParams().protocol in J.PROTOCOLS and "pointwise" in JudgeParams.model_fields["protocol"].description
+    with pytest.raises(ValidationError):
+        JudgeParams(protocol="majority_vote")
+    with pytest.raises(ValidationError):
+        JudgeParams(score_max=10)  # "10" is two tokens
+    with pytest.raises(J.JudgeError, match="use one of"):
+        J.Protocol("nope")
+
+
+def test_pointwise_preferences_by_hand():
+    lg = math.log
+    five = J.Protocol("pointwise_score", score_max=2)
+    x = {"logprobs": {"1": lg(0.2), "2": lg(0.8)}}
+    y = {"logprobs": {"1": lg(0.5), "2": lg(0.5)}}
+    assert J.pointwise_score(x, five) == pytest.approx(1.8)
+    # P(X > Y) + P(X = Y) / 2 = 0.8 * 0.5 + (0.2 * 0.5 + 0.8 * 0.5) / 2
+    assert J.pointwise_preference(x, y, five) == pytest.approx(0.65)
+    assert J.pointwise_preference(y, x, five) == pytest.approx(0.35)
+    yes = J.Protocol("pointwise_yes")
+    a, b = {"logprobs": {"Yes": lg(0.45), "No": lg(0.05)}}, {"logprobs": {"Yes": lg(0.3), "No": lg(0.7)}}  # renormalised: 0.9 and 0.3
+    assert J.pointwise_score(a, yes) == pytest.approx(0.9) and J.pointwise_preference(a, b, yes) == pytest.approx(0.5 + (0.9 - 0.3) / 2)
+    assert J.label_mass(a, yes) == pytest.approx(0.5)
+    ll = J.Protocol("loglik", loglik_tau=0.5)
+    m, r = {"sum_logprob": -10.0, "n_tokens": 10}, {"sum_logprob": -30.0, "n_tokens": 20}
+    assert J.pointwise_preference(m, r, ll) == pytest.approx(1 / (1 + math.exp(-(-1.0 + 1.5) / 0.5)))
+    none = {"logprobs": {"1": -math.inf, "2": -math.inf}}
+    assert math.isnan(J.pointwise_preference(none, y, five)) and J.score_distribution(none["logprobs"], ["1", "2"]) is None
+    missing = {"logprobs": {"1": lg(0.3), "2": -math.inf}}  # an unseen label has probability 0 (as alpaca_eval's parser)
+    assert J.pointwise_score(missing, five) == pytest.approx(1.0)
+
+
+def test_pointwise_prompt_keeps_braces_and_the_clause():
+    p = J.Protocol("pointwise_score", score_max=7)
+    text = p.render_pointwise("Say {output} please", "Here is {instruction}")
+    assert "Say {output} please" in text and "Here is {instruction}" in text and "1 to 7" in text
+    assert J.SAME_LANGUAGE_CLAUSE in text and J.SAME_LANGUAGE_CLAUSE not in J.Protocol("pointwise_yes", same_language_clause=False).render_pointwise("a", "b")
+    assert J.to_messages(text)[0]["role"] == "system" and J.to_messages(text)[1]["content"].endswith("nothing else.")
+
+
+def test_local_pointwise_logprobs_equal_a_plain_forward_pass_and_loglik_equals_sequence_logprobs(tiny_dir):
+    from xlr.rewards import sequence_logprobs
+
+    model, tok = load_model(str(tiny_dir), dtype=torch.float32)
+    judge = J.LocalJudge(model, tok, "tiny", batch_tokens=4096)
+    proto = J.Protocol("pointwise_score")
+    prompts = [proto.render_pointwise(f"instr {i}", "answer " * (i + 1)) for i in range(4)]
+    got = judge.next_token_logprobs(prompts, proto.labels)
+    ids = judge.token_ids(proto.labels)
+    for p, g in zip(prompts, got, strict=True):
+        text = tok.apply_chat_template(J.to_messages(p), tokenize=False, add_generation_prompt=True)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])).logits[0, -1].double(), -1)
+        assert [g["logprobs"][t] for t in proto.labels] == pytest.approx([float(logp[i]) for i in ids], abs=1e-4)
+    with pytest.raises(J.JudgeError, match="not single distinct tokens"):
+        judge.token_ids(["10", "1"])
+    ins, outs = ["What is 2+2?", "What is 2+2?", "Name a colour."], ["4", "Four, of course.", "Blue"]
+    seq = judge.sequence_scores(ins, outs, chunk=2)
+    ref = sequence_logprobs(model, tok, ins, outs)
+    assert [s["sum_logprob"] for s in seq] == pytest.approx(ref, abs=1e-4)
+    assert all(s["n_tokens"] >= 2 for s in seq)  # the output's tokens and the end of turn
+
+
+@pytest.mark.parametrize("protocol", J.PROTOCOLS)
+def test_every_protocol_through_judge_pairs_on_the_tiny_model(tiny_dir, tmp_path, protocol):
+    model, tok = load_model(str(tiny_dir), dtype=torch.float32)
+    judge = J.LocalJudge(model, tok, "tiny")
+    its = items(4)
+    its[2]["output"] = its[2]["baseline_output"]
+    template = J.protocol_template(True)
+    recs, st = J.judge_pairs(judge, its, J.JudgeCache(tmp_path / "c.jsonl"), seed=0, template=template, protocol=protocol)
+    assert len(recs) == (8 if protocol == "pairwise_both" else 4)
+    assert all(0 <= r["p_model"] <= 1 for r in recs) and st.unjudgeable == 0 and st.identical_outputs == (2 if protocol == "pairwise_both" else 1)
+    assert [r["p_model"] for r in recs if r["identical"]] == [0.5] * st.identical_outputs
+    if protocol in J.PAIRWISE_PROTOCOLS:
+        assert st.calls == (6 if protocol == "pairwise_both" else 3)
+    else:
+        assert st.calls == 6 and all(r["model_first"] is None for r in recs)  # 3 judged items x 2 outputs
+        r = recs[0]
+        assert r["score_model"] is not None and r["score_baseline"] is not None
+    _, again = J.judge_pairs(judge, its, J.JudgeCache(tmp_path / "c.jsonl"), seed=0, template=template, protocol=protocol)
+    assert again.calls == 0  # a rerun costs nothing
+
+
+class PointwiseStub:
+    """Pointwise backend with known answers (a score distribution from a hash of the prompt); counts prompts."""
+
+    id = "stub"
+
+    def __init__(self, unusable=False):
+        self.prompts = []
+        self.unusable = unusable
+
+    def next_token_logprobs(self, prompts, tokens, progress=None, sink=None):
+        out = []
+        for i, p in enumerate(prompts):
+            self.prompts.append(p)
+            lm, _ = label_logprobs(p)
+            lps = {t: (-math.inf if self.unusable else lm * (k + 1)) for k, t in enumerate(tokens)}
+            out.append({"logprobs": lps, "tokens_in": 5, "tokens_out": 0})
+            if sink:
+                sink(i, out[-1])
+            if progress:
+                progress(1)
+        return out
+
+
+def test_a_reference_is_scored_once_across_models(tmp_path):
+    stub = PointwiseStub()
+    cache = J.JudgeCache(tmp_path / "c.jsonl")
+    ref = "the reference answer"
+    its = [{"key": f"{m}:1", "instruction": "Q?", "output": f"answer of model {m}", "baseline_output": ref} for m in "abc"]
+    recs, st = J.judge_pairs(stub, its, cache, seed=0, template=J.protocol_template(True), protocol="pointwise_score")
+    assert st.calls == 4 and st.scores_reused == 2 and sum(ref in p for p in stub.prompts) == 1
+    assert len({r["score_baseline"] for r in recs}) == 1
+    # a fourth model later: only its own output is scored; the reference comes from the cache
+    _, st2 = J.judge_pairs(stub, [{"key": "d:1", "instruction": "Q?", "output": "answer of d", "baseline_output": ref}], cache, seed=0,
+                           template=J.protocol_template(True), protocol="pointwise_score")
+    assert st2.calls == 1 and st2.cache_hits == 1 and sum(ref in p for p in stub.prompts) == 1
+    # another protocol is another score: not reused
+    _, st3 = J.judge_pairs(stub, its[:1], cache, seed=0, template=J.protocol_template(True), protocol=J.Protocol("pointwise_score", score_max=9))
+    assert st3.calls == 2
+
+
+def test_an_unusable_pointwise_label_is_counted_unjudgeable(tmp_path):
+    recs, st = J.judge_pairs(PointwiseStub(unusable=True), items(3), J.JudgeCache(tmp_path / "c.jsonl"), seed=0,
+                             template=J.protocol_template(True), protocol="pointwise_yes")
+    assert st.unjudgeable == 3 and all(math.isnan(r["p_model"]) for r in recs) and len(recs) == 3
+
+
+def test_api_pointwise_against_the_mock_and_loglik_refused(key, tmp_path):
+    with MockServer() as server:
+        judge = api(server)
+        out = judge.next_token_logprobs(["<|im_start|>user\nhi<|im_end|>"], ["Yes", "No", "m"])
+        assert out[0]["logprobs"]["Yes"] == -math.inf and math.isfinite(out[0]["logprobs"]["m"])  # the mock only knows m / M
+        recs, st = J.judge_pairs(judge, items(3), J.JudgeCache(tmp_path / "c.jsonl"), seed=0, template=J.protocol_template(True), protocol="pointwise_yes")
+        assert st.unjudgeable == 3 and st.calls == 6
+        with pytest.raises(J.JudgeError, match="loglik"):
+            J.judge_pairs(judge, items(2), J.JudgeCache(tmp_path / "d.jsonl"), seed=0, template=J.protocol_template(True), protocol="loglik")

@@ -18,6 +18,20 @@ the two label tokens, computed with one forward pass) and :class:`APIJudge` (any
 endpoint, via the ``openai`` client: bounded concurrency, retries with exponential backoff on 429/5xx/timeouts).
 Every judgment is appended to a JSONL cache keyed by (judge, rendered prompt), so a rerun or a resume costs nothing.
 The API key is read from the environment variable named in params at call time and is never stored.
+
+Protocols (``judge.protocol``; every one gives, per item, ``p_model`` in [0, 1] or NaN = unjudgeable, counted):
+- ``pairwise``: the AlpacaEval prompt above, one order drawn per item (``judge.orders: both`` judges both);
+- ``pairwise_both``: the same prompt in both orders, the two preferences averaged (cancels a position bias);
+- ``pointwise_score``: each output scored alone on a 1..``score_max`` scale (single-digit tokens); its score is the
+  distribution of the next token over the digits, renormalised (G-Eval's probability-weighted scoring, Liu et al.
+  2023, arXiv 2303.16634); the preference is P(S_model > S_baseline) + P(equal) / 2 for independent draws;
+- ``pointwise_yes``: each output alone, P(Yes) / (P(Yes) + P(No)) to a quality question (the P(True) of Kadavath et al.
+  2022, arXiv 2207.05221); the preference by the same rule: 0.5 + (P_model - P_baseline) / 2;
+- ``loglik`` (local only): the judge model's mean token log-likelihood of each output given the instruction as a user
+  message (the reference-free length-normalised reward of SimPO, Meng et al. 2024, arXiv 2405.14734);
+  preference sigmoid((s_model - s_baseline) / ``loglik_tau``).
+A pointwise score depends only on (judge, protocol, instruction, output): it is cached under that key, so a reference
+is scored once however many models are judged against it.
 """
 
 from __future__ import annotations
@@ -116,6 +130,160 @@ def p_first(logprob_m: float, logprob_M: float) -> float:
     return math.exp(logprob_m - top) / (math.exp(logprob_m - top) + math.exp(logprob_M - top))
 
 
+PROTOCOLS = ("pairwise", "pairwise_both", "pointwise_score", "pointwise_yes", "loglik")
+PAIRWISE_PROTOCOLS = ("pairwise", "pairwise_both")
+YES_NO = ("Yes", "No")
+
+# Pointwise prompts, written here (ChatML like alpaca_eval's templates, so both backends take them): the criteria
+# follow MT-Bench's single-answer grading (helpfulness, relevance, accuracy, depth, detail; Zheng et al. 2023,
+# arXiv 2306.05685), the question is put after the output so that the answer token comes right after it.
+_POINTWISE_SYSTEM = "You are a careful, impartial evaluator of the answers that AI assistants give to users' instructions."
+_POINTWISE_SCORE = """<|im_start|>system
+{system}<|im_end|>
+<|im_start|>user
+Rate the quality of the answer below to the user's instruction on a scale from 1 (very poor) to {top} (excellent). Consider how helpful, relevant, accurate, deep and detailed it is for this instruction; do not let its length alone decide.{clause}
+
+## Instruction
+
+{instruction}
+
+## Answer
+
+{output}
+
+## Your rating
+
+Reply with a single digit from 1 to {top} and nothing else.<|im_end|>"""
+_POINTWISE_YES = """<|im_start|>system
+{system}<|im_end|>
+<|im_start|>user
+Here is a user's instruction and an answer written by an AI assistant.
+
+## Instruction
+
+{instruction}
+
+## Answer
+
+{output}
+
+## Question
+
+Is this a high-quality answer: helpful, relevant and accurate for the instruction, one that a careful expert would accept?{clause} Reply with Yes or No and nothing else.<|im_end|>"""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a judge turns an item (instruction, model output, baseline output) into ``p_model``; see the module doc."""
+
+    name: str = "pairwise"
+    same_language_clause: bool = True
+    score_max: int = 5
+    loglik_tau: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.name not in PROTOCOLS:
+            raise JudgeError(f"judge protocol {self.name!r}: use one of {', '.join(PROTOCOLS)}")
+        if not 2 <= self.score_max <= 9:
+            raise JudgeError(f"judge.score_max={self.score_max}: the scale must be 1..N with N in 2..9 (each score one digit token)")
+        if self.loglik_tau <= 0:
+            raise JudgeError(f"judge.loglik_tau={self.loglik_tau}: must be > 0")
+
+    @property
+    def pairwise(self) -> bool:
+        return self.name in PAIRWISE_PROTOCOLS
+
+    @property
+    def tag(self) -> str:
+        """What, besides the judge and the rendered prompt, a cached pointwise score depends on."""
+        return {"pointwise_score": f"pointwise_score:1-{self.score_max}", "pointwise_yes": "pointwise_yes",
+                "loglik": "loglik:mean"}.get(self.name, self.name)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        if self.name == "pointwise_score":
+            return tuple(str(k) for k in range(1, self.score_max + 1))
+        if self.name == "pointwise_yes":
+            return YES_NO
+        return LABELS
+
+    def render_pointwise(self, instruction: str, output: str) -> str:
+        clause = f" {SAME_LANGUAGE_CLAUSE}" if self.same_language_clause else ""
+        if self.name == "loglik":
+            return json.dumps([instruction, output], ensure_ascii=False)  # the cache key's text; the model sees the chat
+        template = _POINTWISE_SCORE if self.name == "pointwise_score" else _POINTWISE_YES
+        out = template.replace("{system}", _POINTWISE_SYSTEM, 1).replace("{clause}", clause, 1).replace("{top}", str(self.score_max))
+        # one pass over the template's own placeholders: braces inside the instruction or the output stay as they are
+        head, rest = out.split("{instruction}", 1)
+        middle, tail = rest.split("{output}", 1)
+        return head + str(instruction) + middle + str(output) + tail
+
+
+def protocol_spec(jp: Any) -> Protocol:
+    """The :class:`Protocol` named by the params' judge section (``judge.protocol``, ``judge.orders``, ...)."""
+    return Protocol(getattr(jp, "protocol", "pairwise"), same_language_clause=jp.same_language_clause,
+                    score_max=getattr(jp, "score_max", 5), loglik_tau=getattr(jp, "loglik_tau", 0.1))
+
+
+def score_distribution(logprobs: dict[str, float], labels: Sequence[str]) -> list[float] | None:
+    """Renormalised probabilities of ``labels`` (a label never seen has probability 0; none seen: None)."""
+    lps = [logprobs.get(t, -math.inf) for t in labels]
+    top = max(lps)
+    if top == -math.inf or math.isnan(top):
+        return None
+    w = [math.exp(v - top) for v in lps]
+    z = sum(w)
+    return [x / z for x in w]
+
+
+def pointwise_score(entry: dict[str, Any], protocol: Protocol) -> float:
+    """One output's score from its cached entry: the expected score (1..N), P(Yes), or the mean log-likelihood; NaN
+    when the judge gave no usable label."""
+    if protocol.name == "loglik":
+        n = entry.get("n_tokens") or 0
+        return entry["sum_logprob"] / n if n and math.isfinite(entry["sum_logprob"]) else math.nan
+    dist = score_distribution(entry["logprobs"], protocol.labels)
+    if dist is None:
+        return math.nan
+    if protocol.name == "pointwise_yes":
+        return dist[0]
+    return sum((k + 1) * q for k, q in enumerate(dist))
+
+
+def pointwise_preference(entry_model: dict[str, Any], entry_base: dict[str, Any], protocol: Protocol) -> float:
+    """P(model's output better) from the two outputs' pointwise results: P(X > Y) + P(X = Y) / 2 for independent draws
+    from the two score distributions (for Yes/No this is 0.5 + (P_model - P_base) / 2); for ``loglik``
+    sigmoid((s_model - s_base) / tau). NaN when either output is unjudgeable."""
+    if protocol.name == "loglik":
+        a, b = pointwise_score(entry_model, protocol), pointwise_score(entry_base, protocol)
+        if math.isnan(a) or math.isnan(b):
+            return math.nan
+        return 1.0 / (1.0 + math.exp(-max(-700.0, min(700.0, (a - b) / protocol.loglik_tau))))
+    x, y = score_distribution(entry_model["logprobs"], protocol.labels), score_distribution(entry_base["logprobs"], protocol.labels)
+    if x is None or y is None:
+        return math.nan
+    if protocol.name == "pointwise_yes":  # levels in ascending order: No < Yes
+        x, y = x[::-1], y[::-1]
+    below = 0.0  # P(Y < current level)
+    p = 0.0
+    for k in range(len(x)):
+        p += x[k] * (below + 0.5 * y[k])
+        below += y[k]
+    return min(1.0, max(0.0, p))
+
+
+def label_mass(entry: dict[str, Any], protocol: Protocol) -> float:
+    """How much of the judge's next-token probability fell on the protocol's labels (how sure it is that it answers
+    with one at all; NaN for ``loglik``)."""
+    if protocol.name == "loglik":
+        return math.nan
+    if protocol.pairwise:
+        lps = [entry.get("logprob_m", -math.inf), entry.get("logprob_M", -math.inf)]
+    else:
+        lps = [entry["logprobs"].get(t, -math.inf) for t in protocol.labels]
+    return float(sum(math.exp(v) for v in lps if v is not None and v > -math.inf))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # cache
 
@@ -190,6 +358,52 @@ class LocalJudge:
 
         Every judge prompt starts with the same tokens (system message and the template's opening, ~150 tokens of
         ~800 with Qwen): their key/value cache is computed once and reused by every batch (``prefix_cache``)."""
+
+        def row(logp: Any, n_in: int) -> dict[str, Any]:
+            return {"logprob_m": float(logp[self.label_ids[0]]), "logprob_M": float(logp[self.label_ids[1]]), "tokens_in": n_in, "tokens_out": 0}
+
+        return self._next_token(prompts, row, progress, sink)
+
+    def token_ids(self, tokens: Sequence[str]) -> list[int]:
+        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in tokens]
+        if any(len(i) != 1 for i in ids) or len({i[0] for i in ids}) != len(ids):
+            raise JudgeError(f"judge {self.name}: the labels {list(tokens)} are not single distinct tokens in its tokenizer ({ids}); pick another protocol or judge model")
+        return [i[0] for i in ids]
+
+    def next_token_logprobs(self, prompts: Sequence[str], tokens: Sequence[str], progress: Callable[[int], None] | None = None,
+                            sink: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+        """{"logprobs": {token: log-prob of it as the next token}} per prompt (pointwise protocols)."""
+        ids = self.token_ids(tokens)
+
+        def row(logp: Any, n_in: int) -> dict[str, Any]:
+            return {"logprobs": {t: float(logp[i]) for t, i in zip(tokens, ids, strict=True)}, "tokens_in": n_in, "tokens_out": 0}
+
+        return self._next_token(prompts, row, progress, sink)
+
+    def sequence_scores(self, instructions: Sequence[str], outputs: Sequence[str], progress: Callable[[int], None] | None = None,
+                        sink: Callable[[int, dict[str, Any]], None] | None = None, chunk: int = 8) -> list[dict[str, Any]]:
+        """{"sum_logprob", "n_tokens"} of each output (+ end of turn) as the judge's answer to the instruction as a user
+        message (xlr.rewards' convention); in chunks, each reported to ``sink`` as soon as it is scored."""
+        from xlr.rewards import encode_pairs, score_models
+
+        out: list[dict[str, Any]] = []
+        for k in range(0, len(outputs), chunk):
+            ins, outs = list(instructions[k : k + chunk]), list(outputs[k : k + chunk])
+            enc = encode_pairs(self.tokenizer, ins, outs)
+            sums = score_models([self.model], self.tokenizer, ins, outs, batch_tokens=self.batch_tokens, max_batch=16)[0]
+            for j, (ids, n_prompt) in enumerate(enc):
+                res = {"sum_logprob": float(sums[j]), "n_tokens": len(ids) - n_prompt, "tokens_in": len(ids), "tokens_out": 0}
+                out.append(res)
+                if sink:
+                    sink(k + j, res)
+            if progress:
+                progress(len(outs))
+        return out
+
+    def _next_token(self, prompts: Sequence[str], row: Callable[[Any, int], dict[str, Any]], progress: Callable[[int], None] | None,
+                    sink: Callable[[int, dict[str, Any]], None] | None) -> list[dict[str, Any]]:
+        """One forward pass per prompt (length-bucketed batches, shared-prefix KV cache); ``row(log-softmax of the
+        next-token logits, prompt tokens)`` makes each result."""
         import torch
 
         from xlr.rewards import length_batches
@@ -231,8 +445,7 @@ class LocalJudge:
                 hidden = decoder(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state[torch.arange(len(batch)), last]
                 logp = torch.log_softmax(head(hidden).float(), -1)
                 for r, i in enumerate(batch):
-                    out[i] = {"logprob_m": float(logp[r, self.label_ids[0]]), "logprob_M": float(logp[r, self.label_ids[1]]),
-                              "tokens_in": len(encoded[i]), "tokens_out": 0}
+                    out[i] = row(logp[r], len(encoded[i]))
                     if sink:
                         sink(i, out[i])
                 if progress:
@@ -268,11 +481,29 @@ class APIJudge:
         self.client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=max_retries, timeout=timeout_s)
 
     def one(self, prompt: str) -> dict[str, Any]:
+        top, usage = self._top_logprobs(prompt, self.settings)
+        found = {t.token: t.logprob for t in top if t.token in LABELS}
+        return {"logprob_m": found.get("m", -math.inf), "logprob_M": found.get("M", -math.inf),
+                "tokens_in": getattr(usage, "prompt_tokens", 0) or 0, "tokens_out": getattr(usage, "completion_tokens", 0) or 0}
+
+    def one_pointwise(self, prompt: str, tokens: Sequence[str]) -> dict[str, Any]:
+        """Log-probs of ``tokens`` as the first answer token, from the top 20 (OpenAI's maximum; a token absent from
+        them counts as probability 0; a token matches after stripping spaces, the best variant kept)."""
+        top, usage = self._top_logprobs(prompt, self.settings | {"top_logprobs": 20})
+        found: dict[str, float] = {}
+        for t in top:
+            k = t.token.strip()
+            if k in tokens:
+                found[k] = max(found.get(k, -math.inf), t.logprob)
+        return {"logprobs": {t: found.get(t, -math.inf) for t in tokens},
+                "tokens_in": getattr(usage, "prompt_tokens", 0) or 0, "tokens_out": getattr(usage, "completion_tokens", 0) or 0}
+
+    def _top_logprobs(self, prompt: str, settings: dict[str, Any]) -> tuple[Any, Any]:
         import openai
 
         where = f"judge endpoint {self.base_url or 'api.openai.com'} (model {self.model})"
         try:
-            resp = self.client.chat.completions.create(model=self.model, messages=to_messages(prompt), **self.settings)
+            resp = self.client.chat.completions.create(model=self.model, messages=to_messages(prompt), **settings)
         except openai.AuthenticationError as e:
             raise JudgeError(f"{where}: 401 unauthorised. Fix: check the key in ${self.api_key_env} (judge.api_key_env)") from e
         except openai.APITimeoutError as e:
@@ -293,18 +524,26 @@ class APIJudge:
         except (AttributeError, IndexError, TypeError):
             raise JudgeError(f"{where}: the reply has no logprobs. The protocol needs logprobs=true with top_logprobs; "
                              "Fix: use an endpoint/model that returns them") from None
-        found = {t.token: t.logprob for t in top if t.token in LABELS}
-        usage = getattr(resp, "usage", None)
-        return {"logprob_m": found.get("m", -math.inf), "logprob_M": found.get("M", -math.inf),
-                "tokens_in": getattr(usage, "prompt_tokens", 0) or 0, "tokens_out": getattr(usage, "completion_tokens", 0) or 0}
+        return top or [], getattr(resp, "usage", None)
 
     def __call__(self, prompts: Sequence[str], progress: Callable[[int], None] | None = None,
                  sink: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
         """At most ``concurrency`` requests in flight; ``sink(i, result)`` as each reply arrives, so a failure later
         (after its retries) loses none of the judgments already paid for."""
+        return self._map(self.one, prompts, progress, sink)
 
+    def next_token_logprobs(self, prompts: Sequence[str], tokens: Sequence[str], progress: Callable[[int], None] | None = None,
+                            sink: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+        return self._map(lambda p: self.one_pointwise(p, tokens), prompts, progress, sink)
+
+    def sequence_scores(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        raise JudgeError("judge protocol 'loglik' needs the log-likelihood of a given output, which a chat completions endpoint "
+                         "does not return. Fix: use judge.backend: local, or another judge.protocol")
+
+    def _map(self, fn: Callable[[str], dict[str, Any]], prompts: Sequence[str], progress: Callable[[int], None] | None,
+             sink: Callable[[int, dict[str, Any]], None] | None) -> list[dict[str, Any]]:
         def work(i: int) -> dict[str, Any]:
-            r = self.one(prompts[i])
+            r = fn(prompts[i])
             if sink:
                 sink(i, r)
             if progress:
@@ -329,6 +568,7 @@ class JudgeStats:
     tokens_out: int = 0
     cache_bad_lines: int = 0
     cost_usd: float = 0.0
+    scores_reused: int = 0  # pointwise: scores shared by several items in this call (a reference judged against several models)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -343,12 +583,22 @@ def judge_pairs(
     orders: str = "random",
     price_per_1k: tuple[float, float] = (0.0, 0.0),
     desc: str = "judging",
+    protocol: str | Protocol = "pairwise",
 ) -> tuple[list[dict[str, Any]], JudgeStats]:
     """Judge each item {key, instruction, output (model), baseline_output} and return one record per (item, order).
 
-    ``orders``: "random" (one judgment, order drawn from (seed, item key), as AlpacaEval) or "both" (model first and
-    baseline first). Each record has the order, both label log-probs, ``p_model`` (NaN when unjudgeable) and whether it
-    came from the cache."""
+    ``protocol`` (a name or a :class:`Protocol`, e.g. ``protocol_spec(params.judge)``): "pairwise" (the default, as
+    before) renders ``template``; ``orders``: "random" (one judgment, order drawn from (seed, item key), as
+    AlpacaEval) or "both" (model first and baseline first). "pairwise_both" is "pairwise" with both orders. Each
+    pairwise record has the order, both label log-probs, ``p_model`` (NaN when unjudgeable) and whether it came from
+    the cache. Pointwise protocols give one record per item (``model_first`` None) with both outputs' scores; a
+    protocol given by name takes the same-language clause from ``template``."""
+    if isinstance(protocol, str):
+        protocol = Protocol(protocol, same_language_clause=SAME_LANGUAGE_CLAUSE in template)
+    if not protocol.pairwise:
+        return _judge_pointwise(judge, items, cache, protocol, price_per_1k, desc)
+    if protocol.name == "pairwise_both":
+        orders = "both"
     from tqdm.auto import tqdm
 
     from xlr.sampling import derive_seed
@@ -395,6 +645,66 @@ def judge_pairs(
             stats.unjudgeable += 1
         records.append({"key": r["key"], "model_first": r["model_first"], "logprob_m": e["logprob_m"], "logprob_M": e["logprob_M"],
                         "p_model": p_model, "identical": False, "cached": r["cache_key"] not in fresh})
+    return records, stats
+
+
+def _judge_pointwise(judge: Any, items: Sequence[dict[str, Any]], cache: JudgeCache, protocol: Protocol, price_per_1k: tuple[float, float],
+                     desc: str) -> tuple[list[dict[str, Any]], JudgeStats]:
+    """Pointwise protocols: every distinct (instruction, output) scored once, under the cache key (judge, protocol,
+    rendered prompt), then each item's preference from its two scores."""
+    from tqdm.auto import tqdm
+
+    stats = JudgeStats(cache_bad_lines=cache.bad_lines)
+    judge_tag = f"{judge.id}|{protocol.tag}"
+    needed: dict[str, dict[str, Any]] = {}  # cache key -> what to score
+    plan = []
+    for it in items:
+        identical = it["output"] == it["baseline_output"]
+        keys = []
+        for text in (it["output"], it["baseline_output"]):
+            prompt = protocol.render_pointwise(it["instruction"], text)
+            k = JudgeCache.key(judge_tag, prompt)
+            keys.append(k)
+            if not identical:
+                if k in needed:
+                    stats.scores_reused += 1
+                needed.setdefault(k, {"cache_key": k, "prompt": prompt, "instruction": it["instruction"], "output": text})
+        plan.append({"key": it["key"], "identical": identical, "keys": keys})
+    todo = [r for r in needed.values() if cache.get(r["cache_key"]) is None]
+    fresh = {r["cache_key"] for r in todo}
+    stats.cache_hits = len(needed) - len(todo)
+    lock = threading.Lock()
+
+    def sink(i: int, res: dict[str, Any]) -> None:
+        cache.put({"key": todo[i]["cache_key"], "judge": judge.id, "protocol": protocol.tag, **res})
+        with lock:
+            stats.calls += 1
+            stats.tokens_in += res["tokens_in"]
+            stats.tokens_out += res["tokens_out"]
+
+    with tqdm(total=len(todo), desc=f"{desc} ({protocol.name})", unit="output") as bar:
+        if not todo:
+            pass
+        elif protocol.name == "loglik":
+            judge.sequence_scores([r["instruction"] for r in todo], [r["output"] for r in todo], progress=bar.update, sink=sink)
+        else:
+            judge.next_token_logprobs([r["prompt"] for r in todo], list(protocol.labels), progress=bar.update, sink=sink)
+    stats.cost_usd = round(stats.tokens_in / 1000 * price_per_1k[0] + stats.tokens_out / 1000 * price_per_1k[1], 6)
+    records = []
+    for r in plan:
+        if r["identical"]:
+            stats.identical_outputs += 1
+            records.append({"key": r["key"], "model_first": None, "protocol": protocol.name, "score_model": None, "score_baseline": None,
+                            "p_model": 0.5, "identical": True, "cached": False})
+            continue
+        em, eb = cache.get(r["keys"][0]), cache.get(r["keys"][1])
+        p_model = pointwise_preference(em, eb, protocol)
+        if math.isnan(p_model):
+            stats.unjudgeable += 1
+        records.append({"key": r["key"], "model_first": None, "protocol": protocol.name, "score_model": pointwise_score(em, protocol),
+                        "score_baseline": pointwise_score(eb, protocol), "p_model": p_model, "identical": False,
+                        "label_mass": (label_mass(em, protocol) + label_mass(eb, protocol)) / 2,
+                        "cached": not ({r["keys"][0], r["keys"][1]} & fresh)})
     return records, stats
 
 
