@@ -38,7 +38,8 @@ def test_params_command(capsys, tmp_path):
 def test_data_check_table(capsys):
     assert main(["data", "check", "--data-dir", str(SHARED)]) == 0
     out = capsys.readouterr().out
-    assert "ultrafeedback-prompts/de.jsonl" in out and "31 files, 0 with problems" in out
+    n_files = sum(1 for line in (SHARED / "SHA256SUMS").read_text().splitlines() if line.strip())
+    assert "ultrafeedback-prompts/de.jsonl" in out and f"{n_files} files, 0 with problems" in out
 
 
 def test_models_list(capsys):
@@ -89,7 +90,7 @@ def check_reports(rep, run):
 
     pages = ["01_data", "02_anchor", "03_sampling_rewards-iter1", "04_pairs_dpo-iter1", "03_sampling_rewards-iter2", "04_pairs_dpo-iter2",
              "05_xalpacaeval", "06_summary"]
-    figures = {"02_anchor": 1, "03_sampling_rewards-iter1": 1, "04_pairs_dpo-iter1": 4, "05_xalpacaeval": 3, "06_summary": 2}
+    figures = {"02_anchor": 2, "03_sampling_rewards-iter1": 1, "04_pairs_dpo-iter1": 4, "05_xalpacaeval": 4, "06_summary": 2}
     for page in pages:
         nb = nbformat.read(run / "notebooks" / f"{page}.ipynb", as_version=4)
         assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells)
@@ -100,10 +101,15 @@ def check_reports(rep, run):
         assert html.count("data:image/png;base64") >= figures.get(page, 0), page
         assert "Traceback" not in html
     index = (rep / "index.html").read_text()
-    for text in ("X-AlpacaEval: win rate (WR) and length-controlled win rate (LC)", "length_controlled_minimal", "agreement with held-out English",
-                 "held-out English reward accuracy", "Wall time and peak memory per stage", "peak RSS [GiB]", "pi_ref", "tiny:0", "tiny:1", "a weak local judge", "seed 42", "git SHA"):
+    for text in ("X-AlpacaEval: win rate (WR) and length-controlled win rate (LC)", "length_controlled_noreg", "agreement with held-out English",
+                 "held-out English reward accuracy", "Wall time and peak memory per stage", "peak RSS [GiB]", "pi_ref", "tiny:0", "tiny:1", "a weak local judge", "seed 42", "git SHA",
+                 # the first screen: the four answers in order, the judge labelled, the paper's rows apart
+                 "1. Is pi0 a usable English reward here?", "2. Does its reward transfer across languages?", "3. Did the iterations change the policy?",
+                 "NOT INFORMATIVE", "4. The paper&#x27;s numbers for the same rows", "ICR iteration 2 (pi2)", "Language Confusion Benchmark"):
         assert text in index, text
-    assert index.count("data:image/png;base64") == 11
+    first = index[index.index("id='first-screen'"):]
+    assert first.index("1. Is pi0") < first.index("2. Does its reward") < first.index("3. Did the iterations") < first.index("4. The paper")
+    assert index.count("data:image/png;base64") == 13
     assert all(f"href='{p}.html'" in index for p in pages)
 
 
@@ -144,7 +150,8 @@ def check_evaluation(run):
             metrics = json.loads((d / "metrics.json").read_text())
             p = [r["p_model"] for r in judgments if not math.isnan(r["p_model"])]
             assert metrics["win_rate"] == pytest.approx(100 * np.mean(p))
-            assert metrics["lc_variant"] == "length_controlled_minimal" and "length_controlled_winrate" in metrics
+            # the instruction difficulty rebuilt offline from the shipped AlpacaEval 2 annotations (no gamed baselines shipped)
+            assert metrics["lc_variant"] == "length_controlled_noreg" and "length_controlled_winrate" in metrics
             if name == "pi0":
                 assert not (d / "h2h_vs_pi0.jsonl").exists()
             else:
@@ -176,3 +183,57 @@ def test_run_with_a_given_pi0_checks_core_artifacts(capsys, tmp_path):
     assert len(pairs) == stats["en"]["pairs"] + stats["de"]["pairs"]
     m = json.loads((run / "manifest.json").read_text())
     assert "anchor" not in m["stages"] and m["stages"]["iter1/rewards"]["policy"] == "tiny:1"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")
+def test_winrate_command_equals_the_published_leaderboard(capsys):
+    """`xlr winrate --json` on AlpacaEval 2's own annotations: the win rate and its standard error are the published
+    leaderboard's (alpaca_eval's definition); the LC variant is named."""
+    import pandas as pd
+
+    files = [SHARED / "alpaca-eval/annotations/claude-2.1.json.gz", SHARED / "alpaca-eval/annotations/phi-2.json.gz"]
+    assert main(["winrate", *map(str, files), "--json", "--lc", "minimal"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    board = pd.read_csv(SHARED / "alpaca-eval/leaderboard.csv", index_col=0)
+    assert [r["model"] for r in rows] == ["claude-2.1", "phi-2"]
+    for r in rows:
+        assert set(r) >= {"model", "n", "win_rate", "standard_error", "length_controlled_winrate", "lc_variant"}
+        assert abs(r["win_rate"] - board.loc[r["model"], "win_rate"]) < 0.05
+        assert abs(r["standard_error"] - board.loc[r["model"], "standard_error"]) < 0.01
+        assert r["lc_variant"] == "length_controlled_minimal"
+    assert main(["winrate", str(files[0]), "--lc", "minimal"]) == 0
+    assert "claude-2.1" in capsys.readouterr().out
+
+
+def test_winrate_command_bad_file_is_a_clear_error(capsys, tmp_path):
+    bad = tmp_path / "ann.json"
+    bad.write_text(json.dumps([{"instruction": "i", "output_1": "a", "output_2": "b", "generator_2": "m", "preference": 2.5}]))
+    assert main(["winrate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "ann.json" in err and "preference" in err
+
+
+def test_fidelity_command_json_shape(capsys, tmp_path):
+    """`xlr fidelity --json` on a small file in the benchmark's outputs format: the JSON shape of the issue, percents."""
+    import csv
+
+    path = tmp_path / "outputs.csv"
+    rows = [("0", "m", "Die Katze schläft auf dem Sofa. Sie ist sehr müde und träumt von Mäusen.", "monolingual", "okapi", "de"),
+            ("1", "m", "The cat is sleeping on the sofa. It is very tired and dreams of mice.", "monolingual", "okapi", "de"),
+            ("2", "m", "Кошка спит на диване. Она очень устала и видит сны о мышах.", "crosslingual", "okapi", "ru")]
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "model", "completion", "task", "source", "language"])
+        w.writerows(rows)
+    assert main(["fidelity", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"monolingual", "crosslingual"}
+    assert out["monolingual"]["de"]["lpr"] == pytest.approx(50.0)  # one German answer in German, one in English
+    assert out["crosslingual"]["ru"]["lpr"] == pytest.approx(100.0)
+    assert {"lpr", "wpr", "lcpr"} <= set(out["monolingual"]["all"])
+    assert main(["fidelity", str(path)]) == 0
+    assert "monolingual" in capsys.readouterr().out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,model,completion,task,source,language\n0,m,hello,monolingual,okapi,xx\n")
+    assert main(["fidelity", str(bad)]) == 2
+    assert "bad.csv" in capsys.readouterr().err

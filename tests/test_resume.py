@@ -26,6 +26,7 @@ KILLS = [
     "data:finish",  # artifacts written, not yet recorded in the manifest
     "anchor:checkpoint#2",  # after the 2nd of 4 optimizer steps was checkpointed
     "anchor:batch#1",  # inside the held-out reward-accuracy pass (after training)
+    "probe:batch#2",  # the cross-lingual reward probe, after its first scoring batches
     "iter1/sampling:shard#3",  # en shards 0, 1 and de shard 0 written
     "iter1/rewards:batch#1",  # reward annotation
     "iter1/pairs:finish",  # pair building
@@ -40,7 +41,7 @@ VOLATILE = {"wall_s", "started", "finished", "created", "reopened", "attempts", 
             "train_samples_per_second", "train_steps_per_second", "seconds", "judgments_per_s", "error", "corrupt_moved_aside",
             "shards_written", "shards_skipped",
             # judge bookkeeping: a resumed judging stage counts cache hits where the uninterrupted one made calls (checked below)
-            "calls", "cache_hits", "tokens_in", "tokens_out", "cost_usd", "cached"}
+            "calls", "cache_hits", "tokens_in", "tokens_out", "cost_usd", "cached", "calls_per_s", "comparisons_per_s", "calls_per_comparison"}
 
 
 def xlr_run(runs: Path, reports: Path, *extra: str, kill_at: str | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -84,8 +85,10 @@ def same(a, b, where: str = "") -> None:
 
 
 def artifacts(run: Path) -> dict[str, Path]:
-    """Every file a stage produced (not checkpoints, executed notebooks or moved-aside files)."""
-    skip = ("checkpoints", "incomplete-checkpoints", "notebooks", "corrupt")
+    """Every file a stage produced (not checkpoints, caches, executed notebooks or moved-aside files). The probe's score
+    cache is named by the models' fingerprint, which holds the run directory's path: its results are compared in
+    probe.json / probe_items.jsonl."""
+    skip = ("checkpoints", "incomplete-checkpoints", "notebooks", "corrupt", "cache")
     return {str(p.relative_to(run)): p for p in run.rglob("*") if p.is_file() and not any(part in skip for part in p.relative_to(run).parts)}
 
 

@@ -123,6 +123,50 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_winrate(args: argparse.Namespace) -> int:
+    from xlr.winrate import annotation_winrates
+
+    rows = annotation_winrates(args.files, variant=args.lc, data_dir=args.data_dir, difficulty_csv=args.difficulty_csv, gamed_csv=args.gamed_csv)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    shown = [{"model": r["model"], "n": r["n"], "win_rate": f"{r['win_rate']:.2f}", "standard_error": f"{r['standard_error']:.2f}",
+              "length_controlled_winrate": "n/a" if r["length_controlled_winrate"] is None else f"{r['length_controlled_winrate']:.2f}",
+              "lc_variant": r["lc_variant"], "skipped": r.get("n_skipped", 0)} for r in rows]
+    print(_table(shown, ["model", "n", "win_rate", "standard_error", "length_controlled_winrate", "lc_variant", "skipped"]))
+    return 0
+
+
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from xlr.fidelity import benchmark_file_metrics
+
+    result = benchmark_file_metrics(args.file, detector=args.detector)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    rows = [{"task": task, "lang": lang, **{k: "n/a" if m.get(k) is None else f"{m[k]:.2f}" for k in ("lpr", "wpr", "lcpr")}}
+            for task, by_lang in result.items() for lang, m in by_lang.items()]
+    print(f"{args.file} (detector {args.detector}; percent; 'all' = unweighted mean over languages, WPR over ar/hi/ja/ko/ru/zh)")
+    print(_table(rows, ["task", "lang", "lpr", "wpr", "lcpr"]))
+    return 0
+
+
+def cmd_judge_validate(args: argparse.Namespace) -> int:
+    from xlr.config import deep_merge, load_params, parse_override
+    from xlr.judge_validation import format_report, validate
+    from xlr.runtime import set_threads
+
+    overrides: dict = {}
+    for o in args.set or []:
+        overrides = deep_merge(overrides, parse_override(o))
+    params = load_params(args.params, overrides)
+    set_threads(params.runtime.threads)
+    protocols = [p.strip() for p in args.protocols.split(",")] if args.protocols else None
+    result = validate(params, n_items=args.n_items, protocols=protocols, xae_items=args.xae_items, seed=args.seed, out_dir=args.out)
+    print(json.dumps(result, indent=1, default=str) if args.json else format_report(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xlr", description="Implicit cross-lingual rewarding (arXiv 2503.04647): a reproducible study.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -150,6 +194,38 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--data-dir", default=None)
     dc.set_defaults(func=cmd_data_check)
 
+    w = sub.add_parser("winrate", help="win rate and length-controlled win rate of AlpacaEval-format annotation files (.json/.json.gz)")
+    w.add_argument("files", nargs="+", metavar="FILE")
+    w.add_argument("--json", action="store_true", help="print a JSON list (model, n, win_rate, standard_error, length_controlled_winrate, lc_variant)")
+    w.add_argument("--lc", default="auto", choices=["auto", "v1", "noreg", "minimal"],
+                   help="auto: the best variant the data allows: length_controlled_v1 where AlpacaEval's gamed baselines "
+                        "(gpt4_1106_preview_verbose/_concise annotations) are present, else length_controlled_noreg with the instruction difficulty "
+                        "rebuilt offline from the shipped annotations; length_controlled_minimal where the instructions are not AlpacaEval's")
+    w.add_argument("--data-dir", default=None, help="data root holding alpaca-eval/annotations (for the offline LC files)")
+    w.add_argument("--difficulty-csv", default=None, help="AlpacaEval's instruction_difficulty.csv, if you have it (else rebuilt offline)")
+    w.add_argument("--gamed-csv", default=None, help="AlpacaEval's df_gamed.csv, if you have it (needed for length_controlled_v1)")
+    w.set_defaults(func=cmd_winrate)
+
+    f = sub.add_parser("fidelity", help="Language Confusion Benchmark LPR / WPR / LCPR of a benchmark outputs file (.csv/.csv.gz)")
+    f.add_argument("file", metavar="FILE")
+    f.add_argument("--json", action="store_true", help='print {"monolingual": {"all": {"lpr", "wpr", "lcpr"}, "<lang>": ...}, "crosslingual": ...} (percent)')
+    f.add_argument("--detector", default="fasttext", choices=["fasttext", "lingua"], help="fasttext: lid.176 as the benchmark (default); lingua")
+    f.set_defaults(func=cmd_fidelity)
+
+    j = sub.add_parser("judge", help="judge commands")
+    jsub = j.add_subparsers(dest="judge_command", required=True)
+    jv = jsub.add_parser("validate", help="measure the params' judge against GPT-4-turbo's own AlpacaEval 2 judgments (balanced, length-matched), "
+                                           "and on X-AlpacaEval beside the paper's Table 2")
+    jv.add_argument("params", help="params YAML naming the judge (judge.*)")
+    jv.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a params field, e.g. --set judge.protocol=pointwise-score")
+    jv.add_argument("--n-items", type=int, default=None, help="balanced AlpacaEval items (default 200)")
+    jv.add_argument("--protocols", default=None, help="comma-separated judge protocols to measure (default: judge.protocol)")
+    jv.add_argument("--xae-items", type=int, default=None, help="X-AlpacaEval items per language and model for the Table 2 comparison (0: skip)")
+    jv.add_argument("--seed", type=int, default=None, help="sampling seed (default: params seed)")
+    jv.add_argument("--out", default=None, help="folder for the per-item results (JSON/JSONL)")
+    jv.add_argument("--json", action="store_true", help="print the result as JSON")
+    jv.set_defaults(func=cmd_judge_validate)
+
     m = sub.add_parser("models", help="model commands")
     msub = m.add_subparsers(dest="models_command", required=True)
     msub.add_parser("list", help="registry models and their state").set_defaults(func=cmd_models_list)
@@ -176,10 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     from xlr.judge import JudgeError
     from xlr.report import NotebookFailed
     from xlr.study import StudyError
+    from xlr.winrate import WinRateError
 
     try:
         return args.func(args)
-    except (ParamsError, DataError, DataRootNotFound, ModelError, RunMismatch, StudyError, JudgeError, NotebookFailed) as e:
+    except (ParamsError, DataError, DataRootNotFound, ModelError, RunMismatch, StudyError, JudgeError, NotebookFailed, WinRateError) as e:
         print(f"xlr: error: {e}", file=sys.stderr)
         return 2
 

@@ -181,8 +181,20 @@ class EvalParams(_Strict):
     head_to_head: bool = Field(True, description="Also judge pi^t against pi0, both orders.")
     bootstrap: PositiveInt = Field(1000, description="Bootstrap resamples for the WR, head-to-head and judge-agreement CIs.")
     lc_bootstrap: NonNegInt = Field(200, description="Bootstrap resamples for the LC CI (each refits the GLM; 0 = no LC CI).")
-    instruction_difficulty_csv: Path | None = Field(None, description="AlpacaEval's instruction_difficulty.csv for the official LC GLM; without it LC runs without the difficulty term.")
-    gamed_csv: Path | None = None
+    instruction_difficulty_csv: Path | None = Field(
+        None, description="AlpacaEval's instruction_difficulty.csv for the LC GLM. None (with gamed_csv None): rebuilt offline from the shipped AlpacaEval 2 "
+        "annotations as alpaca_eval's instruction_difficulty notebook made it (xlr.winrate.offline_lc_files, cached under $XLR_CACHE); LC is then "
+        "length_controlled_noreg, or length_controlled_v1 where the gamed baselines' annotations are in the data root (see gamed_csv).")
+    gamed_csv: Path | None = Field(None, description="AlpacaEval's df_gamed.csv (the annotations of gpt4_1106_preview_verbose/_concise that regularise the "
+                                   "official length_controlled_v1 GLM); None: built offline from those annotations where present (not shipped today).")
+    lcb_sets: list[Literal["monolingual", "crosslingual"]] = Field(
+        default_factory=lambda: ["monolingual", "crosslingual"],
+        description="Language Confusion Benchmark prompt sets every model answers (judge-free language fidelity: LPR/WPR/LCPR). crosslingual is the "
+        "paper's setting (an English request for an answer in language l); monolingual: the user writes in l. Languages: languages.eval that the "
+        "benchmark has (the others are listed as skipped). [] = none.")
+    lcb_n_prompts: PositiveInt | None = Field(100, description="LCB prompts per set and language (a seeded subset, evaluation.subset_seed; None = all).")
+    lcb_max_new_tokens: PositiveInt = Field(256, description="New tokens per LCB answer (line-level detection needs a few lines, not a full answer).")
+    fidelity_detector: Literal["fasttext", "lingua"] = Field("fasttext", description="Language ID for LPR/WPR: fastText lid.176 as the benchmark, or lingua.")
 
 
 class JudgeParams(_Strict):
@@ -198,7 +210,27 @@ class JudgeParams(_Strict):
     same_language_clause: bool = True
     orders: Literal["random", "both"] = Field("random", description="random: one judgment per item, order drawn per item (AlpacaEval). both: "
                                               "both orders, preferences averaged (cancels a judge's position bias; twice the calls).")
+    protocol: Literal["pairwise", "pairwise_both", "pointwise_score", "pointwise_yes", "loglik"] = Field(
+        "pointwise_score", description="How the judge decides (xlr.judge). Default pointwise_score: measured best for the local 1.5B judge "
+        "(bench/RESULTS.md: order-free, balanced agreement with GPT-4-turbo 0.58 vs 0.25 pairwise / 0.50 pairwise_both, whose position bias "
+        "is total); with an API judge such as GPT-4-turbo use pairwise (AlpacaEval's own protocol). pairwise: AlpacaEval's prompt, order per `orders` (AlpacaEval: one random "
+        "order). pairwise_both: the same prompt in both orders, averaged. pointwise_score: each output scored alone 1..score_max, expected "
+        "score from the next-token probabilities of the digits; preference P(S_model > S_ref) + ties/2. pointwise_yes: each output alone, "
+        "P(Yes) to a quality question; preference 0.5 + (P_model - P_ref)/2. loglik (local only): the judge's mean token log-likelihood "
+        "of each output, preference sigmoid(diff / loglik_tau). Pointwise scores are cached per output: a reference is scored once. "
+        "Measured against GPT-4-turbo's AlpacaEval 2 verdicts by `xlr judge validate` (bench/RESULTS.md).")
+    score_max: int = Field(5, ge=2, le=9, description="pointwise_score: the scale 1..score_max (each score one digit token).")
+    loglik_tau: Annotated[float, Field(gt=0)] = Field(0.1, description="loglik: nats of mean log-likelihood difference per logit of preference.")
     n_validation_pairs: PositiveInt = Field(200, description="Held-out English preference pairs used to measure the judge's agreement.")
+    validation_items: Annotated[int, Field(ge=2)] = Field(
+        200, description="The judging stage first measures the judge (judge.protocol) against GPT-4-turbo's own AlpacaEval 2 verdicts "
+        "(xlr.judge_validation): this many items balanced by verdict (clear verdicts only), plus a length-matched subset of half as many.")
+    validation_rank_items: NonNegInt = Field(4, description="AlpacaEval instructions x every shipped model for the Spearman correlation of the judge's "
+                                             "per-model win rates with the leaderboard (0 = skip).")
+    validation_max_chars: PositiveInt | None = Field(None, description="Judge validation only on AlpacaEval pairs whose two outputs have at most this "
+                                                     "many characters (None = all): a compute cap for slow judges; the baselines are measured on the same items.")
+    validation_xae_items: NonNegInt = Field(10, description="X-AlpacaEval prompts per language on which the three shipped models (gpt-3.5-turbo-0125, "
+                                            "gpt-4-0613, gpt-4o-mini) are judged against the references, beside the paper's Table 2 (0 = skip).")
     price_per_1k_input: Annotated[float, Field(ge=0)] = 0.0
     price_per_1k_output: Annotated[float, Field(ge=0)] = 0.0
 
@@ -207,6 +239,38 @@ class RuntimeParams(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CPU when it is faster (measured), bf16 on CUDA.")
     threads: PositiveInt | None = Field(None, description="torch intra-op threads; None = number of CPU cores available to this process.")
+
+
+class ProbeParams(_Strict):
+    """The cross-lingual reward probe (xlr.probe): the paper's claim tested directly with pi0 and pi_ref, no judge.
+    On X-AlpacaEval instructions, per training language: (language) under G(x) for L, GPT-4-turbo's answer in L vs its
+    answer in English; (quality) GPT-4-turbo's answer vs a weaker model's (shipped outputs) in L and in English, and the
+    transfer acc_L / acc_en and (acc_L - 0.5) / (acc_en - 0.5); (english_labels) in English, AlpacaEval 2's own
+    GPT-4-turbo verdicts. Each for reward.variant-style rewards R_c / R_m / R_t and a length-only score (longer wins).
+    The instructions are a seeded subset (params.seed), the same in every language."""
+
+    enabled: bool = Field(True, description="Run the probe stage.")
+    n_items: PositiveInt = Field(100, description="X-AlpacaEval instructions per language (a seeded subset by params.seed, identical across languages). "
+                                 "Per variant and non-English language 3 (prompt, answer) pairs per instruction are scored by both models "
+                                 "(R_t also translates them), 2 in English; GPT-4-turbo answers run ~2,000 characters.")
+    variants: list[Literal["R_c", "R_m", "R_t"]] = Field(default_factory=lambda: ["R_c", "R_m", "R_t"], min_length=1,
+                                                         description="Reward variants probed side by side (the length-only score is always added).")
+    tests: list[Literal["language", "quality", "english_labels"]] = Field(default_factory=lambda: ["language", "quality", "english_labels"], min_length=1,
+                                                                          description="Which of the three tests to run.")
+    reference_generator: str = Field("gpt-4-turbo-2024-04-09", description="The stronger model: its X-AlpacaEval answers in every language (x-alpacaeval/references/<it>/).")
+    weaker_generator: str = Field("gpt-3.5-turbo-0125", description="The weaker model of the quality test (x-alpacaeval/outputs/<it>/<lang>.json); "
+                                  "a language without its file is a counted skip of the quality test there.")
+    translate_max_new_tokens: PositiveInt = Field(512, description="R_t only: cap on pi0's greedy English translation of each answer, in new tokens; "
+                                                  "longer translations are cut there (counted in counts.translations_truncated).")
+    batch_tokens: PositiveInt | None = Field(None, description="Token budget per scoring batch; None = reward.batch_tokens.")
+    n_english_label_pairs: NonNegInt = Field(60, description="english_labels: annotation pairs scored, balanced (half where GPT-4-turbo preferred output_1, "
+                                             "half output_2), drawn (params.seed) from the pairs of the selected instructions with a clear verdict; 0 = skip the test.")
+    english_label_files: list[str] = Field(default_factory=lambda: ["FuseChat-Llama-3.2-3B-Instruct"], min_length=1,
+                                           description="AlpacaEval 2 annotation files (model names under alpaca-eval/annotations/) the english_labels pairs come from. "
+                                           "The default is the shipped model closest to gpt4_1106_preview (269 vs 274 clear verdicts), so both classes fill.")
+    clear_margin: Annotated[float, Field(gt=0, le=0.5)] = Field(0.4, description="A verdict is clear when |preference - 1.5| >= this (0.4: preference <= 1.1 or >= 1.9).")
+    bootstrap: PositiveInt = Field(1000, description="Bootstrap resamples (over instructions) for every CI of the probe.")
+    permutations: PositiveInt = Field(10000, description="Sign-flip permutations for the paired comparisons' p-values.")
 
 
 class Params(_Strict):
@@ -227,6 +291,7 @@ class Params(_Strict):
     evaluation: EvalParams = Field(default_factory=EvalParams)
     judge: JudgeParams = Field(default_factory=JudgeParams)
     runtime: RuntimeParams = Field(default_factory=RuntimeParams)
+    probe: ProbeParams = Field(default_factory=ProbeParams)
     paper_reference: dict[str, Any] = Field(default_factory=dict, description="The paper's published numbers for this setting (shown labelled as the paper's, never mixed with ours).")
 
     @field_validator("models")

@@ -108,9 +108,27 @@ def judge_agreement(records: list[dict[str, Any]], n_boot: int = 1000, seed: int
 # metrics
 
 
-def load_lc_files(difficulty_csv: Path | None, gamed_csv: Path | None) -> tuple[Any, Any]:
+def load_lc_files(difficulty_csv: Path | None, gamed_csv: Path | None, data_dir: Path | None = None) -> tuple[Any, Any]:
+    """(instruction difficulty, df_gamed) for the LC GLM. Paths given: AlpacaEval's own files. Both None: the files
+    rebuilt offline from the shipped AlpacaEval 2 annotations (``xlr.winrate.offline_lc_files``, cached), indexed by
+    AlpacaEval's row order = X-AlpacaEval id - 1; df_gamed is None where the gamed baselines are not in the data (LC is
+    then length_controlled_noreg), and both are None where the data root has no alpaca-eval/ (LC: minimal)."""
+    import logging
+
     import pandas as pd
 
+    log = logging.getLogger(__name__)
+    if difficulty_csv is None and gamed_csv is None:
+        from xlr.data import DataError
+        from xlr.winrate import offline_lc_files
+
+        try:
+            difficulty, gamed, prov = offline_lc_files(data_dir)
+        except (DataError, FileNotFoundError) as e:
+            log.warning("LC files: none given and the offline rebuild is not possible (%s); LC is length_controlled_minimal", e)
+            return None, None
+        log.info("LC files rebuilt offline (%s): %s", prov["dir"], prov.get("df_gamed"))
+        return difficulty, (gamed.drop(columns=["model"], errors="ignore") if gamed is not None else None)
     difficulty = pd.read_csv(difficulty_csv, index_col=0).squeeze("columns") if difficulty_csv else None
     gamed = pd.read_csv(gamed_csv).drop(columns=["model"], errors="ignore") if gamed_csv else None
     return difficulty, gamed
@@ -174,3 +192,36 @@ def model_metrics(
     m["empty_outputs"] = sum(not o["output"].strip() for o in outputs)
     return m
 
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# language fidelity (judge-free): the Language Confusion Benchmark's line- and word-level pass rates
+
+
+def fidelity_rows(outputs: dict[tuple[str, str, str], list[dict[str, Any]]], detector: str = "fasttext", n_boot: int = 1000, seed: int = 0,
+                  baseline: str = "pi0") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """LPR / WPR / LCPR (percent, 95% bootstrap CIs) per (model, set, lang) of ``outputs`` ({key: [{id, output}]}), and
+    for every model but ``baseline`` McNemar's paired test against the baseline's answers to the same prompts
+    (per-prompt pass/fail; WPR only where it applies). Returns (rows, per-output items)."""
+    from xlr.fidelity import fidelity_summary, output_passes, paired_test
+
+    passes: dict[tuple[str, str, str], dict[Any, dict[str, Any]]] = {}
+    items: list[dict[str, Any]] = []
+    for (model, set_, lang), outs in outputs.items():
+        found = output_passes([o["output"] for o in outs], lang, detector=detector)
+        passes[(model, set_, lang)] = {o["id"]: p for o, p in zip(outs, found, strict=True)}
+        items += [{"model": model, "set": set_, "lang": lang, "id": o["id"], **p} for o, p in zip(outs, found, strict=True)]
+    rows = []
+    for (model, set_, lang), by_id in passes.items():
+        row: dict[str, Any] = {"model": model, "set": set_, "lang": lang, **fidelity_summary(list(by_id.values()), n_boot=n_boot, seed=seed)}
+        base = passes.get((baseline, set_, lang))
+        if base is not None and model != baseline:
+            common = [i for i in by_id if i in base]
+            tests = {}
+            for field in ("line_pass", "word_pass"):
+                both = [i for i in common if by_id[i].get(field) is not None and base[i].get(field) is not None]
+                if both:
+                    tests[field] = paired_test([by_id[i] for i in both], [base[i] for i in both], field=field)
+            row[f"vs_{baseline}"] = tests
+        rows.append(row)
+    return rows, items

@@ -284,6 +284,32 @@ def output_fidelity(run_root: Path) -> plt.Figure | None:
     return fig
 
 
+@_closed
+def lcb_fidelity(run_root: Path) -> plt.Figure | None:
+    """Line-level pass rate (LPR, the Language Confusion Benchmark's metric) per language and model, one panel per prompt
+    set (X-AlpacaEval answers, LCB monolingual, LCB cross-lingual), with 95% bootstrap CIs."""
+    f = read_json(run_root / "eval" / "fidelity.json")
+    if not f or not f.get("rows"):
+        return None
+    _style()
+    rows = f["rows"]
+    sets = list(dict.fromkeys(r["set"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(sets), figsize=(5.5 * len(sets), 4.2), sharey=True, squeeze=False)
+    for ax, set_ in zip(axes[0], sets, strict=True):
+        langs = list(dict.fromkeys(r["lang"] for r in rows if r["set"] == set_))
+        by = {(r["model"], r["lang"]): r for r in rows if r["set"] == set_}
+        series = {m: [((by.get((m, lang)) or {}).get("lpr") if (by.get((m, lang)) or {}).get("lpr") is not None else math.nan,
+                       (by.get((m, lang)) or {}).get("lpr_ci95")) for lang in langs] for m in models}
+        _grouped_bars(ax, langs, series)
+        ax.set(title=f"{set_}: line-level pass rate", xlabel="requested language", ylim=(0, 105))
+    axes[0][0].set_ylabel("answers in the language [%]")
+    axes[0][-1].legend(title="model", fontsize="small")
+    fig.suptitle(f"Language fidelity (Language Confusion Benchmark LPR, detector {f.get('detector', '')}), 95% bootstrap CIs")
+    fig.tight_layout()
+    return fig
+
+
 def figure_to_png_b64(fig: plt.Figure) -> str:
     import base64
     import io
@@ -294,3 +320,45 @@ def figure_to_png_b64(fig: plt.Figure) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+
+
+PROBE_TITLES = {"language": "Language: answer in L vs the same answer in English\n(fraction where the L answer scores higher)",
+                "quality": "Quality: GPT-4-turbo vs the weaker model, in L\n(fraction where GPT-4-turbo's answer scores higher)",
+                "english_labels": "English labels: agreement with GPT-4-turbo's\nAlpacaEval 2 verdicts (clear, balanced)"}
+
+
+@_closed
+def probe(run_root: Path) -> plt.Figure | None:
+    """The cross-lingual reward probe (xlr.probe): per test, the fraction of items where the expected answer gets the
+    higher score, per language, the variants (R_c, R_m, R_t, length) side by side, 95% bootstrap CIs; 0.5 = chance.
+    ``run_root``: a run directory (reads ``probe/probe.json``), a probe directory or probe.json itself."""
+    from xlr.probe import TESTS, read_probe
+
+    doc = read_probe(Path(run_root))
+    if not doc or not doc.get("summary"):
+        return None
+    _style()
+    df = pd.DataFrame(doc["summary"])
+    tests = [t for t in TESTS if t in set(df["test"])]
+    widths = [max(2, df[df["test"] == t]["lang"].nunique()) for t in tests]
+    fig, axes = plt.subplots(1, len(tests), figsize=(2 + 2.0 * sum(widths), 4.6), sharey=True, gridspec_kw={"width_ratios": widths}, squeeze=False)
+    for ax, test in zip(axes[0], tests, strict=True):
+        sub = df[df["test"] == test]
+        langs = list(dict.fromkeys(sub["lang"]))
+        variants = list(dict.fromkeys(sub["variant"]))
+        series = {}
+        for v in variants:
+            rows = sub[sub["variant"] == v].set_index("lang")
+            series[v] = [(float(rows.loc[lang, "fraction"]), list(rows.loc[lang, "ci95"])) if lang in rows.index else (math.nan, None) for lang in langs]
+        _grouped_bars(ax, [f"{lang}\n(n={int(sub[sub['lang'] == lang]['n'].max())})" for lang in langs], series)
+        ax.axhline(0.5, color="black", lw=0.9, ls="--", label="chance (0.5)")
+        ax.set_title(PROBE_TITLES.get(test, test), fontsize=10)
+        ax.set(xlabel="language (items)", ylabel="", ylim=(0, 1.05))
+    axes[0][0].set_ylabel("items won by the expected answer [fraction]")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="score", fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    m = doc.get("models", {})
+    fig.suptitle(f"Cross-lingual reward probe: r = Σ log π0(y|prompt) − Σ log π_ref(y|prompt), π0 = {m.get('pi0', {}).get('spec', '?')}, "
+                 f"π_ref = {m.get('pi_ref', {}).get('spec', '?')} ({doc.get('dtype', '')}); 95% bootstrap CIs over instructions", y=1.02, fontsize=10)
+    fig.tight_layout()
+    return fig

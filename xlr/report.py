@@ -47,7 +47,7 @@ class NotebookFailed(RuntimeError):
 
 
 def notebook_plan(params: Params) -> list[NotebookStep]:
-    steps = [NotebookStep("01_data.ipynb", ("data", "models")), NotebookStep("02_anchor.ipynb", ("anchor",))]
+    steps = [NotebookStep("01_data.ipynb", ("data", "models")), NotebookStep("02_anchor.ipynb", ("anchor", "probe"))]
     for t in range(1, params.iterations + 1):
         steps += [NotebookStep("03_sampling_rewards.ipynb", ("sampling", "rewards"), t), NotebookStep("04_pairs_dpo.ipynb", ("pairs", "training"), t)]
     steps += [NotebookStep("05_xalpacaeval.ipynb", ("generation", "judging", "metrics")), NotebookStep("06_summary.ipynb", ())]
@@ -101,9 +101,12 @@ def provenance_rows(params: Params, run: Run) -> list[tuple[str, str]]:
         ("pi_ref", model("pi_ref", params.models.pi_ref)),
         ("pi0", model("pi0", params.models.pi0) if params.models.pi0 != "build" else f"built here by English DPO of pi_ref on {params.anchor.n_train} pairs"),
         ("judge", judge + (" + same-language clause" if params.judge.same_language_clause else "")
-         + ("; both orders averaged per item" if params.judge.orders == "both" else "; one random order per item (AlpacaEval)")),
+         + f"; protocol {params.judge.protocol}" + ("; both orders averaged per item" if params.judge.orders == "both" else "; one random order per item (AlpacaEval)")),
         ("training data", f"{params.data.n_train_prompts} prompts/language/iteration × {len(params.languages.train)} languages ({', '.join(params.languages.train)}), N = {params.sampling.n_samples}, {params.iterations} iterations"),
         ("evaluation", f"X-AlpacaEval {ev.n_prompts or 805} prompts/language ({', '.join(params.languages.eval)}), max_new_tokens {ev.max_new_tokens}, vs {ev.reference_generator}"),
+        ("language fidelity", f"LCB {', '.join(ev.lcb_sets) or 'none'}: {ev.lcb_n_prompts or 'all'} prompts/set/language, max_new_tokens {ev.lcb_max_new_tokens}; "
+                              f"detector {ev.fidelity_detector}; also every X-AlpacaEval answer"),
+        ("reward probe", f"{params.probe.n_items} X-AlpacaEval instructions/language, variants {', '.join(params.probe.variants)} + length" if params.probe.enabled else "off"),
         ("seeds", f"seed {params.seed}, eval subset seed {ev.subset_seed}"),
         ("params hash", m.get("params_hash", "")[:16]),
         ("git SHA", str(m.get("git_sha"))),
@@ -210,12 +213,83 @@ def headline_table(run: Run, params: Params | None = None) -> pd.DataFrame | Non
                      "vs pi0 [%]": _fmt_ci(h["win_rate"], h["ci95"]) if h else "–",
                      "in language [%]": round(100 * r["fidelity"], 1), "mean chars": round(r["mean_output_chars"]), "judged": r["n_judged"]})
     df = pd.DataFrame(rows)
+    verdict = judge_verdict(run)
+    if verdict is not None:  # every win rate beside its judge's measured agreement; a judge that is not informative is labelled so
+        b = verdict["balanced"]
+        df["judge (balanced agreement vs GPT-4-turbo)"] = (("" if verdict["informative"] else "NOT INFORMATIVE: ")
+                                                           + _fmt_ci(100 * b.get("agreement", math.nan), [100 * c for c in b.get("ci95", [math.nan, math.nan])]) + " %")
     paper = (params.paper_reference if params else {}) or {}
     if paper.get("x_alpacaeval"):
         ref = paper["x_alpacaeval"]
         df["paper's WR [%] (their setting)"] = [ref.get(r["model"], {}).get(r["lang"], {}).get("wr", "") for r in rows]
         df["paper's LC [%] (their setting)"] = [ref.get(r["model"], {}).get(r["lang"], {}).get("lc", "") for r in rows]
     return df
+
+
+def _p(test: dict[str, Any] | None) -> str:
+    if not test or test.get("p_value") is None:
+        return "–"
+    return f"{test['diff']:+.1f} (p {test['p_value']:.2g})"
+
+
+def fidelity_table(run: Run) -> pd.DataFrame | None:
+    """LPR / WPR / LCPR (percent, 95% CIs) per prompt set, language and model, with each model's paired difference from
+    pi0 on the same prompts (McNemar p-value)."""
+    f = read_json(run.root / "eval" / "fidelity.json")
+    if not f:
+        return None
+    rows = []
+    for r in f["rows"]:
+        t = r.get("vs_pi0") or {}
+        rows.append({"set": r["set"], "lang": r["lang"], "model": r["model"], "n": r["n"], "LPR [%]": _fmt_ci(r.get("lpr"), r.get("lpr_ci95")),
+                     "WPR [%]": _fmt_ci(r.get("wpr"), r.get("wpr_ci95")), "LCPR [%]": _fmt_ci(r.get("lcpr"), r.get("lcpr_ci95")),
+                     "LPR vs pi0 [pts]": _p(t.get("line_pass")), "WPR vs pi0 [pts]": _p(t.get("word_pass"))})
+    return pd.DataFrame(rows)
+
+
+def judge_validation(run: Run) -> dict[str, Any] | None:
+    """The judge measured against GPT-4-turbo's AlpacaEval 2 verdicts (xlr.judge_validation), as the judging stage wrote it."""
+    return read_json(run.root / "eval" / "judge_validation_alpacaeval" / "judge_validation.json")
+
+
+def judge_verdict(run: Run) -> dict[str, Any] | None:
+    """For the study's own protocol: informative or not (with the reason), balanced and length-matched agreement with CIs."""
+    v = judge_validation(run)
+    if not v or not v.get("protocols"):
+        return None
+    name, entry = next(iter(v["protocols"].items()))
+    return {"protocol": name, "informative": entry.get("informative"), "reason": entry.get("reason"), "balanced": entry.get("balanced") or {},
+            "length_matched": entry.get("length_matched") or {}, "length_baseline": v["baselines"]["length"]["balanced"], "sizes": v.get("sizes", {})}
+
+
+def judge_validation_table(run: Run) -> pd.DataFrame | None:
+    """The study's judge (its protocol) beside the baselines on GPT-4-turbo's own AlpacaEval 2 verdicts: balanced sample,
+    length-matched subset, position consistency, Spearman of per-model win rates with the leaderboard."""
+    v = judge_validation(run)
+    if not v:
+        return None
+
+    def ci(m: dict[str, Any] | None, key: str = "agreement", c: str = "ci95") -> str:
+        if not m or m.get(key) is None or (isinstance(m.get(key), float) and math.isnan(m[key])):
+            return "–"
+        lo, hi = (m.get(c) or [math.nan, math.nan])[:2]
+        return f"{m[key]:.3f} [{lo:.3f}, {hi:.3f}]" if lo == lo else f"{m[key]:.3f}"
+
+    rows = []
+    for name, e in v.get("protocols", {}).items():
+        rank = e.get("ranking") or {}
+        rows.append({"who": f"judge {v['judge']} ({name})", "balanced agreement": ci(e.get("balanced")), "soft agreement": ci(e.get("balanced"), "soft_agreement", "soft_ci95"),
+                     "length-matched agreement": ci(e.get("length_matched")), "position consistency": ci(e.get("balanced"), "position_consistency", "consistency_ci95"),
+                     "Spearman vs leaderboard": ci(rank, "spearman_wr", "ci95_wr") if rank else "–",
+                     "informative": ("yes" if e.get("informative") else "NOT INFORMATIVE") + f": {e.get('reason', '')}"})
+    for name, e in v.get("baselines", {}).items():
+        rank = e.get("ranking") or {}
+        rows.append({"who": f"baseline: {name.replace('_', ' ')}", "balanced agreement": ci(e.get("balanced")), "soft agreement": ci(e.get("balanced"), "soft_agreement", "soft_ci95"),
+                     "length-matched agreement": ci(e.get("length_matched")), "position consistency": "–",
+                     "Spearman vs leaderboard": ci(rank, "spearman_wr", "ci95_wr") if rank else "–", "informative": ""})
+    sz = v.get("sizes", {})
+    return pd.DataFrame(rows).assign(items=f"balanced {sz.get('balanced')}, length-matched {sz.get('length_matched')}, "
+                                           f"ranking {sz.get('ranking_items')} comparisons of {sz.get('ranking_models')} models")
 
 
 def judge_table(run: Run) -> pd.DataFrame | None:
@@ -327,26 +401,119 @@ def to_html(notebook: Path, out: Path, with_code: bool = False) -> Path:
     return out
 
 
+def paper_rows(models: list[str], data_dir: Any = None) -> pd.DataFrame | None:
+    """The paper's Table 2 rows (Llama-3-8B, GPT-4-turbo judge, 805 prompts: THEIR setting) for the study's models:
+    pi0 -> the paper's pi0, pi1/pi2 -> its ICR iterations. None where the table is not found."""
+    from xlr import data
+
+    try:
+        t = data.load_paper_table2(data_dir)
+    except (data.DataError, FileNotFoundError):
+        return None
+    # the paper's rows that correspond to ours (its KTO variant of pi0 has no counterpart here)
+    names = {"pi_ref": "Llama-3-8B-SFT (pi_I)", "pi0": "Llama-3-8B-SFT-DPO (pi0)", "pi1": "ICR iteration 1 (pi1)", "pi2": "ICR iteration 2 (pi2)"}
+    rows = []
+    for m in models:
+        sub = t[t["model"] == names[m]] if m in names else t.iloc[:0]
+        for r in sub.itertuples():
+            rows.append({"our row": m, "paper's model": r.model, "lang": r.lang, "paper's LC [%]": r.lc, "paper's WR [%]": r.wr})
+    return pd.DataFrame(rows) if rows else None
+
+
+def first_screen(params: Params, run: Run) -> list[tuple[str, str, pd.DataFrame | None]]:
+    """The answers a reader needs first, in order, each with its CI, n and what made it: (1) is pi0 a usable English
+    reward here, (2) does its reward transfer across languages (the probe), (3) did the iterations change the policy
+    where it shows (language fidelity vs pi0; judge WR/LC only where the judge is informative), (4) the paper's numbers
+    for the same rows, in their own table. Returns (question, one-sentence reading, table)."""
+    out: list[tuple[str, str, pd.DataFrame | None]] = []
+    a = read_json(run.root / "anchor" / "reward_accuracy.json")
+    if a is not None:
+        lo, hi = a["ci95"]
+        verdict = "above chance" if lo > 0.5 else "not shown to be above chance"
+        out.append(("1. Is pi0 a usable English reward here?",
+                    f"pi0's implicit reward prefers the chosen answer of {a['n']} held-out English UltraFeedback pairs {a['accuracy']:.2f} of the time "
+                    f"(95% CI {lo:.2f}–{hi:.2f}): {verdict}. The paper's premise is an English DPO model whose reward ranks well.", None))
+    else:
+        out.append(("1. Is pi0 a usable English reward here?", "pi0 was given (not built here): its held-out accuracy was not measured; see the probe's English rows.", None))
+    pt = probe_table(run.root)
+    if pt is not None:
+        out.append(("2. Does its reward transfer across languages? (probe: pi0/pi_ref only, no judge)",
+                    "Each cell: the fraction of X-AlpacaEval instructions where the expected answer gets the higher reward [95% CI]; 0.5 is chance. "
+                    "language: GPT-4-turbo's answer in L beats the same answer in English under G(x); quality: GPT-4-turbo beats gpt-3.5-turbo in L.", pt))
+    else:
+        out.append(("2. Does its reward transfer across languages?", "The probe has not run (probe.enabled or the probe stage).", None))
+    f = read_json(run.root / "eval" / "fidelity.json")
+    if f:
+        rows = []
+        for r in f["rows"]:
+            if r["set"] == "x-alpacaeval" and r["lang"] == "en":
+                continue
+            t = (r.get("vs_pi0") or {}).get("line_pass")
+            rows.append({"set": r["set"], "lang": r["lang"], "model": r["model"], "n": r["n"], "LPR [%]": _fmt_ci(r.get("lpr"), r.get("lpr_ci95")),
+                         "vs pi0 [pts] (McNemar p)": _p(t) if r["model"] != "pi0" else "–"})
+        last = f"pi{params.iterations}" if params.iterations else "pi0"
+        fid = None
+        if rows:
+            d = pd.DataFrame(rows)
+            order = [m for m in ("pi_ref", "pi0", *(f"pi{t}" for t in range(1, params.iterations + 1))) if m in set(d["model"])]
+            fid = d.pivot_table(index=["set", "lang"], columns="model", values="LPR [%]", aggfunc="first")[order]
+            if last != "pi0":
+                fid[f"{last} vs pi0 [pts] (McNemar p)"] = d[d["model"] == last].set_index(["set", "lang"])["vs pi0 [pts] (McNemar p)"]
+        sig = [r for r in f["rows"] if r["model"] == last and ((r.get("vs_pi0") or {}).get("line_pass") or {}).get("p_value", 1) < 0.05]
+        out.append((f"3. Did the iterations change the policy? Language fidelity (LPR, {f.get('detector')}; judge-free)",
+                    f"Line-level pass rate [95% CI] per model: answers wholly in the requested language. {last} differs from pi0 at p < 0.05 "
+                    f"(McNemar, same prompts) in {len(sig)} of {sum(r['model'] == last for r in f['rows'])} set/language rows"
+                    + (f": {', '.join(r['set'] + '/' + r['lang'] for r in sig)}." if sig else "."),
+                    fid.reset_index() if fid is not None else None))
+    verdict = judge_verdict(run)
+    if verdict is not None:
+        b, lb = verdict["balanced"], verdict["length_baseline"]
+        reading = (f"The judge ({verdict['protocol']}) agrees with GPT-4-turbo on {b.get('agreement', math.nan):.2f} of a verdict-balanced AlpacaEval 2 sample "
+                   f"(CI {b.get('ci95', [math.nan])[0]:.2f}–{b.get('ci95', [math.nan, math.nan])[1]:.2f}, n {b.get('n_items')}); 'the longer output wins' scores "
+                   f"{lb.get('agreement', math.nan):.2f}. ")
+        reading += ("It is informative: its win rates below carry signal." if verdict["informative"] else
+                    f"It is NOT INFORMATIVE ({verdict['reason']}): its win rates are shown for the record only and no conclusion rests on them.")
+        out.append(("3b. Judge win rates (only where the judge is informative)", reading, headline_table(run, params)))
+    pr = paper_rows([m for m in ("pi_ref", "pi0", *(f"pi{t}" for t in range(1, params.iterations + 1)))], params.data.data_dir)
+    if pr is not None:
+        pr = pr[pr["lang"] == "avg"] if (pr["lang"] == "avg").any() else pr
+        out.append(("4. The paper's numbers for the same rows (THEIR setting: Llama-3-8B SFT/DPO, GPT-4-turbo judge, 805 prompts x 5 languages)",
+                    "From the paper's Table 2, average over en/es/ru/de/fr; never mixed with ours above. Per language: x-alpacaeval/paper-table2.csv.", pr))
+    return out
+
+
+def first_screen_html(params: Params, run: Run) -> str:
+    parts = ["<div id='first-screen'>"]
+    for q, reading, df in first_screen(params, run):
+        parts.append(f"<h3>{html.escape(q)}</h3><p>{html.escape(reading)}</p>")
+        if df is not None and not df.empty:
+            parts.append(df.to_html(index=False, na_rep="–", escape=True))
+    return "\n".join(parts) + "</div>"
+
+
 def index_html(params: Params, run: Run, timings: dict[str, float], pages: list[str]) -> str:
     from xlr import plots
 
     parts = [f"<html><head><meta charset='utf-8'><title>xlr: {html.escape(params.name)}</title>",
              "<style>body{font-family:sans-serif;max-width:1200px;margin:auto} table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:2px 6px}</style>",
-             f"</head><body><h1>xlr report: {html.escape(params.name)}</h1>", provenance_html(params, run)]
+             f"</head><body><h1>xlr report: {html.escape(params.name)}</h1>", provenance_html(params, run), first_screen_html(params, run)]
 
     def table(title: str, df: pd.DataFrame | None) -> None:
         if df is not None and not df.empty:
             parts.append(f"<h2>{html.escape(title)}</h2>" + df.to_html(index=False, na_rep="–", escape=True))
 
     table("X-AlpacaEval: win rate (WR) and length-controlled win rate (LC) vs the reference, 95% bootstrap CIs", headline_table(run, params))
-    table("How far the judge can be trusted: agreement with held-out English preference labels", judge_table(run))
+    table("Language fidelity (Language Confusion Benchmark metrics), 95% CIs, paired vs pi0", fidelity_table(run))
+    table("How far the judge can be trusted: against GPT-4-turbo's own AlpacaEval 2 verdicts (balanced, length-matched), beside baselines", judge_validation_table(run))
+    table("... and agreement with held-out English preference labels (second check)", judge_table(run))
     table("pi0 as a reward: held-out English reward accuracy", anchor_table(run))
     table("Judging: calls, cache hits, tokens, estimated cost", judging_costs(run))
     st = stage_times(run)
     table("Wall time and peak memory per stage", st)
     table("Wall time per notebook [s]", pd.DataFrame([timings]) if timings else None)
     figs = [("X-AlpacaEval win rates", plots.winrates(run.root)), ("Head-to-head vs pi0", plots.head_to_head(run.root)),
-            ("Language fidelity of outputs", plots.output_fidelity(run.root))]
+            ("Language fidelity of outputs", plots.output_fidelity(run.root)), ("Line-level pass rate (LCB metric)", plots.lcb_fidelity(run.root)),
+            ("Cross-lingual reward probe", plots.probe(run.root))]
     figs.append(("DPO training curves", plots.dpo_curves(training_metrics_paths(params, run))))
     figs.append(("Reward variants side by side (cf. paper Fig. 3)", plots.reward_variants(variant_runs(params, run))))
     for t in range(1, params.iterations + 1):
@@ -359,3 +526,47 @@ def index_html(params: Params, run: Run, timings: dict[str, float], pages: list[
             parts.append(f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{plots.figure_to_png_b64(fig)}'>")
     parts.append("<h2>Notebooks</h2><ul>" + "".join(f"<li><a href='{p}.html'>{p}</a></li>" for p in pages) + "</ul></body></html>")
     return "\n".join(parts)
+
+
+def probe_table(run_root: Path, kind: str = "fractions") -> pd.DataFrame | None:
+    """The cross-lingual reward probe (xlr.probe) as a table; None before the probe ran. ``run_root``: a run directory
+    (reads ``probe/probe.json``), a probe directory or probe.json itself.
+
+    kind='fractions' (default): one row per test and language, one column per score (R_c, R_m, R_t, length) holding
+    "fraction [95% CI]" (fraction of items where the expected answer scores higher; 0.5 = chance), and n.
+    kind='transfer': the quality test's transfer from English per language and score: acc_L / acc_en and
+    (acc_L − 0.5) / (acc_en − 0.5), with 95% CIs. kind='paired': each pair of scores on the same items: the difference
+    of fractions, its paired bootstrap CI, the sign-flip p-value, and the items each one wins."""
+    from xlr.probe import read_probe
+
+    doc = read_probe(Path(run_root))
+    if not doc or not doc.get("summary"):
+        return None
+
+    def fmt(v: Any, ci: Any, digits: int = 2) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "–"
+        if isinstance(ci, list | tuple) and len(ci) == 2 and all(isinstance(c, int | float) and not math.isnan(c) for c in ci):
+            return f"{v:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+        return f"{v:.{digits}f}"
+
+    rows = doc["summary"]
+    if kind == "fractions":
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in rows:
+            row = out.setdefault((r["test"], r["lang"]), {"test": r["test"], "lang": r["lang"], "n": r["n"]})
+            row[r["variant"]] = fmt(r["fraction"], r["ci95"])
+        return pd.DataFrame(list(out.values()))
+    if kind == "transfer":
+        t = [{"lang": r["lang"], "score": r["variant"], "n (both languages)": r.get("transfer_n"), "acc_L": round(r["fraction"], 3),
+              "acc_en (same items)": round(r["acc_en_common"], 3) if r.get("acc_en_common") is not None else None,
+              "acc_L / acc_en [95% CI]": fmt(r.get("transfer_ratio"), r.get("transfer_ratio_ci95")),
+              "(acc_L − 0.5) / (acc_en − 0.5) [95% CI]": fmt(r.get("transfer_excess"), r.get("transfer_excess_ci95"))}
+             for r in rows if r["test"] == "quality" and r["lang"] != "en" and "transfer_n" in r]
+        return pd.DataFrame(t) if t else None
+    if kind == "paired":
+        p = [{"test": r["test"], "lang": r["lang"], "a − b": f"{r['variant_a']} − {r['variant_b']}", "n": r["n"], "diff [95% CI]": fmt(r["diff"], r["ci95"], 3),
+              "p (sign-flip)": round(r["p_value"], 4) if r["p_value"] == r["p_value"] else None, "a better": r["a_better"], "b better": r["b_better"], "equal": r["equal"]}
+             for r in doc.get("paired", [])]
+        return pd.DataFrame(p) if p else None
+    raise ValueError(f"probe_table kind {kind!r}: use fractions, transfer or paired")

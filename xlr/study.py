@@ -42,13 +42,15 @@ STAGES = (
     Stage("data", "load and align training prompts, X-AlpacaEval and English preference pairs", True),
     Stage("models", "prepare pi_ref (and the local judge), check they load and answer", True),
     Stage("anchor", "build pi0 by English DPO of pi_ref; pi0's held-out reward accuracy", True),
+    Stage("probe", "cross-lingual reward probe: does pi0/pi_ref's reward prefer the target language and the stronger answer? (no judge)", True),
     Stage("sampling", "on-policy sampling of N responses per prompt and language", True),
     Stage("rewards", "implicit cross-lingual reward log pi0(y|G(x)) - log pi_ref(y|G(x))", True),
     Stage("pairs", "length-controlled chosen/rejected pairs (alpha search), language fidelity", True),
     Stage("training", "iterative multilingual DPO + NLL", True),
-    Stage("generation", "X-AlpacaEval answers of every model (pi_ref, pi0, pi^1..pi^T) in every eval language", True),
-    Stage("judging", "judge validation on English labels; each model vs GPT-4-turbo references; pi^t vs pi0 head-to-head", True),
-    Stage("metrics", "WR and length-controlled WR with bootstrap CIs, head-to-head, language fidelity", True),
+    Stage("generation", "X-AlpacaEval and Language Confusion Benchmark answers of every model (pi_ref, pi0, pi^1..pi^T) in every eval language", True),
+    Stage("judging", "judge validation against GPT-4-turbo's AlpacaEval 2 judgments and on English labels; each model vs GPT-4-turbo references; "
+                     "pi^t vs pi0 head-to-head", True),
+    Stage("metrics", "WR and length-controlled WR with bootstrap CIs, head-to-head, language fidelity (LPR/WPR/LCPR) with paired tests vs pi0", True),
     Stage("report", "executed notebooks and HTML reports (xlr run without --direct)", True),
 )
 
@@ -291,6 +293,17 @@ def stage_anchor(params: Params, run: Run) -> dict[str, Any]:
     return acc
 
 
+def stage_probe(params: Params, run: Run) -> dict[str, Any]:
+    """The paper's claim tested directly with pi0 and pi_ref only (xlr.probe): per training language and reward variant,
+    does the reward prefer the answer in the target language, and the stronger model's answer, as it does in English?"""
+    from xlr.probe import run_probe
+
+    _, device = _runtime_dtype(params)  # scored in reward.dtype, as the rewards stage
+    result = run_probe(params, policy_at(params, run, 0), params.models.pi_ref, run.stage_dir("probe"), dtype=None, device=device)
+    run.finish_stage("probe", artifacts=result["artifacts"], counts=result["counts"])
+    return result
+
+
 def stage_training(params: Params, run: Run, iteration: int) -> dict[str, Any]:
     """DPO (sigmoid, beta) + NLL on chosen (nll_weight) of pi^(t-1) on iteration t's pairs -> pi^t."""
     from xlr.runs import read_jsonl
@@ -345,6 +358,7 @@ def stage_generation(params: Params, run: Run) -> dict[str, Any]:
     counts: dict[str, Any] = {}
     artifacts = []
     rows = {lang: _eval_rows(params, lang) for lang in params.languages.eval}  # loaded once, answered by every model
+    lcb, skipped = lcb_rows(params)
     for name, spec in _eval_models(params, run).items():
         if params.sampling.backend == "vllm":
             backend: Any = VLLMBackend(resolve_spec(spec).path, load_tokenizer(spec), seed=params.seed)
@@ -355,16 +369,47 @@ def stage_generation(params: Params, run: Run) -> dict[str, Any]:
             counts[f"{name}/{lang}"] = generate_outputs(backend, rows[lang], lang, out, f"{params.name}/{name}", cfg,
                                                         seed=derive_seed(params.seed, "eval", name), shard_size=params.sampling.shard_size)
             artifacts.append(out / "outputs.json")
+        lcb_cfg = GenConfig(n=1, do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=ev.lcb_max_new_tokens, batch_size=ev.batch_size)
+        for task, lang_rows in lcb.items():
+            for lang, lrows in lang_rows.items():
+                out = lcb_dir(run.root, name, task, lang)
+                counts[f"{name}/lcb-{task}/{lang}"] = generate_outputs(backend, lrows, lang, out, f"{params.name}/{name}", lcb_cfg,
+                                                                       seed=derive_seed(params.seed, "lcb", task, name), shard_size=params.sampling.shard_size)
+                artifacts.append(out / "outputs.json")
         del backend
+    counts["lcb_languages_skipped"] = skipped
     run.finish_stage("generation", artifacts=artifacts, counts=counts)
     return counts
+
+
+def lcb_rows(params: Params) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], dict[str, list[str]]]:
+    """The Language Confusion Benchmark prompts every model answers: {task: {lang: rows}} for the eval languages the
+    benchmark has (monolingual: the user writes in l; crosslingual: an English request for l, the paper's setting),
+    and per task the eval languages it lacks (reported as skipped, never silently)."""
+    from xlr import data
+
+    ev = params.evaluation
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    skipped: dict[str, list[str]] = {}
+    for task in ev.lcb_sets:
+        have = set(data.lcb_languages(task, params.data.data_dir))
+        langs = [lang for lang in params.languages.eval if lang in have and not (task == "crosslingual" and lang == "en")]
+        skipped[task] = [lang for lang in params.languages.eval if lang not in langs]
+        rows = data.load_lcb_prompts(task, langs, ev.lcb_n_prompts, ev.subset_seed, params.data.data_dir)
+        out[task] = {lang: [{"id": r["id"], "instruction": r["prompt"], "dataset": r["source"]} for r in rows if r["lang"] == lang] for lang in langs}
+    return out, skipped
+
+
+def lcb_dir(root: Path, model: str, task: str, lang: str) -> Path:
+    return root / "eval" / model / f"lcb-{task}" / lang
 
 
 def stage_judging(params: Params, run: Run) -> dict[str, Any]:
     """Judge validation, then every model vs the references (random order per item), then pi^t vs pi0 (both orders)."""
     from xlr import data
     from xlr.evaluate import eval_dir, head_to_head_items, judge_agreement, load_outputs, reference_items, validation_items
-    from xlr.judge import JudgeCache, cache_path, judge_pairs, make_judge, protocol_template
+    from xlr.judge import JudgeCache, cache_path, judge_pairs, make_judge, protocol_spec, protocol_template
+    from xlr.judge_validation import validate
     from xlr.paths import runs_dir
     from xlr.runs import atomic_write_jsonl as write_judgments
 
@@ -379,12 +424,20 @@ def stage_judging(params: Params, run: Run) -> dict[str, Any]:
     ev_dir = run.root / "eval"
     held = data.load_english_preferences(params.data.english_preferences, "eval", params.data.data_dir)
     # judge validation with the very prompt used for the evaluation (English pairs: the same-language clause is moot)
-    recs, st = judge_pairs(judge, validation_items(held, jp.n_validation_pairs), cache, params.seed, template, orders="both", price_per_1k=price, desc="judge validation")
+    recs, st = judge_pairs(judge, validation_items(held, jp.n_validation_pairs), cache, params.seed, template, orders="both", price_per_1k=price,
+                           desc="judge validation", protocol=protocol_spec(jp))
     write_judgments(ev_dir / "judge_validation.jsonl", recs)
     agreement = judge_agreement(recs, n_boot=params.evaluation.bootstrap, seed=params.seed) | {"judge": judge.id, "stats": st.as_dict()}
     atomic_write_json(ev_dir / "judge_validation.json", agreement)
     artifacts += [ev_dir / "judge_validation.jsonl", ev_dir / "judge_validation.json"]
     stats["validation"] = st.as_dict()
+    # the judge (with the study's protocol) against GPT-4-turbo's own AlpacaEval 2 verdicts: balanced, length-matched, ranking
+    # of models, and the three shipped models on X-AlpacaEval beside the paper's Table 2 (xlr.judge_validation)
+    val = validate(params, n_items=jp.validation_items, protocols=[jp.protocol], xae_items=jp.validation_xae_items, out_dir=ev_dir / "judge_validation_alpacaeval",
+             rank_items=jp.validation_rank_items, max_chars=jp.validation_max_chars, uf_items=0, judge=judge, cache=cache)
+    artifacts.append(ev_dir / "judge_validation_alpacaeval" / "judge_validation.json")
+    stats["alpacaeval_validation"] = {k: val["judge_stats"].get(k, 0) for k in ("calls", "cache_hits", "identical_outputs", "unjudgeable", "tokens_in", "tokens_out", "cost_usd")}
+    protocol = protocol_spec(jp)
     names = list(_eval_models(params, run))
     for lang in params.languages.eval:
         refs = {r["id"]: r["reference_output"] for r in _eval_rows(params, lang)}
@@ -392,13 +445,14 @@ def stage_judging(params: Params, run: Run) -> dict[str, Any]:
             d = eval_dir(run.root, name, lang)
             outputs = load_outputs(d)
             recs, st = judge_pairs(judge, reference_items(outputs, refs), cache, params.seed, template, orders=jp.orders, price_per_1k=price,
-                                   desc=f"judging {name}/{lang}")
+                                   desc=f"judging {name}/{lang}", protocol=protocol)
             write_judgments(d / "judgments.jsonl", recs)
             stats[f"{name}/{lang}"] = st.as_dict()
             artifacts.append(d / "judgments.jsonl")
             if params.evaluation.head_to_head and name != "pi0":  # pi_ref vs pi0 too: the anchor's own effect
                 base = load_outputs(eval_dir(run.root, "pi0", lang))
-                recs, st = judge_pairs(judge, head_to_head_items(outputs, base), cache, params.seed, template, orders="both", price_per_1k=price, desc=f"{name} vs pi0 / {lang}")
+                recs, st = judge_pairs(judge, head_to_head_items(outputs, base), cache, params.seed, template, orders="both", price_per_1k=price,
+                                       desc=f"{name} vs pi0 / {lang}", protocol=protocol)
                 write_judgments(d / "h2h_vs_pi0.jsonl", recs)
                 stats[f"{name}/{lang}/h2h"] = st.as_dict()
                 artifacts.append(d / "h2h_vs_pi0.jsonl")
@@ -409,37 +463,54 @@ def stage_judging(params: Params, run: Run) -> dict[str, Any]:
 
 
 def stage_metrics(params: Params, run: Run) -> dict[str, Any]:
-    """WR / discrete WR / LC with CIs, head-to-head vs pi0, fidelity and lengths per model and language."""
+    """WR / discrete WR / LC with CIs and head-to-head vs pi0 (where a judge ran), and the judge-free language fidelity
+    (LPR / WPR / LCPR with CIs, McNemar vs pi0) of every model's X-AlpacaEval and LCB answers."""
     from xlr import data
-    from xlr.evaluate import eval_dir, load_lc_files, load_outputs, model_metrics
+    from xlr.evaluate import eval_dir, fidelity_rows, load_lc_files, load_outputs, model_metrics
     from xlr.runs import read_jsonl
 
     ev = params.evaluation
-    difficulty, gamed = load_lc_files(ev.instruction_difficulty_csv, ev.gamed_csv)
     rows = []
     artifacts = []
-    for lang in params.languages.eval:
-        refs = {r["id"]: r["reference_output"] for r in _eval_rows(params, lang)}
-        for name in _eval_models(params, run):
-            d = eval_dir(run.root, name, lang)
-            h2h = read_jsonl(d / "h2h_vs_pi0.jsonl") if (d / "h2h_vs_pi0.jsonl").is_file() else None
-            m = model_metrics(load_outputs(d), read_jsonl(d / "judgments.jsonl"), refs, lang, h2h=h2h, n_boot=ev.bootstrap,
-                              lc_boot=ev.lc_bootstrap, seed=params.seed, difficulty=difficulty, gamed=gamed)
-            m["model"] = name
-            atomic_write_json(d / "metrics.json", m)
-            artifacts.append(d / "metrics.json")
-            rows.append(m)
-    validation = json.loads((run.root / "eval" / "judge_validation.json").read_text())
-    summary = {"judge": {"backend": params.judge.backend, "model": params.judge.model, "id": validation["judge"],
-                         "same_language_clause": params.judge.same_language_clause, "orders": params.judge.orders,
-                         "agreement_with_english_labels": validation},
-               "n_prompts": len(data.xalpacaeval_ids(ev.n_prompts, ev.subset_seed)), "reference_generator": ev.reference_generator, "rows": rows}
+    models = list(_eval_models(params, run))
+    judged = params.judge.backend != "none"
+    if judged:
+        difficulty, gamed = load_lc_files(ev.instruction_difficulty_csv, ev.gamed_csv, params.data.data_dir)
+        for lang in params.languages.eval:
+            refs = {r["id"]: r["reference_output"] for r in _eval_rows(params, lang)}
+            for name in models:
+                d = eval_dir(run.root, name, lang)
+                h2h = read_jsonl(d / "h2h_vs_pi0.jsonl") if (d / "h2h_vs_pi0.jsonl").is_file() else None
+                m = model_metrics(load_outputs(d), read_jsonl(d / "judgments.jsonl"), refs, lang, h2h=h2h, n_boot=ev.bootstrap,
+                                  lc_boot=ev.lc_bootstrap, seed=params.seed, difficulty=difficulty, gamed=gamed)
+                m["model"] = name
+                atomic_write_json(d / "metrics.json", m)
+                artifacts.append(d / "metrics.json")
+                rows.append(m)
+    outputs = {(name, "x-alpacaeval", lang): load_outputs(eval_dir(run.root, name, lang)) for name in models for lang in params.languages.eval}
+    lcb, _ = lcb_rows(params)
+    for task, by_lang in lcb.items():
+        for lang in by_lang:
+            outputs |= {(name, f"lcb-{task}", lang): load_outputs(lcb_dir(run.root, name, task, lang)) for name in models}
+    fid, fid_items = fidelity_rows(outputs, detector=ev.fidelity_detector, n_boot=ev.bootstrap, seed=params.seed)
+    atomic_write_json(run.root / "eval" / "fidelity.json", {"detector": ev.fidelity_detector, "rows": fid})
+    atomic_write_jsonl(run.root / "eval" / "fidelity_items.jsonl", fid_items)
+    artifacts += [run.root / "eval" / "fidelity.json", run.root / "eval" / "fidelity_items.jsonl"]
+    summary: dict[str, Any] = {"n_prompts": len(data.xalpacaeval_ids(ev.n_prompts, ev.subset_seed)), "reference_generator": ev.reference_generator,
+                               "rows": rows, "fidelity": {"detector": ev.fidelity_detector, "rows": fid}}
+    if judged:
+        from xlr.runs import read_json
+
+        validation = json.loads((run.root / "eval" / "judge_validation.json").read_text())
+        summary["judge"] = {"backend": params.judge.backend, "model": params.judge.model, "id": validation["judge"], "protocol": params.judge.protocol,
+                            "same_language_clause": params.judge.same_language_clause, "orders": params.judge.orders,
+                            "agreement_with_english_labels": validation, "alpacaeval_validation": read_json(run.root / "eval" / "judge_validation_alpacaeval" / "judge_validation.json")}
     atomic_write_json(run.root / "eval" / "summary.json", summary)
-    run.finish_stage("metrics", artifacts=artifacts + [run.root / "eval" / "summary.json"], counts={"rows": len(rows)})
+    run.finish_stage("metrics", artifacts=artifacts + [run.root / "eval" / "summary.json"], counts={"rows": len(rows), "fidelity_rows": len(fid)})
     return summary
 
 
-RUNNERS = {"data": stage_data, "models": stage_models, "anchor": stage_anchor, "generation": stage_generation, "judging": stage_judging, "metrics": stage_metrics}
+RUNNERS = {"data": stage_data, "models": stage_models, "anchor": stage_anchor, "probe": stage_probe, "generation": stage_generation, "judging": stage_judging, "metrics": stage_metrics}
 ITERATION_RUNNERS = {"sampling": stage_sampling, "rewards": stage_rewards, "pairs": stage_pairs, "training": stage_training}
 
 
@@ -448,11 +519,14 @@ def plan(params: Params) -> list[tuple[str, int | None]]:
     steps: list[tuple[str, int | None]] = [("data", None), ("models", None)]
     if params.models.pi0 == "build":
         steps.append(("anchor", None))
+    if params.probe.enabled:
+        steps.append(("probe", None))
     for t in range(1, params.iterations + 1):
         steps += [(name, t) for name in ("sampling", "rewards", "pairs", "training")]
     steps.append(("generation", None))
     if params.judge.backend != "none":
-        steps += [("judging", None), ("metrics", None)]
+        steps.append(("judging", None))
+    steps.append(("metrics", None))  # language fidelity needs no judge
     return steps
 
 
