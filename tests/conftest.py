@@ -35,3 +35,16 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def independent_seq_logp(model, tok, prompt, response) -> float:
+    """sum log p(response | prompt) computed the plain way (one sequence, full logits in fp64), independently of
+    xlr.rewards: the reference the reward and probe tests compare xlr's batched scoring with."""
+    import torch
+
+    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    p = tok(text, add_special_tokens=False)["input_ids"]
+    c = tok(response + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        lp = torch.log_softmax(model(torch.tensor([p + c])).logits[0].double(), -1)
+    return sum(lp[len(p) + k - 1, t].item() for k, t in enumerate(c))

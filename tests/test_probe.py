@@ -5,6 +5,7 @@ import json
 import math
 
 import pytest
+from conftest import independent_seq_logp
 import torch
 
 from xlr.config import load_params
@@ -93,17 +94,8 @@ def _logp(model, tok, prompt, response):
     """log p(response + end-of-turn | prompt), one sequence, full logits, plain log_softmax: independent of xlr.rewards."""
     key = (id(model), prompt, response)
     if key not in _LOGP:
-        _LOGP[key] = _logp_uncached(model, tok, prompt, response)
+        _LOGP[key] = independent_seq_logp(model, tok, prompt, response)
     return _LOGP[key]
-
-
-def _logp_uncached(model, tok, prompt, response):
-    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-    p_ids = tok(text, add_special_tokens=False)["input_ids"]
-    c_ids = tok(response + "<|im_end|>", add_special_tokens=False)["input_ids"]
-    with torch.no_grad():
-        logp = torch.log_softmax(model(torch.tensor([p_ids + c_ids])).logits[0].double(), -1)
-    return sum(logp[len(p_ids) + k - 1, t].item() for k, t in enumerate(c_ids))
 
 
 def _expected_prompt(variant, lang, i):

@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+from conftest import independent_seq_logp
 import torch
 
 from xlr.config import LoraParams
@@ -105,15 +106,6 @@ def test_too_long_prompts_are_counted_not_silently_dropped(tmp_path):
     assert rec["pairs"] == 1 and rec["dropped_prompt_too_long"] == 1
 
 
-def _independent_seq_logp(model, tok, prompt, response):
-    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-    p = tok(text, add_special_tokens=False)["input_ids"]
-    c = tok(response + "<|im_end|>", add_special_tokens=False)["input_ids"]
-    with torch.no_grad():
-        lp = torch.log_softmax(model(torch.tensor([p + c])).logits[0].double(), -1)
-    return sum(lp[len(p) + k - 1, t].item() for k, t in enumerate(c))
-
-
 def test_reward_accuracy_equals_independent_computation():
     pol, tok = load_model("tiny:0")
     ref, _ = load_model("tiny:1")
@@ -123,8 +115,8 @@ def test_reward_accuracy_equals_independent_computation():
     got = reward_accuracy(pol, ref, tok, rows, n_boot=200, seed=0)
     want = []
     for p, c, r in PAIRS:
-        rc = _independent_seq_logp(pol, tok, p, c) - _independent_seq_logp(ref, tok, p, c)
-        rr = _independent_seq_logp(pol, tok, p, r) - _independent_seq_logp(ref, tok, p, r)
+        rc = independent_seq_logp(pol, tok, p, c) - independent_seq_logp(ref, tok, p, c)
+        rr = independent_seq_logp(pol, tok, p, r) - independent_seq_logp(ref, tok, p, r)
         want.append(rc > rr)
     assert got["n"] == 4 and got["ties_excluded"] == 1
     assert got["accuracy"] == sum(want) / 4
