@@ -238,6 +238,10 @@ class JudgeParams(_Strict):
 class RuntimeParams(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CPU when it is faster (measured), bf16 on CUDA.")
+    bf16: Literal["fallback", "require"] = Field(
+        "fallback", description="What every bf16 choice (runtime.dtype, reward.dtype, anchor.score_dtype, anchor.head, training.head) does on a device "
+        "where bf16 is measured slower than fp32 (xlr.runtime.bf16_capability; e.g. ~100x on an AMD EPYC without AVX-512): fallback = use fp32 "
+        "and record why in the manifest and the report; require = stop with an error naming the field.")
     threads: PositiveInt | None = Field(None, description="torch intra-op threads; None = number of CPU cores available to this process.")
 
 

@@ -494,7 +494,7 @@ def validate(
         from xlr.runtime import resolve_device, resolve_dtype
 
         device = resolve_device(params.runtime.device)
-        dtype = resolve_dtype(params.runtime.dtype, device)[0]
+        dtype = resolve_dtype(params.runtime.dtype, device, params.runtime.bf16)[0]
         judge = make_judge(jp, dtype=dtype, device=device, trust_remote_code=params.models.trust_remote_code)
     cache = cache if cache is not None else JudgeCache(cache_path(runs_dir(), judge.id))
     template = protocol_template(jp.same_language_clause)

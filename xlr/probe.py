@@ -317,8 +317,8 @@ def _precision(dtype: Any, params: Any) -> tuple[Any, bool, str]:
     if isinstance(dtype, str):
         if dtype not in ("fp32", "bf16", "bf16-fp32head"):
             raise ProbeError(f"dtype {dtype!r}: use fp32, bf16, bf16-fp32head (as reward.dtype), a torch dtype, or None")
-        torch_dtype, head = scoring_precision(dtype)
-        return torch_dtype, head, dtype
+        torch_dtype, head, used = scoring_precision(params, dtype, "reward.dtype")  # bf16 only where it is fast (runtime.bf16)
+        return torch_dtype, head, used
     if isinstance(dtype, torch.dtype):
         return dtype, True, str(dtype).removeprefix("torch.")
     raise ProbeError(f"dtype {dtype!r}: use None, a reward.dtype name or a torch dtype")

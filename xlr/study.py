@@ -8,6 +8,7 @@ artifacts is skipped).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 
 from xlr.config import Params
 from xlr.runs import Run, atomic_write_json, atomic_write_jsonl
+
+log = logging.getLogger(__name__)
 
 # Smoke prompts for the model check: one per language, the same question.
 CHECK_PROMPTS = {
@@ -92,8 +95,9 @@ def stage_models(params: Params, run: Run) -> dict[str, Any]:
     from xlr.runtime import resolve_device, resolve_dtype
 
     device = resolve_device(params.runtime.device)
-    dtype, why = resolve_dtype(params.runtime.dtype, device)
+    dtype, why = resolve_dtype(params.runtime.dtype, device, params.runtime.bf16)
     run.manifest["runtime"].update(device=device, dtype=str(dtype).removeprefix("torch."), dtype_reason=why)
+    record_precision(run, "runtime.dtype", params.runtime.dtype, str(dtype).removeprefix("torch.").replace("float32", "fp32").replace("bfloat16", "bf16"), why)
     specs = {"pi_ref": params.models.pi_ref}
     if params.models.pi0 != "build":
         specs["pi0"] = params.models.pi0
@@ -128,7 +132,7 @@ def stage_sampling(params: Params, run: Run, iteration: int = 1) -> dict[str, An
     from xlr.sampling import GenConfig, HFBackend, VLLMBackend, sample_language
 
     device = resolve_device(params.runtime.device)
-    dtype, _ = resolve_dtype(params.runtime.dtype, device)
+    dtype, _ = resolve_dtype(params.runtime.dtype, device, params.runtime.bf16)
     policy_spec = policy_at(params, run, iteration - 1)  # iteration t samples from pi^(t-1)
     if params.sampling.backend == "vllm":  # vLLM loads the weights itself: only the tokenizer is needed here
         backend: Any = VLLMBackend(resolve_spec(policy_spec).path, load_tokenizer(policy_spec), seed=params.seed)
@@ -161,7 +165,7 @@ def stage_rewards(params: Params, run: Run, iteration: int = 1) -> dict[str, Any
     from xlr.sampling import HFBackend, load_samples
 
     device = resolve_device(params.runtime.device)
-    dtype, fp32_head = scoring_precision(params.reward.dtype)
+    dtype, fp32_head, used = scoring_precision(params, params.reward.dtype, "reward.dtype", run)
     pol_spec, ref_spec = reward_models(params, run, iteration)
     policy, tok = load_model(pol_spec, dtype=dtype, device=device)
     reference, _ = load_model(ref_spec, dtype=dtype, device=device)
@@ -172,7 +176,7 @@ def stage_rewards(params: Params, run: Run, iteration: int = 1) -> dict[str, Any
                     translator=HFBackend(policy, tok) if params.reward.variant == "R_t" else None, translate_max_new_tokens=params.sampling.max_new_tokens)
     out = run.stage_dir("rewards", iteration) / "rewards.jsonl"
     atomic_write_jsonl(out, rows)
-    counts = {"samples": len(rows), "variant": params.reward.variant, "dtype": params.reward.dtype}
+    counts = {"samples": len(rows), "variant": params.reward.variant, "dtype": used, "dtype_requested": params.reward.dtype}
     run.finish_stage("rewards", iteration, artifacts=[out], counts=counts, policy=pol_spec, reference=ref_spec)
     return counts
 
@@ -225,18 +229,39 @@ def reward_models(params: Params, run: Run, t: int) -> tuple[str, str]:
     return policy_at(params, run, t - 1), (policy_at(params, run, t - 2) if t >= 2 else params.models.pi_ref)
 
 
-def scoring_precision(name: str) -> tuple[Any, bool]:
-    """reward.dtype / anchor.score_dtype -> (torch dtype of the models, LM head in fp32)."""
-    import torch
+def scoring_precision(params: Params, name: str, field: str, run: Run | None = None) -> tuple[Any, bool, str]:
+    """reward.dtype / anchor.score_dtype -> (torch dtype of the models, LM head in fp32, name used), through the bf16
+    capability check (xlr.runtime.scoring_precision, runtime.bf16); the choice and its reason go to the manifest's
+    runtime.precision[field] when a run is given."""
+    from xlr.runtime import resolve_device
+    from xlr.runtime import scoring_precision as resolve
 
-    return (torch.float32 if name == "fp32" else torch.bfloat16), name != "bf16"
+    dtype, fp32_head, used, why = resolve(name, field, resolve_device(params.runtime.device), params.runtime.bf16)
+    if run is not None:
+        record_precision(run, field, name, used, why)
+    return dtype, fp32_head, used
+
+
+def record_precision(run: Run, field: str, requested: str, used: str, reason: str) -> None:
+    """manifest runtime.precision[field] = {requested, used, reason}: the report's provenance shows each fallback."""
+    run.manifest["runtime"].setdefault("precision", {})[field] = {"requested": requested, "used": used, "reason": reason}
+    if requested != used:
+        log.warning("%s: %s requested, %s used: %s", field, requested, used, reason)
 
 
 def _runtime_dtype(params: Params) -> tuple[Any, str]:
     from xlr.runtime import resolve_device, resolve_dtype
 
     device = resolve_device(params.runtime.device)
-    return resolve_dtype(params.runtime.dtype, device)[0], device
+    return resolve_dtype(params.runtime.dtype, device, params.runtime.bf16)[0], device
+
+
+def _dpo_head(params: Params, run: Run, head: str, dtype: Any, device: str, field: str) -> str:
+    from xlr.runtime import dpo_head
+
+    head, why = dpo_head(head, dtype, field, device, params.runtime.bf16)
+    record_precision(run, field, head, head, why)
+    return head
 
 
 def select_by_score_margin(pairs: Any, min_margin: float, source: str) -> tuple[Any, int]:
@@ -270,12 +295,12 @@ def stage_anchor(params: Params, run: Run) -> dict[str, Any]:
     n_eval = min(a.n_eval, len(held))  # all held-out pairs up to n_eval (the shipped file has 199 usable of 200)
     pairs = [to_conversational(r["messages"], r["chosen"], r["rejected"]) for r in train.select(range(a.n_train))]
     dtype, device = _runtime_dtype(params)
+    head = _dpo_head(params, run, a.head, dtype, device, "anchor.head")
     out = run.stage_dir("anchor")
     record = train_dpo(params.models.pi_ref, pairs, out, beta=a.beta, learning_rate=a.learning_rate, epochs=a.epochs, batch_size=a.batch_size,
-                       grad_accum=a.grad_accum, max_length=a.max_length, finetune=a.finetune, lora=a.lora, seed=params.seed, dtype=dtype, device=device, head=a.head,
+                       grad_accum=a.grad_accum, max_length=a.max_length, finetune=a.finetune, lora=a.lora, seed=params.seed, dtype=dtype, device=device, head=head,
                        save_steps=a.checkpoint_steps)
-    score = a.score_dtype or params.reward.dtype
-    score_dtype, fp32_head = scoring_precision(score)
+    score_dtype, fp32_head, score = scoring_precision(params, a.score_dtype or params.reward.dtype, "anchor.score_dtype" if a.score_dtype else "reward.dtype", run)
     pi0, tok = load_model(str(out / "model"), dtype=score_dtype, device=device)
     pi_ref, _ = load_model(params.models.pi_ref, dtype=score_dtype, device=device)
     eval_rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"], "tie": r["tie"], "score_margin": r["score_margin"]}
@@ -283,6 +308,7 @@ def stage_anchor(params: Params, run: Run) -> dict[str, Any]:
     acc = reward_accuracy(pi0, pi_ref, tok, eval_rows, n_boot=a.bootstrap, seed=params.seed, batch_tokens=params.reward.batch_tokens,
                           fp32_head=fp32_head)
     acc["score_dtype"] = score
+    acc["score_dtype_requested"] = a.score_dtype or params.reward.dtype
     atomic_write_jsonl(out / "reward_accuracy_pairs.jsonl", acc.pop("per_pair"))
     atomic_write_json(out / "reward_accuracy.json", acc)
     run.manifest["models"]["pi0"] = {"spec": str(out / "model"), "built_from": params.models.pi_ref, "reward_accuracy": acc}
@@ -299,6 +325,7 @@ def stage_probe(params: Params, run: Run) -> dict[str, Any]:
     from xlr.probe import run_probe
 
     _, device = _runtime_dtype(params)  # scored in reward.dtype, as the rewards stage
+    scoring_precision(params, params.reward.dtype, "reward.dtype", run)  # recorded: the probe resolves the same precision
     result = run_probe(params, policy_at(params, run, 0), params.models.pi_ref, run.stage_dir("probe"), dtype=None, device=device)
     run.finish_stage("probe", artifacts=result["artifacts"], counts=result["counts"])
     return result
@@ -315,12 +342,13 @@ def stage_training(params: Params, run: Run, iteration: int) -> dict[str, Any]:
         raise StudyError(f"iteration {iteration}: no pairs to train on (see {run.stage_dir('pairs', iteration) / 'pairs_stats.json'} for the drops).")
     pairs = [to_conversational(r["prompt"], r["chosen"], r["rejected"]) for r in rows]
     dtype, device = _runtime_dtype(params)
+    head = _dpo_head(params, run, tp.head, dtype, device, "training.head")
     start = policy_at(params, run, iteration - 1)
     loss_type, weights = (["sigmoid", "sft"], [1.0, tp.nll_weight]) if tp.nll_weight > 0 else (["sigmoid"], [1.0])
     out = run.stage_dir("training", iteration)
     record = train_dpo(start, pairs, out, beta=tp.beta, learning_rate=tp.learning_rate, epochs=tp.epochs, batch_size=tp.batch_size, grad_accum=tp.grad_accum,
                        max_length=tp.max_length, finetune=tp.finetune, lora=tp.lora, loss_type=loss_type, loss_weights=weights, warmup_ratio=tp.warmup_ratio,
-                       seed=params.seed + iteration, dtype=dtype, device=device, head=tp.head, save_merged=tp.save_merged,
+                       seed=params.seed + iteration, dtype=dtype, device=device, head=head, save_merged=tp.save_merged,
                        precompute_ref_log_probs=tp.precompute_ref_log_probs, save_steps=tp.checkpoint_steps,
                        reference_spec=params.models.pi_ref if tp.dpo_reference == "pi_ref" else None)
     run.finish_stage("training", iteration, artifacts=[out / "metrics.json", Path(policy_at(params, run, iteration)) / "xlr_model.json"],
