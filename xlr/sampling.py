@@ -40,7 +40,9 @@ class GenConfig:
     top_p: float = 1.0
     top_k: int = 0
     max_new_tokens: int = 256
-    batch_size: int = 16  # sequences per batch (prompts x n)
+    batch_size: int = 16  # sequences decoded together (rows of the batch)
+    schedule: str = "continuous"  # continuous: finished rows refilled from the queue; static: the pre-issue-15 loop (bench baseline)
+    refill_min: int = 0  # continuous: admit newcomers once this many rows are free (0 = max(n, batch_size // 8))
 
 
 def derive_seed(*parts: Any) -> int:
@@ -48,12 +50,13 @@ def derive_seed(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
-def sample_next(logits: Any, cfg: GenConfig, generator: Any) -> Any:
+def sample_next(logits: Any, cfg: GenConfig, generator: Any = None, uniforms: Any = None) -> Any:
     """Next tokens from last-position logits: greedy, or temperature / top-k / top-p sampling.
 
     Sampling draws by inverse CDF (cumsum + searchsorted of one uniform per row). torch.multinomial on CPU draws an
     exponential per vocabulary entry (151,936 for Qwen): measured 40 ms per step at 16 rows here, more than the
-    whole matmul work of a decoding step's attention."""
+    whole matmul work of a decoding step's attention. ``uniforms`` ([rows, 1] in [0, 1)): one draw per row from that
+    row's own generator (the continuous loop); else drawn here from ``generator``."""
     import torch
 
     if not cfg.do_sample:
@@ -63,25 +66,98 @@ def sample_next(logits: Any, cfg: GenConfig, generator: Any) -> Any:
         kth = torch.topk(scores, min(cfg.top_k, scores.shape[-1]), dim=-1).values[:, -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
+    if uniforms is None:
+        uniforms = torch.rand(probs.shape[0], 1, generator=generator)
+    uniforms = uniforms.to(probs.device)
     if cfg.top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)
         keep = sorted_p.cumsum(-1) - sorted_p < cfg.top_p  # the smallest prefix whose mass reaches top_p
         sorted_p = sorted_p * keep
-        u = torch.rand(probs.shape[0], 1, generator=generator).to(probs.device) * sorted_p.sum(-1, keepdim=True)
+        u = uniforms * sorted_p.sum(-1, keepdim=True)
         pick = torch.searchsorted(sorted_p.cumsum(-1), u).clamp_(max=probs.shape[-1] - 1)
         return order.gather(-1, pick).squeeze(-1)
     cdf = probs.cumsum(-1)
-    u = torch.rand(probs.shape[0], 1, generator=generator).to(probs.device) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u).clamp_(max=probs.shape[-1] - 1).squeeze(-1)
+    return torch.searchsorted(cdf, uniforms * cdf[:, -1:]).clamp_(max=probs.shape[-1] - 1).squeeze(-1)
+
+
+@dataclass
+class _Row:
+    """One (prompt, sample) job in flight: its own generator (seeded from the call's seed, the prompt's index in the
+    call and the sample index), so its tokens do not depend on the batch it runs in."""
+
+    prompt: int
+    sample: int
+    generator: Any
+    tokens: list[int]
+
+
+class _Batch:
+    """The rows in flight of the continuous loop: a left-padded KV cache (``DynamicCache``, [rows, heads, T, dim] per
+    layer), its attention mask, each row's next position and its pending next-token logits. Rows leave
+    (:meth:`keep`) and join (:meth:`join`) between decoding steps; columns that became padding in every row are cut."""
+
+    def __init__(self) -> None:
+        self.rows: list[_Row] = []
+        self.cache: Any = None
+        self.attn: Any = None
+        self.next_pos: Any = None
+        self.logits: Any = None
+
+    def keep(self, idx: list[int]) -> None:
+        import torch
+
+        if len(idx) == len(self.rows):
+            return
+        self.rows = [self.rows[j] for j in idx]
+        if not idx:
+            self.cache = self.attn = self.next_pos = self.logits = None
+            return
+        t = torch.tensor(idx, device=self.attn.device)
+        self.cache.batch_select_indices(t)
+        self.attn, self.next_pos, self.logits = self.attn[t], self.next_pos[t], self.logits[t]
+        first = int(self.attn.any(0).nonzero()[0])  # leading columns that are padding in every remaining row
+        if first:
+            self.attn = self.attn[:, first:]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+
+    def join(self, rows: list[_Row], cache: Any, attn: Any, next_pos: Any, logits: Any) -> None:
+        """Splice newcomers in: both caches left-padded to the longer one and concatenated along the batch."""
+        import torch
+
+        if not self.rows:
+            self.rows, self.cache, self.attn, self.next_pos, self.logits = rows, cache, attn, next_pos, logits
+            return
+        width = max(self.attn.shape[1], attn.shape[1])
+
+        def left_pad(x: Any, dim: int) -> Any:
+            missing = width - x.shape[dim]
+            if not missing:
+                return x
+            shape = list(x.shape)
+            shape[dim] = missing
+            return torch.cat([x.new_zeros(shape), x], dim=dim)
+
+        for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
+            mine.keys = torch.cat([left_pad(mine.keys, 2), left_pad(theirs.keys, 2)])
+            mine.values = torch.cat([left_pad(mine.values, 2), left_pad(theirs.values, 2)])
+        self.attn = torch.cat([left_pad(self.attn, 1), left_pad(attn, 1)])
+        self.next_pos = torch.cat([self.next_pos, next_pos])
+        self.logits = torch.cat([self.logits, logits])
+        self.rows = self.rows + rows
 
 
 class HFBackend:
-    """transformers models, decoded by xlr's own loop: length-bucketed multi-prompt batches, left padding, a KV
-    cache, and finished rows dropped from the batch (a batch no longer steps until its longest sample ends).
+    """transformers models, decoded by xlr's own continuous-batching loop: a queue of (prompt, sample) jobs, a batch of
+    ``batch_size`` rows whose finished rows are refilled from the queue between steps (newcomers prefilled -- each
+    prompt ONCE, its KV repeated for its N samples -- and spliced into the left-padded KV cache), per-row generators so
+    that a job's output does not depend on which batch it ran in.
 
     Written by hand because transformers' ``generate`` keeps every row of a batch until the last one stops and
     samples with ``torch.multinomial`` (slow over a 152k vocabulary on CPU); its continuous batching
-    (``generate_batch``) targets paged attention on GPUs. Greedy output equals ``generate``'s (tested)."""
+    (``generate_batch``) targets paged attention on GPUs. Greedy output equals ``generate``'s (tested).
+    ``schedule="static"`` keeps the previous loop (length-bucketed batches run until their longest sample ends, one
+    generator per call) as the baseline of bench/sampling.py."""
 
     name = "hf"
 
@@ -89,31 +165,102 @@ class HFBackend:
         self.model = model
         self.tokenizer = tokenizer
         self.stop_ids = stop_token_ids(tokenizer)
+        self.last_stats: dict[str, Any] = {}
 
-    def _decode_batch(self, prompts: list[list[int]], n: int, cfg: GenConfig, generator: Any) -> list[Generation]:
-        """``n`` continuations of each prompt. Each prompt is prefilled ONCE and its KV cache repeated n times
-        (the N samples of a prompt share it): prompts of 1,000+ tokens occur in the training data."""
+    # -- continuous batching -------------------------------------------------------------------------------------
+
+    def _prefill(self, prompts: list[list[int]], n: int) -> tuple[Any, Any, Any, Any]:
+        """Cache, attention mask, next positions and last logits of ``prompts`` (left padded, prefilled once), each
+        repeated ``n`` times (prompt-major)."""
         import torch
         from transformers import DynamicCache
 
         device = self.model.device
-        pad = self.tokenizer.pad_token_id
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         width = max(len(r) for r in prompts)
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in prompts], device=device)
         attn = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in prompts], device=device)
         pos = (attn.cumsum(-1) - 1).clamp_(min=0)
         cache = DynamicCache()
+        logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        if any(type(layer).__name__ != "DynamicLayer" for layer in cache.layers):
+            raise RuntimeError(f"the continuous decoding loop needs full-attention cache layers; this model has {type(cache.layers[0]).__name__}. "
+                               "Fix: set sampling.batch_size: 1, or use sampling.backend: vllm.")
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+            logits, attn, pos = logits.repeat_interleave(n, 0), attn.repeat_interleave(n, 0), pos.repeat_interleave(n, 0)
+        return cache, attn, pos[:, -1:] + 1, logits
+
+    def _generate_continuous(self, encoded: list[list[int]], cfg: GenConfig, seed: int, progress: Callable[[int], None] | None) -> list[list[Generation]]:
+        import torch
+
+        n, rows_max = cfg.n, max(cfg.batch_size, cfg.n)  # a prompt's N samples join together (one shared prefill)
+        refill = cfg.refill_min or max(n, rows_max // 8)
+        queue = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # length-sorted: newcomers resemble the rows in flight
+        queue.reverse()  # pop() from the end = shortest first
+        out: list[list[Generation | None]] = [[None] * n for _ in encoded]
+        left = [n] * len(encoded)
+        stop = torch.tensor(self.stop_ids, device=self.model.device)
+        batch = _Batch()
+        stats = {"steps": 0, "row_steps": 0, "prefills": 0, "prefill_tokens": 0, "joins": 0}
+        with torch.no_grad():
+            while True:
+                free = rows_max - len(batch.rows)
+                if queue and (free >= refill or not batch.rows):
+                    take = []
+                    while queue and free - n * (len(take) + 1) >= 0:
+                        take.append(queue.pop())
+                    rows = [_Row(i, s, torch.Generator().manual_seed(derive_seed(seed, i, s)), []) for i in take for s in range(n)]
+                    batch.join(rows, *self._prefill([encoded[i] for i in take], n))
+                    stats["prefills"] += 1
+                    stats["prefill_tokens"] += sum(len(encoded[i]) for i in take)
+                    stats["joins"] += len(take)
+                if not batch.rows:
+                    break
+                u = torch.cat([torch.rand(1, 1, generator=r.generator) for r in batch.rows]) if cfg.do_sample else None
+                tok = sample_next(batch.logits, cfg, uniforms=u)
+                is_stop = torch.isin(tok, stop).tolist()
+                live = []
+                for j, (row, t, s) in enumerate(zip(batch.rows, tok.tolist(), is_stop, strict=True)):
+                    if not s:
+                        row.tokens.append(t)
+                    if s or len(row.tokens) >= cfg.max_new_tokens:
+                        out[row.prompt][row.sample] = Generation(self.tokenizer.decode(row.tokens, skip_special_tokens=True).strip(), len(row.tokens), not s)
+                        left[row.prompt] -= 1
+                        if not left[row.prompt] and progress:
+                            progress(1)
+                    else:
+                        live.append(j)
+                tok = tok[torch.tensor(live, dtype=torch.long, device=tok.device)] if len(live) < len(batch.rows) else tok
+                batch.keep(live)
+                if not batch.rows:
+                    continue
+                batch.attn = torch.cat([batch.attn, batch.attn.new_ones(len(batch.rows), 1)], dim=-1)
+                batch.logits = self.model(input_ids=tok[:, None], attention_mask=batch.attn, position_ids=batch.next_pos, cache=batch.cache,
+                                          use_cache=True, logits_to_keep=1).logits[:, -1]
+                batch.next_pos = batch.next_pos + 1
+                stats["steps"] += 1
+                stats["row_steps"] += len(batch.rows)
+        stats["mean_rows"] = round(stats["row_steps"] / max(stats["steps"], 1), 2)
+        self.last_stats = stats
+        return [[g for g in gs if g is not None] for gs in out]
+
+    # -- the previous loop (baseline) ----------------------------------------------------------------------------
+
+    def _decode_batch(self, prompts: list[list[int]], n: int, cfg: GenConfig, generator: Any) -> list[Generation]:
+        """``n`` continuations of each prompt; the batch steps until its longest sample ends (finished rows dropped,
+        never refilled). Each prompt is prefilled ONCE and its KV cache repeated n times."""
+        import torch
+
+        with torch.no_grad():
+            cache, attn, next_pos, logits = self._prefill(prompts, n)
+        device = self.model.device
         stop = torch.tensor(self.stop_ids, device=device)
         n_rows = len(prompts) * n
         alive = list(range(n_rows))  # original row (prompt-major, n per prompt) of each live batch row
         out: list[list[int]] = [[] for _ in range(n_rows)]
         ended = [False] * n_rows
         with torch.no_grad():
-            logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-            if n > 1:
-                cache.batch_repeat_interleave(n)
-                logits, attn, pos = logits.repeat_interleave(n, 0), attn.repeat_interleave(n, 0), pos.repeat_interleave(n, 0)
-            next_pos = pos[:, -1:] + 1
             for _ in range(cfg.max_new_tokens):
                 tok = sample_next(logits, cfg, generator)
                 is_stop = torch.isin(tok, stop)
@@ -138,13 +285,22 @@ class HFBackend:
         return [Generation(self.tokenizer.decode(o, skip_special_tokens=True).strip(), len(o), not e) for o, e in zip(out, ended, strict=True)]
 
     def generate(self, prompts: Sequence[str], cfg: GenConfig, seed: int | None = None, progress: Callable[[int], None] | None = None) -> list[list[Generation]]:
-        """``cfg.n`` generations per rendered prompt, in the order of ``prompts``."""
+        """``cfg.n`` generations per rendered prompt, in the order of ``prompts``. Continuous schedule: the output of
+        prompt i, sample s depends only on (seed, i, s, the prompt, cfg), not on ``batch_size`` or the other prompts."""
         import torch
 
         encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        if seed is None:
+            seed = torch.initial_seed() & 0x7FFFFFFF
+        if not encoded:
+            return []
+        if cfg.schedule == "continuous":
+            return self._generate_continuous(encoded, cfg, seed, progress)
+        if cfg.schedule != "static":
+            raise ValueError(f"GenConfig.schedule {cfg.schedule!r}: use 'continuous' or 'static'")
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
         per_batch = max(1, cfg.batch_size // cfg.n)
-        generator = torch.Generator().manual_seed(seed if seed is not None else torch.initial_seed() & 0x7FFFFFFF)
+        generator = torch.Generator().manual_seed(seed)
         out: list[list[Generation]] = [[] for _ in prompts]
         for start in range(0, len(order), per_batch):
             idx = order[start : start + per_batch]
