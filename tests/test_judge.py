@@ -422,3 +422,172 @@ def test_api_pointwise_against_the_mock_and_loglik_refused(key, tmp_path):
         assert st.unjudgeable == 3 and st.calls == 6
         with pytest.raises(J.JudgeError, match="loglik"):
             J.judge_pairs(judge, items(2), J.JudgeCache(tmp_path / "d.jsonl"), seed=0, template=J.protocol_template(True), protocol="loglik")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# grouped prefix sharing in the local judge (issue 15: judging without repeated work)
+
+
+def token_prompts(seed=0):
+    """Token-level judge prompts with known sharing (the judge's ``encode`` is replaced by this table): a global
+    prefix, then an item whose instruction is shared by 5 prompts, 3 of which also share a long "reference" (a nested
+    group); two prompts identical except the last token; a prompt that is a prefix of two others; an identical pair;
+    a pair sharing fewer than ``min_group_tokens`` extra tokens (no group); and singletons (groups of 1)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(n):
+        return torch.randint(100, 5000, (n,), generator=g).tolist()
+
+    common = r(40)
+    instr, ref = r(20), r(60)
+    rows = [common + instr + ref + r(k) for k in (5, 12, 30)]  # reference first: nested group (instruction, then reference)
+    rows += [common + instr + r(k) + ref for k in (9, 25)]  # model output first: the instruction group only
+    twin = common + r(50)
+    rows += [twin + [7], twin + [8]]  # identical except the last token
+    base = common + r(30)
+    rows += [base, base + r(25), base + r(18)]  # a prompt that is a prefix of two others
+    dup = common + r(35)
+    rows += [dup, list(dup)]  # identical prompts
+    short = r(5)
+    rows += [common + short + r(20), common + short + r(22)]  # 5 shared tokens past the global prefix: below the threshold
+    rows += [common + r(k) for k in (3, 44, 70)]  # singletons
+    return [f"p{k}" for k in range(len(rows))], rows
+
+
+def expected_computed(rows, min_shared=16):
+    """Tokens the grouped mode must feed the decoder, computed another way: groups found by hashing each prompt's
+    first depth + min_shared tokens (the sorted runs of xlr's planner, by another route), recursively."""
+    from collections import defaultdict
+
+    def common(seqs):
+        n = 0
+        while all(len(s) > n for s in seqs) and len({s[n] for s in seqs}) == 1:
+            n += 1
+        return n
+
+    def under(seqs, depth):
+        classes, total = defaultdict(list), 0
+        for s in seqs:
+            if len(s) >= depth + min_shared:
+                classes[tuple(s[: depth + min_shared])].append(s)
+            else:
+                total += len(s) - depth
+        for members in classes.values():
+            g = min(common(members), min(len(s) for s in members) - 1) if len(members) > 1 else depth
+            if g > depth:
+                total += (g - depth) + under(members, g)
+            else:
+                total += sum(len(s) - depth for s in members)
+        return total
+
+    n0 = min(common(rows), min(len(s) for s in rows) - 1)
+    return n0 + under(rows, n0)
+
+
+def tabled_judge(model, tok, table, **kw):
+    judge = J.LocalJudge(model, tok, "tiny", **kw)
+    judge.encode = table.__getitem__
+    return judge
+
+
+@pytest.mark.parametrize("batch_tokens", [4096, 96])
+def test_grouped_prefix_cache_equals_no_sharing_and_computes_fewer_tokens(tiny_dir, batch_tokens):
+    model, tok = load_model(str(tiny_dir), dtype=torch.float32)
+    names, rows = token_prompts()
+    table = dict(zip(names, rows, strict=True))
+
+    def full(logp, n):
+        return {"logp": logp.double().clone(), "tokens_in": n}
+
+    got, stats = {}, {}
+    for mode in (False, "global", "grouped", True):
+        judge = tabled_judge(model, tok, table, batch_tokens=batch_tokens, prefix_cache=mode)
+        seen, done = [], []
+        got[mode] = judge._next_token(names, full, done.append, lambda i, res, seen=seen: seen.append(i))
+        stats[mode] = judge.last_stats
+        assert sorted(seen) == list(range(len(names))) and sum(done) == len(names)  # every prompt reported once
+    for k, row in enumerate(rows):  # the plain forward pass of each whole prompt
+        with torch.no_grad():
+            ref = torch.log_softmax(model(input_ids=torch.tensor([row])).logits[0, -1].double(), -1)
+        for mode in got:
+            assert got[mode][k]["tokens_in"] == len(row)
+            assert float((got[mode][k]["logp"] - ref).abs().max()) < 1e-4, (mode, k)
+    total = sum(len(r) for r in rows)
+    n0 = 40  # the global prefix: every prompt starts with ``common`` and the random tokens after it differ
+    assert stats[False] == stats[False] | {"prompt_tokens": total, "computed_tokens": total, "prefills": 0, "groups": 0}
+    assert stats["global"]["computed_tokens"] == n0 + sum(len(r) - n0 for r in rows) and stats["global"]["prefills"] == 1
+    grouped = stats["grouped"]
+    assert grouped == stats[True]  # True is the grouped mode
+    assert grouped["prompt_tokens"] == total and grouped["computed_tokens"] == expected_computed(rows)
+    assert grouped["computed_tokens"] < stats["global"]["computed_tokens"] < total
+    # the groups: instruction (5 prompts) > reference (3), the twins, the prefix family, the identical pair
+    assert grouped["groups"] == 5 and grouped["prefills"] == 6
+
+
+def test_grouped_prefix_cache_on_a_study_shaped_call_through_judge_pairs(tiny_dir, tmp_path):
+    """Two items, each judged for three models against its reference, both orders, in one judge_pairs call: the same
+    preferences as the global prefix cache, with fewer tokens computed (each item's instruction and, reference
+    first, the reference prefilled once)."""
+    model, tok = load_model(str(tiny_dir), dtype=torch.float32)
+    template = J.protocol_template(True)
+    refs = {i: f"Reference answer {i}: " + "a careful and detailed explanation of the topic, " * 6 for i in range(2)}
+    its = [{"key": f"{m}:{i}", "instruction": f"Question {i}: explain the water cycle to a child, in a few sentences.",
+            "output": f"Model {m} answers: " + "rain " * (3 + 4 * m), "baseline_output": refs[i]} for i in range(2) for m in range(3)]
+    recs, stats = {}, {}
+    for mode in ("global", "grouped"):
+        judge = J.LocalJudge(model, tok, "tiny", prefix_cache=mode)
+        recs[mode], st = J.judge_pairs(judge, its, J.JudgeCache(tmp_path / f"{mode}.jsonl"), seed=0, template=template, orders="both")
+        stats[mode] = judge.last_stats
+        assert st.calls == 12
+    for key in ("logprob_m", "logprob_M", "p_model"):
+        assert [r[key] for r in recs["grouped"]] == pytest.approx([r[key] for r in recs["global"]], abs=1e-4)
+    assert stats["grouped"]["prompt_tokens"] == stats["global"]["prompt_tokens"]
+    assert stats["grouped"]["groups"] >= 4  # per item: the instruction, and inside it the reference presented first
+    prompts = [J.render(template, it["instruction"], *((it["output"], it["baseline_output"]) if first else (it["baseline_output"], it["output"])))
+               for it in its for first in (True, False)]
+    assert stats["grouped"]["computed_tokens"] == expected_computed([judge.encode(p) for p in prompts]) < 0.75 * stats["global"]["computed_tokens"]
+
+
+def test_prefix_cache_modes_are_validated(tiny_dir):
+    model, tok = load_model(str(tiny_dir), dtype=torch.float32)
+    assert J.LocalJudge(model, tok, "tiny").prefix_mode == "grouped"
+    assert J.LocalJudge(model, tok, "tiny", prefix_cache=False).prefix_mode == "none"
+    assert J.LocalJudge(model, tok, "tiny", prefix_cache="global").prefix_cache is True
+    with pytest.raises(J.JudgeError, match="prefix_cache"):
+        J.LocalJudge(model, tok, "tiny", prefix_cache="all")
+    judge = J.LocalJudge(model, tok, "tiny")
+    assert judge([]) == [] and judge.last_stats["prompt_tokens"] == 0
+
+
+def test_grouped_prefix_cache_on_the_qwen2_architecture():
+    """The judge model of the study is a Qwen2 (attention biases, its own cache layers): the same check on a random
+    Qwen2 of the tiny model's size, built in memory."""
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from xlr.tiny import TINY_CONFIG, tokenizer_dir
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), pad_token_id=tok.pad_token_id, **TINY_CONFIG)).eval()
+    names, rows = token_prompts(seed=1)
+    table = dict(zip(names, rows, strict=True))
+
+    def full(logp, n):
+        return {"logp": logp.double().clone()}
+
+    plain = tabled_judge(model, tok, table, prefix_cache=False)._next_token(names, full, None, None)
+    judge = tabled_judge(model, tok, table, batch_tokens=128, prefix_cache="grouped")
+    grouped = judge._next_token(names, full, None, None)
+    assert max(float((a["logp"] - b["logp"]).abs().max()) for a, b in zip(plain, grouped, strict=True)) < 1e-4
+    assert judge.last_stats["computed_tokens"] == expected_computed(rows) and judge.last_stats["groups"] == 5
+    # no prefix common to all: the groups are prefilled from an empty cache
+    g = torch.Generator().manual_seed(2)
+    a, b = (torch.randint(100, 5000, (20,), generator=g).tolist() for _ in range(2))
+    rows = [a + [11, 12, 13], a + [14] * 5, b + [15, 16], [17] * 4]
+    table = {f"q{k}": r for k, r in enumerate(rows)}
+    plain = tabled_judge(model, tok, table, prefix_cache=False)._next_token(list(table), full, None, None)
+    judge = tabled_judge(model, tok, table, prefix_cache="grouped")
+    grouped = judge._next_token(list(table), full, None, None)
+    assert max(float((x["logp"] - y["logp"]).abs().max()) for x, y in zip(plain, grouped, strict=True)) < 1e-4
+    assert judge.last_stats["groups"] == 1 and judge.last_stats["computed_tokens"] == 20 + 3 + 5 + 22 + 4 == expected_computed(rows)

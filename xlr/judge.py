@@ -338,10 +338,27 @@ class JudgeCache:
 class LocalJudge:
     """A local causal LM: the rendered prompt through its chat template (generation prompt on), one forward pass, the
     log-softmax of the next-token logits read at the two label tokens (full-vocabulary log-probs are stored; the
-    preference uses the two renormalised)."""
+    preference uses the two renormalised).
 
-    def __init__(self, model: Any, tokenizer: Any, name: str, batch_tokens: int = 2048, prefix_cache: bool = True):
-        self.model, self.tokenizer, self.name, self.batch_tokens, self.prefix_cache = model, tokenizer, name, batch_tokens, prefix_cache
+    ``prefix_cache`` says which key/value caches are shared between the prompts of one call: "none" (each prompt whole),
+    "global" (the prefix common to all prompts: system message and the template's opening) or "grouped" (that one plus
+    the longer prefixes shared by groups of prompts: the instruction of an item judged for several models, the
+    reference presented first before each model's output; see :meth:`_next_token`). True means "grouped", False
+    "none". ``min_group_tokens``: how many tokens past its parent's prefix a group must share to get a prefill of its
+    own (below that a separate prefill and a smaller batch cost more than they save)."""
+
+    PREFIX_MODES = ("none", "global", "grouped")
+
+    def __init__(self, model: Any, tokenizer: Any, name: str, batch_tokens: int = 2048, prefix_cache: bool | str = True,
+                 min_group_tokens: int = 16):
+        mode = ("grouped" if prefix_cache else "none") if isinstance(prefix_cache, bool) else prefix_cache
+        if mode not in self.PREFIX_MODES:
+            raise JudgeError(f"LocalJudge prefix_cache={prefix_cache!r}: use True, False or one of {', '.join(self.PREFIX_MODES)}")
+        if min_group_tokens < 1:
+            raise JudgeError(f"LocalJudge min_group_tokens={min_group_tokens}: must be >= 1")
+        self.model, self.tokenizer, self.name, self.batch_tokens = model, tokenizer, name, batch_tokens
+        self.prefix_mode, self.prefix_cache, self.min_group_tokens = mode, mode != "none", min_group_tokens
+        self.last_stats: dict[str, int] = {}  # what the last _next_token call fed the model (see there)
         self.id = f"local:{name}"
         ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in LABELS]
         if any(len(i) != 1 for i in ids) or ids[0] == ids[1]:
@@ -357,7 +374,8 @@ class LocalJudge:
         """Label log-probs per prompt; ``sink(i, result)`` is called as soon as prompt i is judged.
 
         Every judge prompt starts with the same tokens (system message and the template's opening, ~150 tokens of
-        ~800 with Qwen): their key/value cache is computed once and reused by every batch (``prefix_cache``)."""
+        ~800 with Qwen): their key/value cache is computed once and reused by every batch; with ``prefix_cache``
+        "grouped" so are the longer prefixes that groups of prompts share (see :meth:`_next_token`)."""
 
         def row(logp: Any, n_in: int) -> dict[str, Any]:
             return {"logprob_m": float(logp[self.label_ids[0]]), "logprob_M": float(logp[self.label_ids[1]]), "tokens_in": n_in, "tokens_out": 0}
@@ -402,54 +420,99 @@ class LocalJudge:
 
     def _next_token(self, prompts: Sequence[str], row: Callable[[Any, int], dict[str, Any]], progress: Callable[[int], None] | None,
                     sink: Callable[[int, dict[str, Any]], None] | None) -> list[dict[str, Any]]:
-        """One forward pass per prompt (length-bucketed batches, shared-prefix KV cache); ``row(log-softmax of the
-        next-token logits, prompt tokens)`` makes each result."""
+        """One forward pass per prompt (length-bucketed batches, shared-prefix KV caches); ``row(log-softmax of the
+        next-token logits, prompt tokens)`` makes each result.
+
+        Why groups: the study judges several models' outputs on the same X-AlpacaEval item, so beyond the prefix
+        common to every prompt (system message + template opening), the prompts of one item repeat the same
+        instruction (every protocol), and in the pairwise protocols, when the reference is presented first, the same
+        instruction + ~500-token reference precede each model's output. With ``prefix_cache="grouped"`` the prompts are
+        sorted, :func:`_prefix_groups` turns them into a tree of shared prefixes (a group: prompts sharing at least
+        ``min_group_tokens`` more tokens than their parent's prefix; groups nest), each group's prefix is prefilled once
+        on top of a copy of its parent's KV, and the prompts left directly under a node run as right-padded batches
+        with that node's KV repeated per row and explicit positions (as the global prefix always did). Every prompt
+        keeps at least one token of its own, so its next-token logits come from its own last position. Causal attention
+        makes the result that of the whole prompt, up to float rounding of other batch shapes.
+
+        ``self.last_stats``: prompt_tokens (sum of the prompts' lengths), computed_tokens (real tokens through the
+        decoder: prefills + each prompt's own suffix; padding not counted), padded_tokens (with padding), prefills
+        (prefix forward passes, the global one included), groups (prefixes below the global one), batches."""
+        import copy
+
         import torch
 
         from xlr.rewards import length_batches
 
         encoded = [self.encode(p) for p in prompts]
         out: list[dict[str, Any]] = [{} for _ in prompts]
+        stats = {"prompt_tokens": sum(len(e) for e in encoded), "computed_tokens": 0, "padded_tokens": 0, "prefills": 0, "groups": 0, "batches": 0}
+        self.last_stats = stats
         if not encoded:
             return out
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         decoder = self.model.get_decoder()
         head = self.model.get_output_embeddings()
-        n_prefix = _common_prefix_len(encoded) if self.prefix_cache else 0
+        n_prefix = _common_prefix_len(encoded) if self.prefix_mode != "none" else 0
         n_prefix = min(n_prefix, min(len(e) for e in encoded) - 1)  # each prompt keeps at least one token of its own
+        if self.prefix_mode == "grouped":
+            root = _prefix_groups(encoded, n_prefix, self.min_group_tokens)
+        else:
+            root = _PrefixNode(n_prefix, 0, list(range(len(encoded))))
+        stats["groups"] = root.count() - 1
+
+        def extend(parent: Any, start: int, node: _PrefixNode) -> Any:
+            """A copy of ``parent`` (the KV of tokens [0, start) of every prompt under ``node``) extended to node.depth."""
+            if node.depth == start:
+                return parent
+            from transformers import DynamicCache
+
+            cache = DynamicCache() if parent is None else copy.deepcopy(parent)
+            decoder(input_ids=torch.tensor([encoded[node.src][start : node.depth]]), cache=cache, use_cache=True,
+                    position_ids=torch.arange(start, node.depth)[None])
+            stats["prefills"] += 1
+            stats["computed_tokens"] += node.depth - start
+            stats["padded_tokens"] += node.depth - start
+            return cache
+
         with torch.inference_mode():
-            prefix = None
-            if n_prefix > 0:
-                from transformers import DynamicCache
-
-                prefix = DynamicCache()
-                decoder(input_ids=torch.tensor([encoded[0][:n_prefix]]), cache=prefix, use_cache=True)
-            for batch in length_batches([len(e) - n_prefix for e in encoded], self.batch_tokens, max_batch=16):
-                width = max(len(encoded[i]) - n_prefix for i in batch)
-                ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), n_prefix + width), dtype=torch.long)
-                mask[:, :n_prefix] = 1
-                for r, i in enumerate(batch):  # right padding: positions are the natural ones
-                    own = encoded[i][n_prefix:]
-                    ids[r, : len(own)] = torch.tensor(own)
-                    mask[r, n_prefix : n_prefix + len(own)] = 1
-                kwargs: dict[str, Any] = {}
-                if prefix is not None:
-                    import copy
-
-                    cache = copy.deepcopy(prefix)
-                    cache.batch_repeat_interleave(len(batch))
-                    kwargs = {"cache": cache, "use_cache": True,
-                              "position_ids": torch.arange(n_prefix, n_prefix + width).expand(len(batch), -1)}
-                last = torch.tensor([len(encoded[i]) - n_prefix - 1 for i in batch])
-                hidden = decoder(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state[torch.arange(len(batch)), last]
-                logp = torch.log_softmax(head(hidden).float(), -1)
-                for r, i in enumerate(batch):
-                    out[i] = row(logp[r], len(encoded[i]))
-                    if sink:
-                        sink(i, out[i])
-                if progress:
-                    progress(len(batch))
+            # depth first, a child's KV made when it is reached: only the caches of one path from the root (and the
+            # parents its pending siblings share) are alive at a time, whatever the number of groups
+            stack: list[tuple[_PrefixNode, Any, int]] = [(root, None, 0)]
+            while stack:
+                node, parent, start = stack.pop()
+                prefix = extend(parent, start, node)
+                n_prefix = node.depth
+                own = node.own
+                for b in length_batches([len(encoded[i]) - n_prefix for i in own], self.batch_tokens, max_batch=16):
+                    batch = [own[k] for k in b]
+                    width = max(len(encoded[i]) - n_prefix for i in batch)
+                    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                    mask = torch.zeros((len(batch), n_prefix + width), dtype=torch.long)
+                    mask[:, :n_prefix] = 1
+                    for r, i in enumerate(batch):  # right padding: positions are the natural ones
+                        suffix = encoded[i][n_prefix:]
+                        ids[r, : len(suffix)] = torch.tensor(suffix)
+                        mask[r, n_prefix : n_prefix + len(suffix)] = 1
+                        stats["computed_tokens"] += len(suffix)
+                    stats["padded_tokens"] += len(batch) * width
+                    stats["batches"] += 1
+                    kwargs: dict[str, Any] = {}
+                    if prefix is not None:
+                        cache = copy.deepcopy(prefix)
+                        cache.batch_repeat_interleave(len(batch))
+                        kwargs = {"cache": cache, "use_cache": True,
+                                  "position_ids": torch.arange(n_prefix, n_prefix + width).expand(len(batch), -1)}
+                    last = torch.tensor([len(encoded[i]) - n_prefix - 1 for i in batch])
+                    hidden = decoder(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state[torch.arange(len(batch)), last]
+                    logp = torch.log_softmax(head(hidden).float(), -1)
+                    for r, i in enumerate(batch):
+                        out[i] = row(logp[r], len(encoded[i]))
+                        if sink:
+                            sink(i, out[i])
+                    if progress:
+                        progress(len(batch))
+                for child in reversed(node.children):
+                    stack.append((child, prefix, n_prefix))
         return out
 
 
@@ -462,6 +525,67 @@ def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
             k += 1
         n = k
     return n
+
+
+class _PrefixNode:
+    """A prefix shared by several prompts: tokens [0, depth) of prompt ``src`` (and of every prompt below); ``own``:
+    the prompts whose suffix runs on this node's KV; ``children``: longer shared prefixes, each prefilled once."""
+
+    __slots__ = ("depth", "src", "own", "children")
+
+    def __init__(self, depth: int, src: int, own: list[int]):
+        self.depth, self.src, self.own = depth, src, own
+        self.children: list[_PrefixNode] = []
+
+    def count(self) -> int:
+        n, todo = 0, [self]
+        while todo:  # iterative: a deep tree (prompts nested in one another) stays under the recursion limit
+            n += 1
+            todo.extend(todo.pop().children)
+        return n
+
+
+def _lcp_from(a: Sequence[int], b: Sequence[int], start: int) -> int:
+    """Length of the common prefix of a and b, known to be at least ``start``."""
+    n = min(len(a), len(b))
+    k = start
+    while k < n and a[k] == b[k]:
+        k += 1
+    return k
+
+
+def _prefix_groups(encoded: Sequence[Sequence[int]], root_depth: int, min_shared: int) -> _PrefixNode:
+    """The tree of shared prefixes the grouped prefix cache prefills (``LocalJudge._next_token``).
+
+    The prompts, all sharing ``root_depth`` tokens, are sorted: then the prompts sharing any given prefix are
+    contiguous and the common prefix of a run is the minimum of its neighbours' common prefixes (the LCP array of a
+    suffix array, Manber & Myers 1993). Under a node of depth d, a group is a maximal run whose neighbours share at
+    least d + ``min_shared`` tokens; its depth is the run's common prefix, cut so that every member keeps at least one
+    token of its own; the same rule is applied again inside the group (e.g. an item's instruction, then the reference
+    presented first). Prompts in no group (groups of 1) stay with the node. Iterative: no recursion limit."""
+    order = sorted(range(len(encoded)), key=lambda i: encoded[i])
+    lcp = [_lcp_from(encoded[a], encoded[b], root_depth) for a, b in zip(order, order[1:], strict=False)]  # lcp[k]: order[k], order[k+1]
+    root = _PrefixNode(root_depth, order[0], [])
+    work = [(root, 0, len(order))]  # node, [lo, hi) of its prompts in ``order``
+    while work:
+        node, lo, hi = work.pop()
+        d = node.depth
+        k = lo
+        while k < hi:
+            end = k + 1
+            while end < hi and lcp[end - 1] >= d + min_shared:
+                end += 1
+            if end - k > 1:
+                depth = min(min(lcp[k : end - 1]), min(len(encoded[order[j]]) for j in range(k, end)) - 1)
+                if depth > d:
+                    child = _PrefixNode(depth, order[k], [])
+                    node.children.append(child)
+                    work.append((child, k, end))
+                    k = end
+                    continue
+            node.own.extend(order[k:end])
+            k = end
+    return root
 
 
 class APIJudge:
