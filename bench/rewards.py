@@ -15,7 +15,12 @@ are the same real checkpoint loaded twice: the cost is that of two models, the r
 Prints: wall time of both ways, the speed ratio, the max relative difference of the log-probs, achieved model
 FLOP/s (2 x params x tokens per model) and its fraction of this machine's bf16 matmul peak, measured here.
 
-    .venv/bin/python bench/rewards.py [--model qwen2.5-coder-0.5b-instruct] [--n 200]
+    .venv/bin/python bench/rewards.py [--model qwen2.5-coder-0.5b-instruct] [--n 200] [--profile]
+
+``--profile`` (issue 15): xlr's sweep once more under torch.profiler: the forward passes per model (each decoder
+run counted through a forward hook) against the number of batches, the tokens the decoders actually ran against the
+distinct tokens of the input (shared prompts once + responses), and the top operators by self CPU time -- what is
+left to cut, and confirmation that nothing is computed twice.
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ def main() -> None:
     ap.add_argument("--batch-tokens", type=int, default=2048)
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     ap.add_argument("--samples-per-prompt", type=int, default=4)
+    ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     threads = set_threads()
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
@@ -110,6 +116,32 @@ def main() -> None:
     print(f"speed ratio xlr / reference: {t_ref / t_xlr:.2f}x   (goal >= 3x)")
     print(f"measured {args.dtype} matmul peak: {peak:.0f} GFLOP/s; xlr reaches {100 * 4 * n_params * run_tokens / t_xlr / 1e9 / peak:.0f}% (goal >= 50%)")
     print(f"max relative difference of log-probs, xlr vs reference: {rel:.2e}  (reference way's log-softmax runs in fp32 too)")
+    if args.profile:
+        profile(pi0, pi_ref, tok, prompts, responses, args.batch_tokens, run_tokens)
+
+
+def profile(pi0, pi_ref, tok, prompts, responses, batch_tokens: int, distinct_tokens: int) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    seen = {"pi0": [0, 0], "pi_ref": [0, 0]}  # decoder calls, tokens (batch x length, padding included)
+
+    def hook(name):
+        def count(module, args, kwargs):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            if ids is not None:
+                seen[name][0] += 1
+                seen[name][1] += ids.numel()
+        return count
+
+    handles = [m.get_decoder().register_forward_pre_hook(hook(n), with_kwargs=True) for n, m in (("pi0", pi0), ("pi_ref", pi_ref))]
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        score_models([pi0, pi_ref], tok, prompts, responses, batch_tokens=batch_tokens)
+    for h in handles:
+        h.remove()
+    print(f"\nprofile: decoder runs per model {seen['pi0'][0]} / {seen['pi_ref'][0]}; tokens run per model {seen['pi0'][1]} / {seen['pi_ref'][1]} "
+          f"(padding included) vs {distinct_tokens} distinct input tokens (each shared prompt once): {seen['pi0'][1] / distinct_tokens:.2f}x")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
 if __name__ == "__main__":

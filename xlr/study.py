@@ -127,17 +127,13 @@ def _train_rows(params: Params, iteration: int) -> Any:
 
 def stage_sampling(params: Params, run: Run, iteration: int = 1) -> dict[str, Any]:
     """N samples per prompt and language from the current policy (pi0 at iteration 1)."""
-    from xlr.models import load_model, load_tokenizer, resolve_spec
     from xlr.runtime import resolve_device, resolve_dtype
-    from xlr.sampling import GenConfig, HFBackend, VLLMBackend, sample_language
+    from xlr.sampling import GenConfig, make_backend, sample_language
 
     device = resolve_device(params.runtime.device)
     dtype, _ = resolve_dtype(params.runtime.dtype, device, params.runtime.bf16)
     policy_spec = policy_at(params, run, iteration - 1)  # iteration t samples from pi^(t-1)
-    if params.sampling.backend == "vllm":  # vLLM loads the weights itself: only the tokenizer is needed here
-        backend: Any = VLLMBackend(resolve_spec(policy_spec).path, load_tokenizer(policy_spec), seed=params.seed)
-    else:
-        backend = HFBackend(*load_model(policy_spec, dtype=dtype, device=device, trust_remote_code=params.models.trust_remote_code))
+    backend = make_backend(params.sampling.backend, policy_spec, dtype=dtype, device=device, trust_remote_code=params.models.trust_remote_code, seed=params.seed)
     sp = params.sampling
     cfg = GenConfig(n=sp.n_samples, do_sample=True, temperature=sp.temperature, top_p=sp.top_p, top_k=sp.top_k, max_new_tokens=sp.max_new_tokens, batch_size=sp.batch_size)
     rows = _train_rows(params, iteration)
@@ -377,8 +373,7 @@ def _eval_rows(params: Params, lang: str) -> list[dict[str, Any]]:
 def stage_generation(params: Params, run: Run) -> dict[str, Any]:
     """One answer per X-AlpacaEval prompt, model and eval language (paper: T 0.6, top_p 0.9, 2048 tokens)."""
     from xlr.evaluate import eval_dir, generate_outputs
-    from xlr.models import load_model, load_tokenizer, resolve_spec
-    from xlr.sampling import GenConfig, HFBackend, VLLMBackend, derive_seed
+    from xlr.sampling import GenConfig, derive_seed, make_backend
 
     dtype, device = _runtime_dtype(params)
     ev = params.evaluation
@@ -388,10 +383,9 @@ def stage_generation(params: Params, run: Run) -> dict[str, Any]:
     rows = {lang: _eval_rows(params, lang) for lang in params.languages.eval}  # loaded once, answered by every model
     lcb, skipped = lcb_rows(params)
     for name, spec in _eval_models(params, run).items():
-        if params.sampling.backend == "vllm":
-            backend: Any = VLLMBackend(resolve_spec(spec).path, load_tokenizer(spec), seed=params.seed)
-        else:
-            backend = HFBackend(*load_model(spec, dtype=dtype, device=device, trust_remote_code=params.models.trust_remote_code))
+        kind = ev.backend or params.sampling.backend
+        backend = make_backend(kind, spec, dtype=dtype, device=device, trust_remote_code=params.models.trust_remote_code, seed=params.seed,
+                               field="evaluation.backend" if ev.backend else "sampling.backend")
         for lang in params.languages.eval:
             out = eval_dir(run.root, name, lang)
             counts[f"{name}/{lang}"] = generate_outputs(backend, rows[lang], lang, out, f"{params.name}/{name}", cfg,
@@ -469,6 +463,17 @@ def stage_judging(params: Params, run: Run) -> dict[str, Any]:
     names = list(_eval_models(params, run))
     for lang in params.languages.eval:
         refs = {r["id"]: r["reference_output"] for r in _eval_rows(params, lang)}
+        # Every model of a language in ONE judge call first (issue 15): the judge cache is keyed by rendered prompt, so
+        # the per-model calls below find every judgment there, while the local judge shares the KV of what the models'
+        # prompts of one item have in common (instruction; with the reference first, the reference too).
+        everyone = [it for name in names for it in reference_items(load_outputs(eval_dir(run.root, name, lang)), refs)]
+        _, st = judge_pairs(judge, everyone, cache, params.seed, template, orders=jp.orders, price_per_1k=price, desc=f"judging all models / {lang}", protocol=protocol)
+        stats[f"all-models/{lang}"] = st.as_dict()
+        if params.evaluation.head_to_head:
+            base = load_outputs(eval_dir(run.root, "pi0", lang))
+            everyone = [it for name in names if name != "pi0" for it in head_to_head_items(load_outputs(eval_dir(run.root, name, lang)), base)]
+            _, st = judge_pairs(judge, everyone, cache, params.seed, template, orders="both", price_per_1k=price, desc=f"all vs pi0 / {lang}", protocol=protocol)
+            stats[f"all-models/{lang}/h2h"] = st.as_dict()
         for name in names:
             d = eval_dir(run.root, name, lang)
             outputs = load_outputs(d)
@@ -484,8 +489,10 @@ def stage_judging(params: Params, run: Run) -> dict[str, Any]:
                 write_judgments(d / "h2h_vs_pi0.jsonl", recs)
                 stats[f"{name}/{lang}/h2h"] = st.as_dict()
                 artifacts.append(d / "h2h_vs_pi0.jsonl")
-    totals = {k: sum(s[k] for s in stats.values()) for k in ("calls", "cache_hits", "identical_outputs", "unjudgeable", "tokens_in", "tokens_out")}
-    totals["cost_usd"] = round(sum(s["cost_usd"] for s in stats.values()), 6)
+    # totals over the calls that did the work: the per-model sets read the all-models calls' judgments from the cache
+    work = [v for k, v in stats.items() if k in ("validation", "alpacaeval_validation") or k.startswith("all-models/")]
+    totals = {k: sum(s[k] for s in work) for k in ("calls", "cache_hits", "identical_outputs", "unjudgeable", "tokens_in", "tokens_out")}
+    totals["cost_usd"] = round(sum(s["cost_usd"] for s in work), 6)
     run.finish_stage("judging", artifacts=artifacts, counts={"totals": totals, "per_set": stats, "judge_agreement": agreement["agreement"]}, judge=judge.id)
     return stats
 
