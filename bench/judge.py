@@ -10,7 +10,8 @@ shipped generators' answers, then shortened references, which flatter the sharin
 protocol of ``--protocols`` (default pairwise) with the prefix cache of before ("global": system + template opening)
 and the grouped one (also an item's instruction and, reference first, the reference: prefilled once per item) side
 by side: judgments/s, the ratio, the fraction of prompt tokens computed, and the largest difference in p_model.
-``--calls per-model`` judges one model per judge_pairs call, as xlr.study's judging stage does.
+``--calls per-model`` judges one model per judge_pairs call (xlr.study's judging stage before issue 15; it now
+judges all models of a language in one call first).
 
     .venv/bin/python bench/judge.py --skip-api --skip-local --study-shape --items 8 --models 3 --protocols pairwise,pointwise_score
 
@@ -166,7 +167,7 @@ def study_shape(model_spec: str, k: int, m: int, names: list[str], calls: str, m
     judges[modes[0]]([J.render(template, "Say hi.", "Hi!", "Hello.")])  # warm-up (a short prompt)
     groups = [items] if calls == "one" else [[it for it in items if it["model"] == name] for name in models]
     print(f"study shape: local judge {model_spec} ({why}, {torch.get_num_threads()} threads), {k} items x {len(models)} models "
-          f"({', '.join(models)}) vs the reference{f' (cut to {max_chars} chars)' if max_chars else ''}, {'one judge_pairs call' if calls == 'one' else 'one judge_pairs call per model (as xlr.study today)'}")
+          f"({', '.join(models)}) vs the reference{f' (cut to {max_chars} chars)' if max_chars else ''}, {'one judge_pairs call' if calls == 'one' else 'one judge_pairs call per model (xlr.study before issue 15)'}")
     print(f"  {'protocol':16s} {'prefix':8s} {'judgments':>9s} {'judgments/s':>12s} {'computed/prompt tokens':>23s} {'computed tok/s':>14s} {'prefills':>8s} {'groups':>6s} {'s':>7s}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:

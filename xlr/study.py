@@ -463,28 +463,27 @@ def stage_judging(params: Params, run: Run) -> dict[str, Any]:
     names = list(_eval_models(params, run))
     for lang in params.languages.eval:
         refs = {r["id"]: r["reference_output"] for r in _eval_rows(params, lang)}
+        outputs = {name: load_outputs(eval_dir(run.root, name, lang)) for name in names}  # read once per language
         # Every model of a language in ONE judge call first (issue 15): the judge cache is keyed by rendered prompt, so
         # the per-model calls below find every judgment there, while the local judge shares the KV of what the models'
         # prompts of one item have in common (instruction; with the reference first, the reference too).
-        everyone = [it for name in names for it in reference_items(load_outputs(eval_dir(run.root, name, lang)), refs)]
+        everyone = [it for name in names for it in reference_items(outputs[name], refs)]
         _, st = judge_pairs(judge, everyone, cache, params.seed, template, orders=jp.orders, price_per_1k=price, desc=f"judging all models / {lang}", protocol=protocol)
         stats[f"all-models/{lang}"] = st.as_dict()
-        if params.evaluation.head_to_head:
-            base = load_outputs(eval_dir(run.root, "pi0", lang))
-            everyone = [it for name in names if name != "pi0" for it in head_to_head_items(load_outputs(eval_dir(run.root, name, lang)), base)]
+        h2h = params.evaluation.head_to_head and "pi0" in outputs
+        if h2h:
+            everyone = [it for name in names if name != "pi0" for it in head_to_head_items(outputs[name], outputs["pi0"])]
             _, st = judge_pairs(judge, everyone, cache, params.seed, template, orders="both", price_per_1k=price, desc=f"all vs pi0 / {lang}", protocol=protocol)
             stats[f"all-models/{lang}/h2h"] = st.as_dict()
         for name in names:
             d = eval_dir(run.root, name, lang)
-            outputs = load_outputs(d)
-            recs, st = judge_pairs(judge, reference_items(outputs, refs), cache, params.seed, template, orders=jp.orders, price_per_1k=price,
+            recs, st = judge_pairs(judge, reference_items(outputs[name], refs), cache, params.seed, template, orders=jp.orders, price_per_1k=price,
                                    desc=f"judging {name}/{lang}", protocol=protocol)
             write_judgments(d / "judgments.jsonl", recs)
             stats[f"{name}/{lang}"] = st.as_dict()
             artifacts.append(d / "judgments.jsonl")
-            if params.evaluation.head_to_head and name != "pi0":  # pi_ref vs pi0 too: the anchor's own effect
-                base = load_outputs(eval_dir(run.root, "pi0", lang))
-                recs, st = judge_pairs(judge, head_to_head_items(outputs, base), cache, params.seed, template, orders="both", price_per_1k=price,
+            if h2h and name != "pi0":  # pi_ref vs pi0 too: the anchor's own effect
+                recs, st = judge_pairs(judge, head_to_head_items(outputs[name], outputs["pi0"]), cache, params.seed, template, orders="both", price_per_1k=price,
                                        desc=f"{name} vs pi0 / {lang}", protocol=protocol)
                 write_judgments(d / "h2h_vs_pi0.jsonl", recs)
                 stats[f"{name}/{lang}/h2h"] = st.as_dict()
