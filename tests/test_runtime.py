@@ -77,6 +77,9 @@ def test_fallback_reaches_manifest_and_report(slow_bf16, tmp_path, monkeypatch):
     assert prec["anchor.score_dtype"]["used"] == "fp32" and "0.01x" in prec["anchor.score_dtype"]["reason"]
     row = dict(report.provenance_rows(params, run))["precision"]
     assert "reward.dtype: fp32 (FELL BACK from bf16-fp32head)" in row and "anchor.score_dtype: fp32 (FELL BACK from bf16)" in row
+    study.record_precision(run, "runtime.dtype", "auto", "fp32", "fp32 (auto: ...)")  # auto -> fp32 is a choice, not a fallback
+    assert run.manifest["runtime"]["precision"]["runtime.dtype"]["fell_back"] is False
+    assert "runtime.dtype: fp32 —" in dict(report.provenance_rows(params, run))["precision"]
 
 
 def test_require_in_params_stops_the_stage(slow_bf16, tmp_path, monkeypatch):

@@ -112,7 +112,7 @@ def provenance_rows(params: Params, run: Run) -> list[tuple[str, str]]:
         ("git SHA", str(m.get("git_sha"))),
         ("packages", ", ".join(f"{k} {v}" for k, v in (m.get("packages") or {}).items())),
         ("runtime", ", ".join(f"{k} {v}" for k, v in (m.get("runtime") or {}).items() if k != "precision")),
-        ("precision", "; ".join(f"{f}: {p['used']}" + (f" (FELL BACK from {p['requested']})" if p["requested"] != p["used"] else "") + f" — {p['reason']}"
+        ("precision", "; ".join(f"{f}: {p['used']}" + (f" (FELL BACK from {p['requested']})" if p.get("fell_back", p["requested"] != p["used"]) else "") + f" — {p['reason']}"
                                 for f, p in ((m.get("runtime") or {}).get("precision") or {}).items()) or "not recorded"),
     ]
 

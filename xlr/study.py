@@ -240,8 +240,9 @@ def scoring_precision(params: Params, name: str, field: str, run: Run | None = N
 
 def record_precision(run: Run, field: str, requested: str, used: str, reason: str) -> None:
     """manifest runtime.precision[field] = {requested, used, reason}: the report's provenance shows each fallback."""
-    run.manifest["runtime"].setdefault("precision", {})[field] = {"requested": requested, "used": used, "reason": reason}
-    if requested != used:
+    fell_back = requested.startswith("bf16") and not used.startswith("bf16")  # "auto" resolving to fp32 is not a fallback
+    run.manifest["runtime"].setdefault("precision", {})[field] = {"requested": requested, "used": used, "fell_back": fell_back, "reason": reason}
+    if fell_back:
         log.warning("%s: %s requested, %s used: %s", field, requested, used, reason)
 
 
