@@ -50,6 +50,8 @@ TABLES = {
     ],
     "finetune": [
         {"name": "LoRA r16 (all linear layers)", "head": "bf16", "micro": 1},
+        # pure-bf16 weights, as xlr trained before issue 16; xlr's full fine-tuning now keeps fp32 master weights under bf16
+        # autocast (xlr.train.training_precision; measured side by side in bench/master_weights.py)
         {"name": "full fine-tuning (bf16 weights)", "head": "bf16", "micro": 1, "finetune": "full"},
     ],
 }

@@ -53,7 +53,7 @@ def train(args: argparse.Namespace) -> None:
     t0 = time.monotonic()
     record = train_dpo("tiny:0", pairs, out, beta=0.1, learning_rate=1e-3, epochs=1, batch_size=2, grad_accum=1, max_length=128,
                        finetune=args.finetune, lora=LoraParams(r=8, alpha=16), loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0],
-                       seed=0, dtype=torch.float32, device=args.device, save_steps=100)
+                       seed=0, dtype=torch.float32, device=args.device, save_steps=100, warmup_ratio=0.1)
     wall = time.monotonic() - t0
     if rank != 0:
         return

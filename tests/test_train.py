@@ -10,7 +10,7 @@ import pytest
 from conftest import independent_seq_logp
 import torch
 
-from xlr.config import LoraParams
+from xlr.config import LoraParams, TrainingParams
 from xlr.models import load_model
 from xlr.train import bootstrap_ci, reward_accuracy, to_conversational, train_dpo
 
@@ -65,7 +65,8 @@ def test_tiled_head_log_probs_and_gradients_equal_plain_autograd(train_weight):
 def test_first_logged_loss_is_dpo_plus_nll(tmp_path, head):
     pairs = [to_conversational(*p) for p in PAIRS]
     rec = train_dpo("tiny:0", pairs, tmp_path, beta=0.1, learning_rate=1e-3, epochs=1, batch_size=4, grad_accum=1, max_length=128,
-                    finetune="lora", lora=LoraParams(r=4, alpha=8, dropout=0.0), loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.7], seed=0, head=head)
+                    finetune="lora", lora=LoraParams(r=4, alpha=8, dropout=0.0), loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.7], warmup_ratio=0.0,
+                    seed=0, head=head)
     first = json.loads((tmp_path / "metrics.json").read_text())[0]
     model, tok = load_model("tiny:0")
     # At step 1 the LoRA update is zero, so policy == reference: DPO sigmoid loss = -log sigmoid(0) = log 2.
@@ -89,7 +90,7 @@ def test_full_fine_tuning_with_bf16_head_trains_the_tied_head(tmp_path):
     # full fine-tuning through the tiled head (d/d weight itself is checked in the test above): loss, tying, movement
     pairs = [to_conversational(*p) for p in PAIRS]
     rec = train_dpo("tiny:0", pairs, tmp_path, beta=0.1, learning_rate=1e-3, epochs=1, batch_size=2, grad_accum=1, max_length=128,
-                    finetune="full", lora=LoraParams(), loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0], seed=0, head="bf16")
+                    finetune="full", lora=LoraParams(), loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0], warmup_ratio=0.0, seed=0, head="bf16")
     first = json.loads((tmp_path / "metrics.json").read_text())[0]
     start, tok = load_model("tiny:0")
     chosen_tokens = [lp for p in pairs[:2] for lp in _token_logps(start, tok, p["prompt"], p["chosen"])]
@@ -102,7 +103,7 @@ def test_full_fine_tuning_with_bf16_head_trains_the_tied_head(tmp_path):
 def test_too_long_prompts_are_counted_not_silently_dropped(tmp_path):
     pairs = [to_conversational(*PAIRS[0]), to_conversational("word " * 200, "a", "b")]
     rec = train_dpo("tiny:0", pairs, tmp_path, beta=0.1, learning_rate=1e-4, epochs=1, batch_size=1, grad_accum=1, max_length=64,
-                    finetune="lora", lora=LoraParams(r=2, alpha=4), seed=0)
+                    finetune="lora", lora=LoraParams(r=2, alpha=4), warmup_ratio=0.0, seed=0)
     assert rec["pairs"] == 1 and rec["dropped_prompt_too_long"] == 1
 
 
@@ -144,7 +145,7 @@ from xlr.train import to_conversational, train_dpo
 set_threads(1)
 pairs = [to_conversational("Question %d?" % i, "Answer %d." % i, "No.") for i in range(12)]
 rec = train_dpo("tiny:0", pairs, Path(sys.argv[1]), beta=0.1, learning_rate=1e-3, epochs=1, batch_size=2, grad_accum=1, max_length=64,
-                finetune="lora", lora=LoraParams(r=2, alpha=4, dropout=0.0), seed=0, save_steps=1)
+                finetune="lora", lora=LoraParams(r=2, alpha=4, dropout=0.0), warmup_ratio=0.0, seed=0, save_steps=1)
 print(json.dumps(rec))
 """
 
@@ -227,3 +228,183 @@ def test_adapter_written_from_a_gathered_state_equals_peft_own_save(tmp_path):
     ids = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         assert torch.allclose(reloaded(ids).logits, peft_model(ids).logits, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# precision of full fine-tuning in bf16: fp32 master weights under bf16 autocast
+
+
+def test_tiled_head_under_autocast_runs_every_matmul_in_the_autocast_dtype():
+    """fp32 master weights under bf16 autocast: the tile matmuls of forward AND backward run in bf16 (backward runs
+    outside autocast, so the Function must carry the dtype over), gradients come back in fp32, and the numbers are
+    those of an independent autograd computation on bf16 copies of the inputs."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from xlr.train import _head_log_probs_function
+
+    class MatmulDtypes(TorchDispatchMode):  # below autocast: sees the dtypes the matmuls actually run in
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm):
+                self.seen.append(tuple(a.dtype for a in args if isinstance(a, torch.Tensor)))
+            return func(*args, **(kwargs or {}))
+
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(37, 16, generator=g, requires_grad=True)
+    weight = torch.randn(50, 16, generator=g, requires_grad=True)
+    target = torch.randint(0, 50, (37,), generator=g)
+    upstream = torch.randn(37, generator=g)
+    spy = MatmulDtypes()
+    with spy:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lp = _head_log_probs_function().apply(hidden, weight, target, 0.7, 8)[0]
+        (lp * upstream).sum().backward()
+    # 5 tiles, each: forward logits; in backward, logits again, d/d hidden and d/d weight
+    assert len(spy.seen) == 5 * 4 and all(d == (torch.bfloat16, torch.bfloat16) for d in spy.seen), spy.seen
+    assert hidden.grad.dtype == weight.grad.dtype == torch.float32
+    # independent: whole logits from bf16 copies, torch's log_softmax, autograd
+    h16, w16 = hidden.detach().bfloat16().requires_grad_(), weight.detach().bfloat16().requires_grad_()
+    want = torch.log_softmax((h16 @ w16.T).float() / 0.7, -1).gather(-1, target[:, None]).squeeze(-1)
+    (want * upstream).sum().backward()
+    assert torch.allclose(lp.detach(), want.detach(), atol=1e-4)
+    for got, ref in ((hidden.grad, h16.grad), (weight.grad, w16.grad)):
+        assert torch.allclose(got, ref.float(), rtol=2e-2, atol=2e-2 * ref.float().abs().max().item())
+
+
+@pytest.fixture(scope="module")
+def bf16_start(tmp_path_factory):
+    """The tiny model with its weights rounded to bf16 and saved as a plain folder: fp32 and bf16 runs start from
+    exactly the same numbers, and every weight sits on the bf16 grid."""
+    folder = tmp_path_factory.mktemp("bf16-start")
+    model, tok = load_model("tiny:0", dtype=torch.bfloat16)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+MASTER_PAIRS = [to_conversational(f"Question {i}: name a thing?", f"Answer number {i} is this one here.", "No." * (i + 1)) for i in range(8)]
+MASTER_LR = 5e-6  # AdamW moves a weight ~lr per step, well below half a bf16 ulp of weights ~0.02 (6e-5): only accumulated steps cross it
+
+
+def _full_ft(start, out, dtype, head="trl-compact"):
+    return train_dpo(str(start), MASTER_PAIRS, out, beta=0.1, learning_rate=MASTER_LR, epochs=1, batch_size=1, grad_accum=1, max_length=64, finetune="full",
+                     lora=LoraParams(), loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0], warmup_ratio=0.0, seed=0, dtype=dtype, head=head)
+
+
+@pytest.fixture(scope="module")
+def fp32_run(bf16_start, tmp_path_factory):
+    rec = _full_ft(bf16_start, tmp_path_factory.mktemp("fp32-run"), torch.float32)
+    assert rec["master_dtype"] == "fp32" and rec["autocast"] is None
+    return load_model(rec["model"])[0].state_dict()
+
+
+@pytest.mark.parametrize("head", ["trl-compact", "bf16"])
+def test_full_fine_tuning_in_bf16_moves_the_weights_as_an_fp32_run_does(tmp_path, bf16_start, fp32_run, head):
+    """Reference: the same 8 steps in fp32 (no autocast), its result rounded to bf16 (the saved dtype). In pure bf16
+    (the old way) each update below half an ulp rounds away, so far fewer entries move and the update is smaller."""
+    from safetensors import safe_open
+
+    rec = _full_ft(bf16_start, tmp_path, torch.bfloat16, head)
+    assert rec["master_dtype"] == "fp32" and rec["autocast"] == "bf16"
+    with safe_open(str(tmp_path / "model/model.safetensors"), "pt") as f:  # saved in the requested dtype, not as fp32 master weights
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    start = load_model(str(bf16_start))[0].state_dict()
+    got = load_model(rec["model"])[0].state_dict()
+    keys = sorted(start)
+    w0 = torch.cat([start[k].flatten() for k in keys])
+    want = torch.cat([fp32_run[k].bfloat16().float().flatten() for k in keys])
+    w = torch.cat([got[k].flatten() for k in keys])
+    moved, moved_fp32 = (w != w0).float().mean().item(), (want != w0).float().mean().item()
+    assert moved_fp32 > 0.2  # the setting shows the effect: in fp32 many entries cross a bf16 rounding boundary
+    assert moved == pytest.approx(moved_fp32, rel=0.1)
+    d, d_ref = w - w0, want - w0
+    assert torch.nn.functional.cosine_similarity(d, d_ref, dim=0).item() > 0.95
+    assert d.norm().item() == pytest.approx(d_ref.norm().item(), rel=0.1)
+
+
+def test_lora_in_bf16_keeps_a_bf16_base_and_fp32_adapters_without_autocast(tmp_path, bf16_start):
+    from safetensors import safe_open
+
+    rec = train_dpo(str(bf16_start), MASTER_PAIRS[:1], tmp_path, beta=0.1, learning_rate=1e-3, epochs=1, batch_size=1, grad_accum=1, max_length=64,
+                    finetune="lora", lora=LoraParams(r=2, alpha=4), warmup_ratio=0.0, seed=0, dtype=torch.bfloat16)
+    assert rec["master_dtype"] == "fp32" and rec["autocast"] is None  # peft's adapters (the trained weights) in fp32
+    with safe_open(str(tmp_path / "model/model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# warmup and the NLL term's pooling
+
+
+@pytest.mark.parametrize("world", [1, 8])
+def test_warmup_is_the_ratio_of_the_optimizer_steps_with_every_process_counted(tmp_path, monkeypatch, world):
+    """accelerate shards the dataloader over its processes, so each process takes 1/world of the steps; the warmup
+    must be warmup_ratio of those (faked: accelerate's num_processes, which its dataloader sharding reads)."""
+    from accelerate import Accelerator
+    from datasets import Dataset
+    from trl import DPOTrainer
+
+    from xlr.train import compact_fused_head, dpo_args, lora_config
+
+    monkeypatch.setattr(Accelerator, "num_processes", property(lambda self: world))
+    n, bs, ga, ratio, lr = 96, 1, 2, 0.25, 1e-3
+    model, tok = load_model("tiny:0")
+    args = dpo_args(tmp_path, beta=0.1, learning_rate=lr, epochs=1, batch_size=bs, grad_accum=ga, max_length=64, warmup_ratio=ratio,
+                    precompute_ref_log_probs=False)
+    with compact_fused_head():
+        trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list([to_conversational(f"Q{i}?", "A.", "B.") for i in range(n)]),
+                             processing_class=tok, peft_config=lora_config(LoraParams(r=2, alpha=4)))
+    # what transformers' training loop does before its first step
+    max_steps = trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1]
+    assert max_steps == math.ceil(math.ceil(n / (bs * world)) / ga)  # independent: the optimizer steps of one process
+    trainer.create_optimizer_and_scheduler(num_training_steps=max_steps)
+    lrs = []
+    for _ in range(max_steps):
+        lrs.append(trainer.lr_scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    assert lrs.index(max(lrs)) == math.ceil(ratio * max_steps) and max(lrs) == pytest.approx(lr)  # linear warmup peaks where it ends
+
+
+def test_default_micro_batches_give_the_reference_per_sequence_mean_nll(tmp_path):
+    """The reference's NLL term (LLaMA-Factory's pref_ftx: -sum log p / length of each chosen response, averaged over
+    the pairs) under TrainingParams' default batching: trl's sft term is a token mean per micro-batch, and transformers
+    divides each micro-batch's loss by the number accumulated (trl's loss ignores num_items_in_batch), so at 1 pair per
+    micro-batch one optimizer step averages per-sequence means. The logged loss is the objective backpropagated."""
+    tp = TrainingParams()
+    assert tp.batch_size * tp.grad_accum == 8
+    answers = ["Yes.", "Blue.", "A long and winding answer that goes on for quite a few words, far more than the others do.", "4",
+               "Hallo!", "An apple, a pear and a plum.", "No.", "The quick brown fox jumps over the lazy dog, twice over."]
+    pairs = [to_conversational(f"Question {i}?", a, "Rock.") for i, a in enumerate(answers)]
+    train_dpo("tiny:0", pairs, tmp_path, beta=tp.beta, learning_rate=1e-3, epochs=1, batch_size=tp.batch_size, grad_accum=tp.grad_accum, max_length=128,
+              finetune="lora", lora=LoraParams(r=2, alpha=4, dropout=0.0), loss_type=["sigmoid", "sft"], loss_weights=[1.0, tp.nll_weight], warmup_ratio=0.0,
+              seed=0)
+    first = json.loads((tmp_path / "metrics.json").read_text())[0]
+    model, tok = load_model("tiny:0")
+    tokens = [_token_logps(model, tok, p["prompt"], p["chosen"]) for p in pairs]
+    per_sequence = sum(-sum(t) / len(t) for t in tokens) / len(tokens)
+    pooled = -sum(sum(t) for t in tokens) / sum(len(t) for t in tokens)  # a token mean over the accumulated batch
+    want = math.log(2) + tp.nll_weight * per_sequence  # all 8 micro-batches run before the first update: policy == reference, DPO term log 2
+    # the random tiny model's per-token NLL is nearly log(vocabulary) everywhere, yet the poolings differ 20x the tolerance below
+    assert abs(per_sequence - pooled) * tp.nll_weight > 20 * 1e-4 * want
+    assert first["loss"] == pytest.approx(want, rel=1e-4)
+
+
+def test_distributed_save_writes_a_gathered_fp32_state_in_the_requested_dtype(tmp_path):
+    """The save path of FSDP/DeepSpeed runs gets the fp32 master weights as a gathered state dict: the folder must hold
+    them rounded to bf16 (as the single-process path saves), say so in config.json, and load back as those numbers."""
+    from safetensors import safe_open
+
+    from xlr.train import _write_model_dir
+
+    model, tok = load_model("tiny:0")  # fp32, as the master weights
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    _write_model_dir(model, tmp_path / "model", tok, "tiny:0", {}, state_dict=state, dtype=torch.bfloat16)
+    with safe_open(str(tmp_path / "model/model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    assert json.loads((tmp_path / "model/config.json").read_text())["dtype"] == "bfloat16"
+    back = load_model(str(tmp_path / "model"))[0].state_dict()
+    assert all(torch.equal(back[k], state[k].bfloat16().float()) for k in state)

@@ -59,18 +59,25 @@ def _head_log_probs_function() -> Any:
     vocabulary in fp32 and keeps per-tile tensors for backward; torch has no chunked cross-entropy. Forward keeps only
     the logsumexp per position; backward recomputes each tile's logits (one more bf16 matmul over the labelled
     positions) and returns d/d hidden and, for full fine-tuning, d/d weight. Also returns, without gradient, what
-    trl logs: entropy, mean logit, whether the target is the argmax, and log sum p^2."""
+    trl logs: entropy, mean logit, whether the target is the argmax, and log sum p^2.
+
+    The matmuls run in the compute dtype: autocast's where it is on (fp32 master weights trained under bf16 autocast),
+    else the inputs' own. Forward records it and backward (which autograd runs outside autocast) reuses it, as trl's
+    ``ChunkedLogProbFunction`` does; gradients come back in the inputs' dtypes (fp32 for fp32 master weights)."""
     import torch
 
     class HeadLogProbs(torch.autograd.Function):
         @staticmethod
         def forward(ctx: Any, hidden: Any, weight: Any, target: Any, temperature: float, chunk: int) -> Any:
             n = hidden.shape[0]
+            kind = hidden.device.type
+            ctx.compute = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else torch.promote_types(hidden.dtype, weight.dtype)
+            h, w = hidden.to(ctx.compute), weight.to(ctx.compute)  # no copy when already in it; else one cast of the head per call
             out = {k: torch.empty(n, dtype=torch.float32, device=hidden.device) for k in ("lp", "lse", "entropy", "mean", "sq")}
             top1 = torch.empty(n, dtype=torch.bool, device=hidden.device)
             for s in range(0, n, chunk):
                 e = min(s + chunk, n)
-                logits = (hidden[s:e] @ weight.T).float() / temperature
+                logits = (h[s:e] @ w.T).float() / temperature
                 lse = torch.logsumexp(logits, dim=-1)
                 out["lse"][s:e] = lse
                 out["lp"][s:e] = logits.gather(-1, target[s:e, None]).squeeze(-1) - lse
@@ -89,21 +96,22 @@ def _head_log_probs_function() -> Any:
         @staticmethod
         def backward(ctx: Any, grad_lp: Any, *unused: Any) -> Any:
             hidden, weight, target, lse = ctx.saved_tensors
+            h, w = hidden.to(ctx.compute), weight.to(ctx.compute)
             need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
             grad_h = torch.empty_like(hidden) if need_h else None
             grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
             for s in range(0, hidden.shape[0], ctx.chunk):
                 e = min(s + ctx.chunk, hidden.shape[0])
-                logits = (hidden[s:e] @ weight.T).float() / ctx.temperature
+                logits = (h[s:e] @ w.T).float() / ctx.temperature
                 # d lp / d logits = onehot(target) - softmax; times the incoming gradient and 1/temperature
                 g = grad_lp[s:e, None].float() / ctx.temperature
                 dlogits = logits.sub_(lse[s:e, None]).exp_().mul_(-g)
                 dlogits.scatter_add_(-1, target[s:e, None], g)
-                dlogits = dlogits.to(hidden.dtype)
+                dlogits = dlogits.to(ctx.compute)
                 if need_h:
-                    grad_h[s:e] = dlogits @ weight
+                    grad_h[s:e] = dlogits @ w
                 if need_w:
-                    grad_w += (dlogits.T @ hidden[s:e]).float()
+                    grad_w += (dlogits.T @ h[s:e]).float()
                 del logits, dlogits
             return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None
 
@@ -112,7 +120,8 @@ def _head_log_probs_function() -> Any:
 
 def _add_bf16_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp32: bool = False, outputs: tuple[str, ...] = ("log_probs",)) -> None:
     """Drop-in for trl's ``add_fused_lm_head`` (same call, same ``FusedCausalLMOutput``) for CPU training: the LM head
-    runs as bf16 matmuls over the labelled positions (AMX-accelerated here) and the log-softmax in fp32, where trl's
+    runs as bf16 matmuls over the labelled positions (AMX-accelerated here; bf16 weights, or fp32 master weights under
+    bf16 autocast; an fp32 model without autocast computes in fp32) and the log-softmax in fp32, where trl's
     CPU path upcasts hidden states and head weights to fp32 for every vocabulary tile. Tiled over positions
     (:func:`_head_log_probs_function`), so memory does not grow with batch x length x vocabulary. The logits are
     rounded to bf16 before the fp32 log-softmax (trl warns that this can bias entropy over many steps; hence opt-in)."""
@@ -234,6 +243,78 @@ def lora_config(lora: Any) -> Any:
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules, task_type="CAUSAL_LM")
 
 
+def training_precision(dtype: Any, finetune: str) -> tuple[Any, str | None]:
+    """(dtype the TRAINABLE model is loaded in, autocast dtype name or None) for the requested model ``dtype``.
+
+    Full fine-tuning in bf16/fp16 keeps fp32 master weights and trains under autocast (DPOConfig ``bf16``/``fp16``):
+    in pure bf16 an AdamW update of lr ~5e-7 is far below half an ulp of weights ~0.02 (ulp ~1.2e-4) and rounds away,
+    so the "trained" model would stay the start model. LoRA keeps the frozen base in the requested dtype (it never
+    updates, and a fp32 copy would double its memory) and no autocast: peft already holds the adapters, the only
+    trained weights, in fp32 (``get_peft_model``'s ``autocast_adapter_dtype``) and computes them in fp32, as before.
+    The frozen DPO reference of full fine-tuning stays in the requested dtype."""
+    import torch
+
+    requested = dtype or torch.float32
+    if finetune == "full" and requested in (torch.bfloat16, torch.float16):
+        return torch.float32, "bf16" if requested == torch.bfloat16 else "fp16"
+    return requested, None
+
+
+def dpo_args(
+    out_dir: Path,
+    *,
+    beta: float,
+    learning_rate: float,
+    epochs: float,
+    batch_size: int,
+    grad_accum: int,
+    max_length: int,
+    warmup_ratio: float,
+    loss_type: Sequence[str] = ("sigmoid",),
+    loss_weights: Sequence[float] | None = None,
+    autocast: str | None = None,
+    device: str = "cpu",
+    precompute_ref_log_probs: bool = True,
+    save_steps: int = 10,
+    seed: int = 42,
+) -> Any:
+    """trl's DPOConfig as :func:`train_dpo` uses it. Warmup is ``warmup_ratio`` of the optimizer steps transformers
+    itself counts (``warmup_steps`` < 1 is a ratio in transformers 5: ceil(ratio x max_steps), with max_steps from the
+    per-process dataloader, so the number of processes counts). ``autocast``: see :func:`training_precision`."""
+    from trl import DPOConfig
+
+    if not 0 <= warmup_ratio < 1:
+        raise ValueError(f"warmup_ratio={warmup_ratio}: must be in [0, 1) (a fraction of the optimizer steps). "
+                         "Fix: set anchor.warmup_ratio / training.warmup_ratio in [0, 1).")
+    return DPOConfig(
+        output_dir=str(out_dir / "checkpoints"),
+        beta=beta,
+        loss_type=list(loss_type),
+        loss_weights=list(loss_weights) if loss_weights else None,
+        learning_rate=learning_rate,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        warmup_steps=float(warmup_ratio),  # a float < 1: a ratio of the real optimizer steps (transformers' get_warmup_steps)
+        max_length=max_length,
+        precompute_ref_log_probs=precompute_ref_log_probs,
+        precompute_ref_batch_size=max(batch_size, 4),
+        bf16=autocast == "bf16",  # trl's default (True) errors without a GPU; only fp32 master weights train under autocast
+        fp16=autocast == "fp16",
+        use_cpu=device == "cpu",
+        activation_checkpointing=False,  # trl's gradient_checkpointing (on by default; transformers 5 renamed it): needless at this size, slower on CPU
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=2,
+        report_to=[],
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
 def train_dpo(
     start_spec: str,
     pairs: Sequence[dict[str, Any]],
@@ -249,7 +330,7 @@ def train_dpo(
     lora: Any,
     loss_type: Sequence[str] = ("sigmoid",),
     loss_weights: Sequence[float] | None = None,
-    warmup_ratio: float = 0.1,
+    warmup_ratio: float,
     seed: int = 42,
     dtype: Any = None,
     device: str = "cpu",
@@ -265,57 +346,43 @@ def train_dpo(
     LoRA when ``save_merged``), ``out_dir/metrics.json``
     (trl's per-step log: loss, rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies, lr, ...).
     ``reference_spec``: a different DPO reference than the start model (full fine-tuning, or LoRA with an explicit
-    reference); by default the reference is the start model.
+    reference); by default the reference is the start model. ``warmup_ratio``: linear warmup over this fraction of
+    the optimizer steps, all processes counted (:func:`dpo_args`).
+
+    Precision (:func:`training_precision`): full fine-tuning with ``dtype`` bf16 trains fp32 master weights under bf16
+    autocast, with the frozen reference in bf16; LoRA keeps the frozen base in ``dtype`` and peft's fp32 adapters. The
+    merged model is saved in ``dtype``. The record (train_record.json) names ``master_dtype`` (of the trained
+    parameters, as measured) and ``autocast`` (None: off).
     """
     import torch
     from accelerate.utils import DistributedType
     from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     from xlr.models import load_model
 
     out_dir.mkdir(parents=True, exist_ok=True)
     if device == "cuda" and "LOCAL_RANK" in os.environ:  # under accelerate launch / torchrun: this process's own GPU
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    model, tok = load_model(start_spec, dtype=dtype or torch.float32, device=device)
+    save_dtype = dtype or torch.float32
+    train_dtype, autocast = training_precision(save_dtype, finetune)
+    if autocast == "fp16" and device == "cpu":
+        raise ValueError("runtime.dtype fp16 with full fine-tuning trains fp32 master weights under fp16 autocast with a grad scaler, which needs a GPU. "
+                         "Fix: on CPU set runtime.dtype: bf16 (or fp32).")
+    model, tok = load_model(start_spec, dtype=train_dtype, device=device)
     keep, counts = length_report(tok, pairs, max_length)
     if not keep:
         raise ValueError(f"no trainable pairs: all {len(pairs)} prompts are >= max_length={max_length} tokens. Fix: raise max_length.")
     ds = Dataset.from_list([{k: pairs[i][k] for k in ("prompt", "chosen", "rejected")} for i in keep])
     ref_model = None
     if reference_spec is not None and reference_spec != start_spec:
-        ref_model, _ = load_model(reference_spec, dtype=dtype or torch.float32, device=device)
+        ref_model, _ = load_model(reference_spec, dtype=save_dtype, device=device)
     elif finetune == "full":
         # trl would reload a reference from config._name_or_path; pass the start model's own copy instead.
-        ref_model, _ = load_model(start_spec, dtype=dtype or torch.float32, device=device)
-    steps_per_epoch = math.ceil(len(ds) / (batch_size * grad_accum))
-    args = DPOConfig(
-        output_dir=str(out_dir / "checkpoints"),
-        beta=beta,
-        loss_type=list(loss_type),
-        loss_weights=list(loss_weights) if loss_weights else None,
-        learning_rate=learning_rate,
-        num_train_epochs=epochs,
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum,
-        warmup_steps=int(warmup_ratio * steps_per_epoch * epochs),
-        max_length=max_length,
-        precompute_ref_log_probs=precompute_ref_log_probs,
-        precompute_ref_batch_size=max(batch_size, 4),
-        bf16=False,  # trl's default (True) errors without a GPU; the base model's own dtype is used instead
-        fp16=False,
-        use_cpu=device == "cpu",
-        gradient_checkpointing=False,  # on by default in trl; needless at this size and slower on CPU
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=save_steps,
-        save_total_limit=2,
-        report_to=[],
-        seed=seed,
-        data_seed=seed,
-        dataloader_num_workers=0,
-        disable_tqdm=False,
-    )
+        ref_model, _ = load_model(start_spec, dtype=save_dtype, device=device)
+    args = dpo_args(out_dir, beta=beta, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
+                    warmup_ratio=warmup_ratio, loss_type=loss_type, loss_weights=loss_weights, autocast=autocast, device=device,
+                    precompute_ref_log_probs=precompute_ref_log_probs, save_steps=save_steps, seed=seed)
     resume = last_complete_checkpoint(out_dir / "checkpoints")
     if head not in ("trl-compact", "bf16"):
         raise ValueError(f"head={head!r}: use 'trl-compact' or 'bf16'")
@@ -341,9 +408,9 @@ def train_dpo(
     acc = trainer.accelerator
     record: dict[str, Any] = {"start": start_spec, "reference": reference_spec or start_spec, "finetune": finetune, "pairs": len(ds), "resumed": resume is not None, **counts,
                               "distributed_type": str(acc.distributed_type).rsplit(".", 1)[-1], "num_processes": acc.num_processes,
-                              "mixed_precision": str(acc.mixed_precision)}
+                              "mixed_precision": str(acc.mixed_precision), **_precision_record(trainer.model, acc)}
     if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED) or acc.num_processes > 1:
-        _save_distributed(trainer, tok, start_spec, out_dir, history, record, finetune, save_merged)
+        _save_distributed(trainer, tok, start_spec, out_dir, history, record, finetune, save_merged, save_dtype)
         del trainer, model, ref_model
         release_memory()
         return record
@@ -358,15 +425,29 @@ def train_dpo(
     else:
         merged = trained
     if save_merged or finetune == "full":
-        _write_model_dir(merged, out_dir / "model", tok, start_spec, record)
+        _write_model_dir(merged, out_dir / "model", tok, start_spec, record, dtype=save_dtype)
     atomic_write_json(out_dir / "train_record.json", record)
     del trainer, trained, merged, model, ref_model
     release_memory()  # the next step (accuracy pass, next stage's models) would otherwise sit on the freed training heap
     return record
 
 
+def _precision_record(model: Any, acc: Any) -> dict[str, Any]:
+    """What the trained parameters are stored in (the optimizer's master weights) and the autocast dtype in force."""
+    import torch
+
+    names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    stored = sorted({names.get(p.dtype, str(p.dtype)) for p in model.parameters() if p.requires_grad})
+    autocast = {"bf16": "bf16", "fp16": "fp16"}.get(str(acc.mixed_precision)) if getattr(acc, "native_amp", False) else None
+    out: dict[str, Any] = {"master_dtype": stored[0] if len(stored) == 1 else stored, "autocast": autocast}
+    if str(acc.distributed_type).endswith("DEEPSPEED"):
+        out["master_note"] = (f"DeepSpeed ({acc.mixed_precision}): master_dtype is what the model's parameters compute with; "
+                              "ZeRO keeps its own master copy in the optimizer")
+    return out
+
+
 def _save_distributed(trainer: Any, tok: Any, start_spec: str, out_dir: Path, history: list[dict[str, Any]], record: dict[str, Any],
-                      finetune: str, save_merged: bool) -> None:
+                      finetune: str, save_merged: bool, save_dtype: Any = None) -> None:
     """Saving after training under accelerate (several processes, or FSDP/DeepSpeed wrapping even on one).
 
     The weights are sharded across ranks there, so the single-process path's ``model.save_pretrained`` would write
@@ -399,7 +480,7 @@ def _save_distributed(trainer: Any, tok: Any, start_spec: str, out_dir: Path, hi
                 base, _ = load_model(start_spec, dtype=next(iter(state.values())).dtype, device="cpu")
                 _write_model_dir(PeftModel.from_pretrained(base, str(adapter)).merge_and_unload(), target, tok, start_spec, record)
         else:
-            _write_model_dir(unwrapped, target, tok, start_spec, record, state_dict=state)
+            _write_model_dir(unwrapped, target, tok, start_spec, record, state_dict=state, dtype=save_dtype)
         atomic_write_json(out_dir / "train_record.json", record)
     acc.wait_for_everyone()
 
@@ -425,11 +506,20 @@ def write_adapter_from_state(peft_model: Any, state: dict[str, Any], adapter_dir
     return list(tensors)
 
 
-def _write_model_dir(model: Any, target: Path, tok: Any, start_spec: str, record: dict[str, Any], state_dict: dict[str, Any] | None = None) -> None:
-    """The trained model as a loadable folder: weights (safetensors), tokenizer, and xlr's manifest with their hashes."""
+def _write_model_dir(model: Any, target: Path, tok: Any, start_spec: str, record: dict[str, Any], state_dict: dict[str, Any] | None = None,
+                     dtype: Any = None) -> None:
+    """The trained model as a loadable folder: weights (safetensors) in ``dtype`` (the requested one, not fp32 master
+    weights; None: as they are), tokenizer, and xlr's manifest with their hashes. Casts ``model`` in place."""
     from xlr.models import MODEL_MANIFEST
 
+    if dtype is not None and state_dict is not None:
+        state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
+    elif dtype is not None:
+        model.to(dtype)
     model.save_pretrained(target, state_dict=state_dict, safe_serialization=True)
+    if dtype is not None and state_dict is not None:  # save_pretrained names the (fp32, sharded) model's dtype in config.json
+        cfg_path = target / "config.json"
+        atomic_write_json(cfg_path, {**json.loads(cfg_path.read_text()), "dtype": str(dtype).removeprefix("torch.")})
     tok.save_pretrained(target)
     atomic_write_json(target / MODEL_MANIFEST, {"kind": "dpo", "start": start_spec, "record": record,
                                                 "weights": {p.name: sha256_file(p) for p in sorted(target.glob("*.safetensors"))}})
