@@ -63,7 +63,7 @@ def data_root(tmp_path_factory):
 
 
 def _params(root, **probe):
-    over = {"data": {"data_dir": str(root)}, "languages": {"train": probe.pop("train", ["en", "de", "sw"])},
+    over = {"data": {"data_dir": str(root)}, "languages": {"train": probe.pop("train", ["en", "de", "sw"])}, "reward": probe.pop("reward", {}),
             "probe": {"n_items": 6, "english_label_files": ["toy"], "n_english_label_pairs": 4, "translate_max_new_tokens": 6, "bootstrap": 200,
                       "permutations": 200, **probe}}
     from xlr.paths import REPO_ROOT
@@ -197,13 +197,52 @@ def test_r_t_translates_with_pi0_and_scores_under_the_english_instruction(probe_
             continue
         a, _ = _texts(r)
         if checked < 3:
-            assert r["translation_a"] == translate_to_english(backend, [a], [r["lang"]], params.probe.translate_max_new_tokens)[0]
+            want = translate_to_english(backend, [a], [r["lang"]], params.probe.translate_max_new_tokens, style=params.reward.rt_style)
+            assert (r["translation_a"], r["translation_status_a"], r["translation_truncated_a"]) == (want.texts[0], want.status[0], want.truncated[0])
             ra = _logp(pi0, tok, r["reward_prompt"], r["translation_a"]) - _logp(ref, tok, r["reward_prompt"], r["translation_a"])
             assert math.isclose(r["score_a"], ra, rel_tol=1e-4, abs_tol=1e-3)
             checked += 1
     assert checked == 3
     c = res["counts"]
-    assert c["translations"] == len({(r["lang"], t) for r in rows if r["lang"] != "en" for t in _texts(r)}) and 0 <= c["translations_truncated"] <= c["translations"]
+    assert c["translation_settings"] == {"style": "reference", "max_new_tokens": 6}  # the default style; the cap of probe.translate_max_new_tokens
+    # style reference: the request names no source language, so an answer is translated once whatever its L
+    assert c["translations"] == len({t for r in rows if r["lang"] != "en" for t in _texts(r)}) and 0 <= c["translations_truncated"] <= c["translations"]
+    assert sum(c["translation_status"].values()) == c["translations"] and set(c["translation_status"]) <= {"tagged", "tagged_empty", "untagged", "error"}
+
+
+def test_probe_r_t_translates_in_the_training_style_with_the_params_cap(data_root, tmp_path, monkeypatch):
+    import xlr.sampling
+    from xlr.probe import translation_fingerprint, translation_settings
+
+    calls = []
+
+    class Recording(xlr.sampling.HFBackend):
+        def generate(self, prompts, cfg, seed=None, progress=None):
+            calls.append((list(prompts), cfg))
+            return super().generate(prompts, cfg, seed=seed, progress=progress)
+
+    monkeypatch.setattr(xlr.sampling, "HFBackend", Recording)
+    fps = {}
+    for style in ("reference", "plain"):
+        calls.clear()
+        params = _params(data_root, train=["en", "de"], variants=["R_t"], tests=["language"], n_items=2, translate_max_new_tokens=None,
+                         reward={"rt_style": style, "rt_max_new_tokens": 5})
+        assert translation_settings(params) == {"style": style, "max_new_tokens": 5}  # probe.translate_max_new_tokens None: reward.rt_max_new_tokens
+        out = tmp_path / style
+        res = run_probe(params, "tiny:1", "tiny:0", out)
+        prompts = [p for ps, _ in calls for p in ps]
+        assert prompts and all(cfg.max_new_tokens == 5 and not cfg.do_sample and cfg.n == 1 for _, cfg in calls)
+        if style == "reference":
+            assert all(p.endswith("</translated>.\n<|im_end|>\n<|im_start|>assistant\n<translated>\n") for p in prompts)  # primed answer
+            assert len(prompts) == 4  # 2 German answers + 2 English ones (the language test's b), each once
+        else:
+            plain = "Translate the following German text into English. Output only the translation."
+            assert all(plain in p and not p.endswith("<translated>\n") for p in prompts)
+        doc = read_probe(out)
+        fps[style] = translation_fingerprint(doc["models"]["pi0"], doc["dtype"], {"style": style, "max_new_tokens": 5})
+        assert (out / "cache" / f"translations-{fps[style]}.jsonl").is_file()
+        assert sum(res["counts"]["translation_status"].values()) == res["counts"]["translations"] == 4
+    assert fps["reference"] != fps["plain"]  # the style is part of the translation cache's name
 
 
 def test_cis_contain_the_point_estimate_and_paired_comparisons(probe_run):

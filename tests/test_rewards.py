@@ -145,14 +145,15 @@ def test_annotate_rows(tiny, tiny_other):
     assert set(rows[0]) >= {"id", "lang", "sample_idx", "variant", "reward_prompt", "response", "policy_logp", "reference_logp", "reward", "n_tokens", "len_chars"}
 
 
-def test_r_t_scores_the_translation_under_the_english_instruction(tiny, tiny_other):
+def test_r_t_plain_style_scores_the_translation_under_the_english_instruction(tiny, tiny_other):
+    # rt_style="plain": xlr's earlier R_t (English scored untranslated, the whole generation is the translation)
     from xlr.sampling import HFBackend
 
     model, tok = tiny
     samples = [{"id": "a", "lang": "de", "sample_idx": 0, "prompt": "Nenne drei Farben.", "response": "Rot, Grün, Blau.", "n_tokens": 5},
                {"id": "b", "lang": "en", "sample_idx": 0, "prompt": "Name a fruit.", "response": "Apple.", "n_tokens": 2}]
     rows = annotate(samples, {"a": "Name three colours.", "b": "Name a fruit."}, model, tiny_other, tok, "R_t",
-                    translator=HFBackend(model, tok), translate_max_new_tokens=6)
+                    translator=HFBackend(model, tok), translate_max_new_tokens=6, rt_style="plain")
     de, en = rows
     assert de["response_original"] == "Rot, Grün, Blau." and de["response"] != de["response_original"]  # pi0's translation
     assert en["response"] == "Apple."  # English needs no translation
@@ -160,3 +161,143 @@ def test_r_t_scores_the_translation_under_the_english_instruction(tiny, tiny_oth
     want = _independent_logps(model, tok, ["Name three colours."], [de["response"]])[0] - _independent_logps(tiny_other, tok, ["Name three colours."], [de["response"]])[0]
     assert de["reward"] == pytest.approx(want, rel=1e-4, abs=1e-5)
     assert de["len_chars"] == len("Rot, Grün, Blau.")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# R_t as the reference implementation translates (ZNLP/Implicit-Cross-Lingual-Rewarding at commit 168a420)
+
+# utils/trans_prompts.py TRANS_INSTRUCTION with lang = "English" (the target; utils/batch_translate.py, --tgt_langs en)
+REF_MESSAGE = ("Please translate the following sentences into English. The input sentences are wrapped by <sentence> and </sentence>:\n\n"
+               "<sentence>\n{text}\n</sentence>\n\n"
+               "The translated result should be wrapped by <translated> and </translated>.\n")
+
+
+class _CannedTranslator:
+    """A generation backend that answers each translation request with a canned continuation (looked up by the
+    source text inside the request) and records every call."""
+
+    def __init__(self, tok, answers, truncated=()):
+        self.tokenizer, self.answers, self.truncated, self.calls = tok, answers, set(truncated), []
+
+    def generate(self, prompts, cfg, seed=None, progress=None):
+        from xlr.sampling import Generation
+
+        self.calls.append((list(prompts), cfg))
+        out = []
+        for p in prompts:
+            src = max((t for t in self.answers if t in p), key=len)
+            out.append([Generation(self.answers[src], 3, src in self.truncated)])
+        return out
+
+
+def test_reference_translation_request_is_the_reference_template():
+    from xlr.rewards import translation_message
+
+    text = "Rot, Grün und Blau.\nZweite Zeile."
+    assert translation_message(text, "de") == REF_MESSAGE.format(text=text)
+    assert translation_message(text, "sw") == translation_message(text, "de")  # the reference names only the target language
+    # the plain option keeps xlr's earlier request
+    assert translation_message(text, "de", "plain") == f"Translate the following German text into English. Output only the translation.\n\n{text}"
+    with pytest.raises(ValueError, match="reward.rt_style"):
+        translation_message(text, "de", "fancy")
+
+
+@pytest.mark.parametrize("generated, want", [
+    # utils/batch_translate.py: search <translated>(.*?)</translated> (DOTALL) in PRIMER + output.strip(); else the output
+    # without its leading tag; else the placeholder "Translation Error"
+    ("Red, green and blue.\n</translated>", ("Red, green and blue.", "tagged")),
+    ("  Line one.\nLine two.</translated>\nSome chatter after the tag.</translated>", ("Line one.\nLine two.", "tagged")),
+    ("<translated>\nRed.</translated>", ("<translated>\nRed.", "tagged")),  # the model repeats the opening tag: kept, as the reference
+    ("</translated>", ("", "tagged_empty")),
+    ("Red, green and blue (cut at the cap", ("Red, green and blue (cut at the cap", "untagged")),
+    ("   \n ", ("Translation Error", "error")),
+    ("", ("Translation Error", "error")),
+])
+def test_extract_translation_by_the_reference_pattern(generated, want):
+    from xlr.rewards import extract_translation
+
+    assert extract_translation(generated) == want
+
+
+def test_r_t_reference_style_primed_greedy_capped_english_skipped_and_counted(tiny, tiny_other):
+    from xlr.rewards import TRANSLATION_PRIMER, translation_counts
+
+    model, tok = tiny
+    samples = [{"id": "a", "lang": "de", "sample_idx": 0, "prompt": "Nenne drei Farben.", "response": "Rot, Grün, Blau.", "n_tokens": 5},
+               {"id": "a", "lang": "de", "sample_idx": 1, "prompt": "Nenne drei Farben.", "response": "Gelb.", "n_tokens": 2},
+               {"id": "b", "lang": "en", "sample_idx": 0, "prompt": "Name a fruit.", "response": "Apple.", "n_tokens": 2},
+               {"id": "b", "lang": "sw", "sample_idx": 0, "prompt": "Taja tunda.", "response": "Ndizi.", "n_tokens": 2}]
+    backend = _CannedTranslator(tok, {"Rot, Grün, Blau.": "Red, green, blue.\n</translated>", "Gelb.": "Yellow, and then it ran on", "Ndizi.": ""},
+                                truncated={"Gelb."})
+    counts = {}
+    rows = annotate(samples, {"a": "Name three colours.", "b": "Name a fruit."}, model, tiny_other, tok, "R_t",
+                    translator=backend, translate_max_new_tokens=77, counts=counts)
+    [(prompts, cfg)] = backend.calls
+    # the reference's request through the chat template, the answer primed with <translated>\n (utils/translate.py)
+    assert prompts == [render_prompt(tok, REF_MESSAGE.format(text=t)) + "<translated>\n" for t in ("Rot, Grün, Blau.", "Gelb.", "Ndizi.")]
+    assert TRANSLATION_PRIMER == "<translated>\n"
+    assert (cfg.n, cfg.do_sample, cfg.max_new_tokens) == (1, False, 77)  # greedy (temperature 0), the cap given
+    # English: no R_t reward (utils/generate_preference_pair.py skips en for translateToEn_rewarding), counted
+    assert [(r["lang"], r["sample_idx"]) for r in rows] == [("de", 0), ("de", 1), ("sw", 0)]
+    assert [(r["response"], r["translation_status"], r["translation_truncated"]) for r in rows] == [
+        ("Red, green, blue.", "tagged", False), ("Yellow, and then it ran on", "untagged", True), ("Translation Error", "error", False)]
+    assert counts["r_t"] == {"style": "reference", "max_new_tokens": 77, "texts": 3, "tagged": 1, "tagged_empty": 0, "untagged": 1, "error": 1,
+                             "truncated": 1, "skipped_english": 1}
+    assert translation_counts(rows, "reference", 77, skipped_english=1) == counts["r_t"]  # the same counts from the rows alone
+    # scored under the plain English instruction (compute_reward_score.py, translateToEn_rewarding), original length kept
+    for r, instr, orig in zip(rows, ["Name three colours.", "Name three colours.", "Name a fruit."], ["Rot, Grün, Blau.", "Gelb.", "Ndizi."]):
+        want = _independent_logps(model, tok, [instr], [r["response"]])[0] - _independent_logps(tiny_other, tok, [instr], [r["response"]])[0]
+        assert r["reward"] == pytest.approx(want, rel=1e-4, abs=1e-5)
+        assert r["reward_prompt"] == render_prompt(tok, instr) and r["response_original"] == orig and r["len_chars"] == len(orig)
+
+
+def test_r_t_plain_style_requests_and_passes_english_through(tiny, tiny_other):
+    model, tok = tiny
+    samples = [{"id": "a", "lang": "de", "sample_idx": 0, "prompt": "Nenne drei Farben.", "response": "Rot.", "n_tokens": 2},
+               {"id": "b", "lang": "en", "sample_idx": 0, "prompt": "Name a fruit.", "response": "Apple.", "n_tokens": 2}]
+    backend = _CannedTranslator(tok, {"Rot.": "Red.</translated> and more"})
+    counts = {}
+    rows = annotate(samples, {"a": "Name three colours.", "b": "Name a fruit."}, model, tiny_other, tok, "R_t", translator=backend,
+                    translate_max_new_tokens=9, rt_style="plain", counts=counts)
+    [(prompts, cfg)] = backend.calls
+    assert prompts == [render_prompt(tok, "Translate the following German text into English. Output only the translation.\n\nRot.")]  # no primer
+    assert cfg.max_new_tokens == 9 and not cfg.do_sample
+    assert [(r["lang"], r["response"], r["translation_status"]) for r in rows] == [("de", "Red.</translated> and more", "plain"),
+                                                                                   ("en", "Apple.", "english_untranslated")]
+    assert counts["r_t"] == {"style": "plain", "max_new_tokens": 9, "texts": 2, "plain": 1, "english_untranslated": 1, "truncated": 0, "skipped_english": 0}
+
+
+def test_r_t_default_cap_is_the_reference_cap_and_the_params_default(tiny, tiny_other):
+    from xlr.config import RewardParams
+
+    model, tok = tiny
+    backend = _CannedTranslator(tok, {"Rot.": "Red.</translated>"})
+    samples = [{"id": "a", "lang": "de", "sample_idx": 0, "prompt": "Nenne eine Farbe.", "response": "Rot.", "n_tokens": 2}]
+    annotate(samples, {"a": "Name a colour."}, model, tiny_other, tok, "R_t", translator=backend)
+    assert backend.calls[0][1].max_new_tokens == 8192 == RewardParams().rt_max_new_tokens  # scripts/batch_translate.sh --max_tokens 8192
+    assert RewardParams().rt_style == "reference"
+    with pytest.raises(Exception, match="rt_style"):
+        RewardParams(rt_style="fancy")
+    # only English samples: nothing to translate, no rows, all counted
+    counts = {}
+    en = [{"id": "a", "lang": "en", "sample_idx": 0, "prompt": "Name a colour.", "response": "Red.", "n_tokens": 2}]
+    assert annotate(en, {"a": "Name a colour."}, model, tiny_other, tok, "R_t", translator=backend, counts=counts) == []
+    assert len(backend.calls) == 1 and counts["r_t"]["skipped_english"] == 1 and counts["r_t"]["texts"] == 0
+
+
+def test_r_t_reference_style_with_pi0_generating(tiny, tiny_other):
+    # end to end with the real decoding loop: the translation is what greedy transformers generate() continues the
+    # primed prompt with, extracted by the reference's rule
+    from xlr.rewards import extract_translation
+    from xlr.sampling import HFBackend
+
+    model, tok = tiny
+    samples = [{"id": "a", "lang": "de", "sample_idx": 0, "prompt": "Nenne drei Farben.", "response": "Rot, Grün, Blau.", "n_tokens": 5}]
+    [row] = annotate(samples, {"a": "Name three colours."}, model, tiny_other, tok, "R_t", translator=HFBackend(model, tok), translate_max_new_tokens=6)
+    primed = render_prompt(tok, REF_MESSAGE.format(text="Rot, Grün, Blau.")) + "<translated>\n"
+    ids = torch.tensor([tok(primed, add_special_tokens=False)["input_ids"]])
+    stops = sorted({tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id})
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=6, eos_token_id=stops, pad_token_id=tok.pad_token_id)
+    raw = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+    assert (row["response"], row["translation_status"]) == extract_translation(raw)

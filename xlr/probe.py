@@ -20,12 +20,16 @@ translations) three questions on X-AlpacaEval instructions, per training languag
 
 Scores per variant (the prompts of :func:`xlr.rewards.reward_prompt`, the log-probs of :func:`xlr.rewards.score_models`):
 ``R_c`` scores both answers under G(x) = the language prefix for L + the English instruction (English: x alone);
-``R_m`` under the instruction in L; ``R_t`` translates both answers "from L" into English with pi0
-(:func:`xlr.rewards.translate_to_english`, greedy, at most ``probe.translate_max_new_tokens`` new tokens) and scores
-the translations under the plain English instruction: as in training, where every sample of language L is
-translated as L, the English answer of the language test is also passed through the translation prompt for L.
-``length``: the longer answer (characters of the original answer) wins; the baseline any reward should beat. In
-English the three variants coincide (same prompt, no translation): their English rows are equal by construction.
+``R_m`` under the instruction in L; ``R_t`` translates both answers into English with pi0 as training does
+(:func:`xlr.rewards.translate_to_english` in ``reward.rt_style``, greedy, at most ``probe.translate_max_new_tokens``
+new tokens, default ``reward.rt_max_new_tokens``) and scores the translations under the plain English instruction.
+As in training, where every sample of language L goes through the translation prompt whatever language it is in,
+the English answer of the language test is translated too (style ``reference``: with the same prompt as any
+answer, as that prompt names only the target language; ``plain``: "from L"). English answers are not translated: the
+reference gives English no R_t reward at all (its training skips English for R_t); the probe scores them under the
+English instruction as they are, so that English stays the transfer baseline of R_t. ``length``: the longer answer
+(characters of the original answer) wins; the baseline any reward should beat. In English the three variants
+coincide (same prompt, no translation): their English rows are equal by construction.
 
 A win is 1 when score(a) > score(b), 0.5 on an exact tie, else 0; the fraction is the mean win; 95% CIs are
 percentile bootstraps over instructions (``probe.bootstrap`` resamples, seed ``params.seed``). Paired comparisons
@@ -35,8 +39,8 @@ hypothesis per test and language (``hypotheses``), never assumed.
 
 Artifacts (under ``out_dir``): ``probe.json`` (settings, counts, summary, paired comparisons, hypotheses),
 ``probe_items.jsonl`` (one row per item and variant: both scores, log-probs, lengths, prompts, translations), and
-``cache/`` (scores and translations keyed by model fingerprint: a rerun or an interrupted run redoes only what is
-missing).
+``cache/`` (scores and translations keyed by model fingerprint, translations also by style and cap: a rerun or an
+interrupted run redoes only what is missing).
 """
 
 from __future__ import annotations
@@ -221,19 +225,6 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-class _TrackedBackend:
-    """A generation backend whose generate() moves a progress bar per batch and keeps the Generation objects (for the
-    truncation count); passed to :func:`xlr.rewards.translate_to_english` in place of the backend."""
-
-    def __init__(self, backend: Any, bar: Any):
-        self.backend, self.bar, self.tokenizer, self.generations = backend, bar, backend.tokenizer, []
-
-    def generate(self, prompts: Sequence[str], cfg: Any, seed: int | None = None, progress: Any = None) -> Any:
-        gens = self.backend.generate(prompts, cfg, seed=seed, progress=self.bar.update)
-        self.generations += [g[0] for g in gens]
-        return gens
-
-
 class _Models:
     """pi0 and pi_ref, loaded on first use (a rerun with everything cached loads nothing)."""
 
@@ -255,25 +246,46 @@ class _Models:
         return self._loaded
 
 
-def _translate(models: _Models, cache: _Cache, todo: list[tuple[str, str]], max_new_tokens: int, names: dict[str, str], batch_size: int) -> int:
+def translation_settings(params: Any) -> dict[str, Any]:
+    """The probe's R_t translation settings: the style of training (reward.rt_style) and the cap
+    (probe.translate_max_new_tokens, None = reward.rt_max_new_tokens)."""
+    return {"style": params.reward.rt_style, "max_new_tokens": params.probe.translate_max_new_tokens or params.reward.rt_max_new_tokens}
+
+
+def translation_fingerprint(pi0_record: Any, dtype_name: str, settings: dict[str, Any]) -> str:
+    """Names the translation cache: pi0, its precision, the style and the cap (a change of any one retranslates)."""
+    return _fingerprint(pi0_record, dtype_name, settings["max_new_tokens"], settings["style"], "translations")
+
+
+def _tkey(lang: str, text: str, style: str, names: dict[str, str]) -> str:
+    """Translation cache key: the translation request itself (in style reference it does not depend on L)."""
+    from xlr.rewards import translation_message
+
+    return _key(translation_message(text, lang, style, names))
+
+
+def _translate(models: _Models, cache: _Cache, todo: list[tuple[str, str]], settings: dict[str, Any], names: dict[str, str], batch_size: int) -> int:
     """Translations of (lang, text) into English with pi0, cached; returns how many were generated now."""
     from tqdm.auto import tqdm
 
     from xlr.rewards import translate_to_english
     from xlr.sampling import HFBackend
 
-    missing = sorted({(lg, t) for lg, t in todo if _key(lg, t) not in cache.data}, key=lambda p: len(p[1]))
+    style, cap = settings["style"], settings["max_new_tokens"]
+    wanted: dict[str, tuple[str, str]] = {}
+    for lg, t in todo:
+        wanted.setdefault(_tkey(lg, t, style, names), (lg, t))
+    missing = sorted(((k, v) for k, v in wanted.items() if k not in cache.data), key=lambda kv: len(kv[1][1]))
     if not missing:
         return 0
     policy, _, tok = models.get()
     with tqdm(total=len(missing), desc="probe R_t: pi0 translates answers into English", unit="answer") as bar:
-        backend = _TrackedBackend(HFBackend(policy, tok), bar)
+        backend = HFBackend(policy, tok)
         for k in range(0, len(missing), TRANSLATE_CHUNK):
             part = missing[k : k + TRANSLATE_CHUNK]
-            backend.generations = []
-            texts = translate_to_english(backend, [t for _, t in part], [lg for lg, _ in part], max_new_tokens, names, batch_size)
-            for (lg, t), tr, g in zip(part, texts, backend.generations, strict=True):
-                cache.data[_key(lg, t)] = {"text": tr, "n_tokens": g.n_tokens, "truncated": g.truncated}
+            tr = translate_to_english(backend, [t for _, (_, t) in part], [lg for _, (lg, _) in part], cap, names, batch_size, style, progress=bar.update)
+            for j, (key, _) in enumerate(part):
+                cache.data[key] = {"text": tr.texts[j], "n_tokens": tr.n_tokens[j], "truncated": tr.truncated[j], "status": tr.status[j]}
             cache.save()
     return len(missing)
 
@@ -348,7 +360,8 @@ def run_probe(params: Any, pi0_spec: str, pi_ref_spec: str, out_dir: Path, dtype
     ids = counts.pop("ids")
     records = {"pi0": model_record(pi0_spec), "pi_ref": model_record(pi_ref_spec)}
     fp_scores = _fingerprint(records, dtype_name, parity, "scores")
-    fp_trans = _fingerprint(records["pi0"], dtype_name, pp.translate_max_new_tokens, "translations")
+    tsettings = translation_settings(params)
+    fp_trans = translation_fingerprint(records["pi0"], dtype_name, tsettings)
     score_cache = _Cache(out_dir / "cache" / f"scores-{fp_scores}.jsonl")
     trans_cache = _Cache(out_dir / "cache" / f"translations-{fp_trans}.jsonl")
     models = _Models(pi0_spec, pi_ref_spec, torch_dtype, device, params.models.trust_remote_code)
@@ -362,8 +375,8 @@ def run_probe(params: Any, pi0_spec: str, pi_ref_spec: str, out_dir: Path, dtype
     for variant in dict.fromkeys(pp.variants):
         if variant == "R_t":
             todo = [(c["lang"], t) for c in comps if c["lang"] != "en" for t in (c["a"], c["b"])]
-            counts["translations_now"] = _translate(models, trans_cache, todo, pp.translate_max_new_tokens, names, params.sampling.batch_size)
-            tr = {(lg, t): trans_cache.data[_key(lg, t)] for lg, t in todo}
+            counts["translations_now"] = _translate(models, trans_cache, todo, tsettings, names, params.sampling.batch_size)
+            tr = {(lg, t): trans_cache.data[_tkey(lg, t, tsettings["style"], names)] for lg, t in todo}
         scored = []
         for c in comps:
             p = prompt_of(variant, c)
@@ -381,14 +394,17 @@ def run_probe(params: Any, pi0_spec: str, pi_ref_spec: str, out_dir: Path, dtype
             row.update(reward_prompt=p, policy_logp_a=pa, reference_logp_a=ra, policy_logp_b=pb, reference_logp_b=rb)
             if variant == "R_t" and c["lang"] != "en":
                 ta, tb = tr[(c["lang"], c["a"])], tr[(c["lang"], c["b"])]
-                row.update(translation_a=ta["text"], translation_b=tb["text"], translation_truncated_a=ta["truncated"], translation_truncated_b=tb["truncated"])
+                row.update(translation_a=ta["text"], translation_b=tb["text"], translation_truncated_a=ta["truncated"], translation_truncated_b=tb["truncated"],
+                           translation_status_a=ta["status"], translation_status_b=tb["status"])
             items.append(row)
     for k, c in enumerate(comps):
         items.append(_item(c, k, LENGTH, float(len(c["a"])), float(len(c["b"]))))
     if "R_t" in pp.variants:
-        used = {_key(c["lang"], t) for c in comps if c["lang"] != "en" for t in (c["a"], c["b"])}
+        used = {_tkey(c["lang"], t, tsettings["style"], names) for c in comps if c["lang"] != "en" for t in (c["a"], c["b"])}
+        counts["translation_settings"] = tsettings
         counts["translations"] = len(used)
         counts["translations_truncated"] = sum(bool(trans_cache.data[k]["truncated"]) for k in used)
+        counts["translation_status"] = dict(Counter(trans_cache.data[k]["status"] for k in used))
     variants = [*dict.fromkeys(pp.variants), LENGTH]
     summary = summarize(items, variants, pp.bootstrap, params.seed)
     paired = paired_comparisons(items, variants, pp.bootstrap, pp.permutations, params.seed)
@@ -411,7 +427,8 @@ DEFINITIONS = {
     "win": "1 if score(a) > score(b), 0.5 on an exact tie, else 0; fraction = mean win.",
     "R_c": "both answers scored under G(x) = language prefix for L + English instruction (English: x alone)",
     "R_m": "both answers scored under the instruction in L",
-    "R_t": "both answers translated 'from L' into English by pi0 (greedy, capped), scored under the English instruction",
+    "R_t": "both answers translated into English by pi0 as in training (reward.rt_style; greedy, capped), scored under the English instruction; "
+           "English answers untranslated",
     "length": "score = characters of the original answer (longer wins)",
     "transfer_ratio": "acc_L / acc_en on the instructions of both languages (same variant); CI from one bootstrap over instructions for both",
     "transfer_excess": "(acc_L - 0.5) / (acc_en - 0.5): share of English's above-chance accuracy kept in L; None when acc_en <= 0.5",

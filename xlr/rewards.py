@@ -6,7 +6,11 @@ For a sample y of the target-language prompt with instruction_id i, the reward p
   instructed to respond in a different language.\\n\\n" + x, with x the ENGLISH instruction with the same id
   (English itself: x alone);
 - ``R_m``: the target-language instruction itself, no prefix;
-- ``R_t``: pi0 translates y into English (greedy), which is scored under the plain English instruction.
+- ``R_t``: pi0 translates y into English, and the translation is scored under the plain English instruction x. The
+  default style ``reference`` is the reference implementation's: its tagged prompt, the assistant's answer primed with
+  ``<translated>``, greedy decoding up to 8192 new tokens, the translation taken by its pattern (see
+  :func:`extract_translation`), and English samples skipped (no R_t reward, hence no English pairs). Style ``plain``
+  is xlr's earlier R_t (a one-line request, no primer, the whole generation kept, English scored untranslated).
 
 r = log pi0(y | prompt) - log pi_ref(y | prompt), each log-probability a SUM over the response tokens (no beta,
 no length normalisation), as the reference implementation ranks.
@@ -14,16 +18,34 @@ no length normalisation), as the reference implementation ranks.
 
 from __future__ import annotations
 
+import logging
 import math
+import re
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from xlr import faults
 from xlr.chat import end_of_turn, render_prompt
 from xlr.languages import language_name
 
+log = logging.getLogger(__name__)
+
 G_PREFIX = "Please answer the following instruction using only {language}, unless explicitly instructed to respond in a different language.\n\n"
+# R_t, style "plain" (xlr's earlier R_t): the source language named, no tags
 TRANSLATE_PROMPT = "Translate the following {language} text into English. Output only the translation.\n\n{text}"
+# R_t, style "reference": the reference's TRANS_INSTRUCTION (utils/trans_prompts.py), its target language always English
+REFERENCE_TRANSLATE_PROMPT = (
+    "Please translate the following sentences into {lang}. The input sentences are wrapped by <sentence> and </sentence>:\n\n"
+    "<sentence>\n{text}\n</sentence>\n\n"
+    "The translated result should be wrapped by <translated> and </translated>.\n"
+)
+TRANSLATION_PRIMER = "<translated>\n"  # the reference's PRIMER (utils/translate.py): the start of the assistant's answer, pre-filled
+TRANSLATION_ERROR = "Translation Error"  # what the reference scores when nothing is left to extract (utils/batch_translate.py)
+RT_MAX_NEW_TOKENS = 8192  # the reference's cap on a translation (scripts/batch_translate.sh --max_tokens)
+RT_STYLES = ("reference", "plain")
+_TRANSLATED = re.compile(r"<translated>(.*?)</translated>", re.DOTALL)
 
 
 class RewardError(ValueError):
@@ -42,7 +64,7 @@ def reward_prompt(variant: str, lang: str, instruction: str, instruction_en: str
         return cross_lingual_prompt(instruction_en, lang, names)
     if variant == "R_m":
         return instruction
-    if variant == "R_t":
+    if variant == "R_t":  # the plain English instruction, no prefix (reference: compute_reward_score.py, translateToEn_rewarding)
         return instruction_en
     raise RewardError(f"unknown reward variant {variant!r}: use R_c, R_m or R_t")
 
@@ -261,18 +283,108 @@ def sequence_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], respon
 # annotation of samples
 
 
-def translate_to_english(backend: Any, texts: Sequence[str], langs: Sequence[str], max_new_tokens: int, names: dict[str, str] | None = None, batch_size: int = 16) -> list[str]:
-    """pi0 translates each response into English, greedily (the R_t variant)."""
-    from xlr.chat import render_prompt as _render
+def translation_message(text: str, lang: str, style: str = "reference", names: dict[str, str] | None = None) -> str:
+    """The user message asking pi0 to translate ``text`` (a sample in ``lang``) into English, in the R_t ``style``:
+    ``reference``: the reference's tagged request (it names only the target language, so ``lang`` is not used);
+    ``plain``: xlr's earlier one-line request naming the source language."""
+    if style == "reference":
+        return REFERENCE_TRANSLATE_PROMPT.format(lang="English", text=text)
+    if style == "plain":
+        return TRANSLATE_PROMPT.format(language=language_name(lang, names), text=text)
+    raise RewardError(f"R_t style {style!r}: use one of {', '.join(RT_STYLES)} (reward.rt_style)")
+
+
+def translation_generation_prompt(tokenizer: Any, text: str, lang: str, style: str = "reference", names: dict[str, str] | None = None) -> str:
+    """The string pi0 continues: the translation request through the chat template, plus (style ``reference``) the
+    primer ``<translated>\\n`` as the start of the assistant's answer (reference: utils/translate.py get_llm_request)."""
+    prompt = render_prompt(tokenizer, translation_message(text, lang, style, names))
+    return prompt + TRANSLATION_PRIMER if style == "reference" else prompt
+
+
+def extract_translation(generated: str) -> tuple[str, str]:
+    """(translation, status) from pi0's continuation of the primed prompt, as the reference extracts it
+    (utils/batch_translate.py, after utils/translate.py put the primer back in front of the stripped output):
+
+    - ``tagged``: the text between the primer and the first ``</translated>``, stripped;
+    - ``tagged_empty``: the same, but nothing between the tags (the empty string is scored, as in the reference);
+    - ``untagged``: no closing tag (e.g. cut at the cap): the whole output, stripped;
+    - ``error``: no output at all: the reference's placeholder ``Translation Error`` is scored.
+    """
+    full = TRANSLATION_PRIMER + generated.strip()
+    m = _TRANSLATED.search(full)
+    if m:
+        text = m.group(1).strip()
+        return text, "tagged" if text else "tagged_empty"
+    # no match: the reference strips the leading tag (always the primer here) and a trailing closing tag (impossible
+    # once the search failed); what is left is the translation, or the placeholder when nothing is
+    rest = full.strip().removeprefix("<translated>").strip()
+    return (rest, "untagged") if rest else (TRANSLATION_ERROR, "error")
+
+
+TRANSLATION_STATUSES = {"reference": ("tagged", "tagged_empty", "untagged", "error"), "plain": ("plain", "english_untranslated")}
+
+
+@dataclass(frozen=True)
+class Translations:
+    """R_t translations, in the order of the texts: what is scored (``texts``), how it was obtained (``status``: see
+    :func:`extract_translation`; ``plain`` for the plain style's generations, ``english_untranslated`` for English
+    texts the plain style passes through), whether pi0 hit the cap (``truncated``) and its new tokens (``n_tokens``)."""
+
+    style: str
+    max_new_tokens: int
+    texts: list[str]
+    status: list[str]
+    truncated: list[bool]
+    n_tokens: list[int]
+
+    @property
+    def counts(self) -> dict[str, Any]:
+        """style, cap, texts, one count per status of the style (zeros included) and truncated."""
+        return _status_counts(self.style, self.max_new_tokens, self.status, self.truncated)
+
+
+def _status_counts(style: str, max_new_tokens: int, status: Sequence[str], truncated: Sequence[bool]) -> dict[str, Any]:
+    by = Counter(status)
+    known = TRANSLATION_STATUSES[style]
+    return {"style": style, "max_new_tokens": max_new_tokens, "texts": len(status), **{k: by.get(k, 0) for k in known},
+            **{k: v for k, v in by.items() if k not in known}, "truncated": sum(bool(t) for t in truncated)}
+
+
+def translation_counts(rows: Sequence[dict[str, Any]], style: str, max_new_tokens: int, skipped_english: int = 0) -> dict[str, Any]:
+    """``counts["r_t"]`` of :func:`annotate` recomputed from its R_t rows (e.g. rows gathered from several processes,
+    each of which annotated a share): the translation counts and ``skipped_english``."""
+    status = [r["translation_status"] for r in rows]
+    return {**_status_counts(style, max_new_tokens, status, [r["translation_truncated"] for r in rows]), "skipped_english": skipped_english}
+
+
+def translate_to_english(backend: Any, texts: Sequence[str], langs: Sequence[str], max_new_tokens: int = RT_MAX_NEW_TOKENS, names: dict[str, str] | None = None,
+                         batch_size: int = 16, style: str = "reference", progress: Callable[[int], None] | None = None) -> Translations:
+    """pi0 (``backend``: a generation backend of :mod:`xlr.sampling`) translates each text into English: greedy, one
+    generation, at most ``max_new_tokens`` new tokens, stopping at the end of turn (reference: scripts/batch_translate.sh,
+    temperature 0, top_p 1, --max_tokens 8192).
+
+    ``reference`` style: every text is translated (the caller decides what to skip: :func:`annotate` leaves English
+    out) and the translation extracted by :func:`extract_translation`. ``plain`` style: English texts are returned
+    untranslated and the others' whole generation is the translation. ``progress`` is passed to the backend's generate
+    (the texts of one prompt are generated once, so it counts distinct prompts)."""
     from xlr.sampling import GenConfig
 
-    prompts = [_render(backend.tokenizer, TRANSLATE_PROMPT.format(language=language_name(lg, names), text=t)) if lg != "en" else None for t, lg in zip(texts, langs, strict=True)]
-    todo = [i for i, p in enumerate(prompts) if p is not None]
-    gens = backend.generate([prompts[i] for i in todo], GenConfig(n=1, do_sample=False, max_new_tokens=max_new_tokens, batch_size=batch_size))
-    out = list(texts)
-    for i, g in zip(todo, gens, strict=True):
-        out[i] = g[0].text
-    return out
+    if style not in RT_STYLES:
+        raise RewardError(f"R_t style {style!r}: use one of {', '.join(RT_STYLES)} (reward.rt_style)")
+    if len(texts) != len(langs):
+        raise RewardError(f"translate_to_english: {len(texts)} texts but {len(langs)} languages")
+    todo = [i for i, lg in enumerate(langs) if style == "reference" or lg != "en"]
+    prompts = [translation_generation_prompt(backend.tokenizer, texts[i], langs[i], style, names) for i in todo]
+    unique = list(dict.fromkeys(prompts))  # greedy: equal prompts (the same text) give equal translations, generated once
+    gens = backend.generate(unique, GenConfig(n=1, do_sample=False, max_new_tokens=max_new_tokens, batch_size=batch_size), progress=progress) if unique else []
+    by_prompt = {p: g[0] for p, g in zip(unique, gens, strict=True)}
+    out, status = list(texts), ["english_untranslated"] * len(texts)
+    truncated, n_tokens = [False] * len(texts), [0] * len(texts)
+    for i, p in zip(todo, prompts, strict=True):
+        g = by_prompt[p]
+        out[i], status[i] = extract_translation(g.text) if style == "reference" else (g.text, "plain")
+        truncated[i], n_tokens[i] = bool(g.truncated), int(g.n_tokens)
+    return Translations(style, max_new_tokens, out, status, truncated, n_tokens)
 
 
 def annotate(
@@ -286,39 +398,59 @@ def annotate(
     batch_tokens: int = 2048,
     parity: str | None = None,
     translator: Any = None,
-    translate_max_new_tokens: int = 512,
+    translate_max_new_tokens: int = RT_MAX_NEW_TOKENS,
     fp32_head: bool | None = None,
     share_prompts: bool = True,
+    rt_style: str = "reference",
+    counts: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Reward rows for samples (``id``, ``lang``, ``sample_idx``, ``prompt``, ``response``, ``n_tokens``).
 
     ``english`` maps instruction_id -> English instruction. Output rows carry id, lang, sample_idx, variant,
-    reward_prompt (the exact rendered string), response (as scored; for R_t also ``response_original``),
-    policy_logp, reference_logp, reward, n_tokens, len_chars (of the original response).
+    reward_prompt (the exact rendered string), response (as scored; for R_t also ``response_original``,
+    ``translation_status`` and ``translation_truncated``), policy_logp, reference_logp, reward, n_tokens, len_chars
+    (of the original response).
+
+    R_t: ``translator`` (pi0's generation backend) translates with ``rt_style`` (:func:`translate_to_english`, at
+    most ``translate_max_new_tokens`` new tokens). Style ``reference`` gives English samples no R_t reward, as the
+    reference (utils/generate_preference_pair.py skips English for translateToEn_rewarding): they have no row, so
+    English forms no R_t pairs. ``counts``, when given, receives ``counts["r_t"]``: the translation counts
+    (:attr:`Translations.counts`) and ``skipped_english``.
     """
     from tqdm.auto import tqdm
 
     missing = sorted({s["id"] for s in samples if s["id"] not in english})
     if missing:
         raise RewardError(f"{len(missing)} sample id(s) have no English instruction (needed for G(x)), e.g. {missing[0]}")
-    prompts = [reward_prompt(variant, s["lang"], s["prompt"], english[s["id"]], names) for s in samples]
-    scored = [s["response"] for s in samples]
+    tr = None
     if variant == "R_t":
         if translator is None:
             raise RewardError("variant R_t needs a translator backend (pi0)")
-        scored = translate_to_english(translator, scored, [s["lang"] for s in samples], translate_max_new_tokens, names)
+        if rt_style not in RT_STYLES:
+            raise RewardError(f"reward.rt_style {rt_style!r}: use one of {', '.join(RT_STYLES)}")
+        n_all = len(samples)
+        if rt_style == "reference":
+            samples = [s for s in samples if s["lang"] != "en"]
+        skipped = n_all - len(samples)
+        if skipped:
+            log.info("R_t (reference style): %d English sample(s) get no reward and form no pairs, as in the reference", skipped)
+        tr = translate_to_english(translator, [s["response"] for s in samples], [s["lang"] for s in samples], translate_max_new_tokens, names, style=rt_style)
+        if counts is not None:
+            counts["r_t"] = {**tr.counts, "skipped_english": skipped}
+    prompts = [reward_prompt(variant, s["lang"], s["prompt"], english[s["id"]], names) for s in samples]
+    scored = tr.texts if tr is not None else [s["response"] for s in samples]
     with tqdm(total=len(samples), desc=f"rewards {variant}", unit="sample") as bar:
         pol, ref = score_models([policy, reference], tokenizer, prompts, scored, batch_tokens=batch_tokens, parity=parity, fp32_head=fp32_head, progress=bar.update,
-                                share_prompts=share_prompts)
+                                share_prompts=share_prompts) if samples else ([], [])
     rows = []
-    for s, p, y, lp, lr in zip(samples, prompts, scored, pol, ref, strict=True):
+    for k, (s, p, y, lp, lr) in enumerate(zip(samples, prompts, scored, pol, ref, strict=True)):
         row = {
             "id": s["id"], "lang": s["lang"], "sample_idx": s["sample_idx"], "variant": variant,
             "reward_prompt": render_prompt(tokenizer, p), "response": y,
             "policy_logp": lp, "reference_logp": lr, "reward": lp - lr,
             "n_tokens": s.get("n_tokens"), "len_chars": len(s["response"]),
         }
-        if variant == "R_t":
-            row["response_original"] = s["response"]
+        if tr is not None:
+            row.update(response_original=s["response"], translation_status=tr.status[k], translation_truncated=tr.truncated[k])
         rows.append(row)
     return rows
