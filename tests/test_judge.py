@@ -30,8 +30,112 @@ def test_template_is_alpaca_evals_with_the_clause_once():
     with_clause = J.protocol_template(True)
     assert plain == (J._alpaca_eval_dir() / J.TEMPLATE_REL).read_text()
     assert with_clause.count(J.SAME_LANGUAGE_CLAUSE) == 1 and J.SAME_LANGUAGE_CLAUSE not in plain
-    assert with_clause.replace(" " + J.SAME_LANGUAGE_CLAUSE, "") == plain
+    assert with_clause.replace(J.SAME_LANGUAGE_CLAUSE + " ", "") == plain
     assert J.request_settings() == {"max_tokens": 1, "temperature": 1, "logprobs": True, "top_logprobs": 5}
+
+
+# The paper's judge prompt, verbatim: alpaca_eval/src/alpaca_eval/evaluators_configs/weighted_alpaca_eval_gpt4_turbo_multilingual/
+# alpaca_eval_clf.txt in github.com/ZNLP/Implicit-Cross-Lingual-Rewarding at commit 168a420 (its gpt4o_multilingual file is
+# byte-identical). No newline after the last <|im_end|>. Its configs.yaml beside it: max_tokens 1, temperature 1, logprobs true,
+# top_logprobs 5, logprob_parser with m over (m, M), is_binarize false.
+PAPER_MULTILINGUAL_TEMPLATE = '''<|im_start|>system
+You are a highly efficient assistant, who evaluates and selects the best large language model (LLMs) based on the quality of their responses to a given instruction. This process will be used to create a leaderboard reflecting the most accurate and human-preferred answers.
+<|im_end|>
+<|im_start|>user
+I require a leaderboard for various large language models. I'll provide you with prompts given to these models and their corresponding outputs. Your task is to assess these responses, and select the model that produces the best output from a human perspective.
+
+## Instruction
+
+{
+    "instruction": """{instruction}""",
+}
+
+## Model Outputs
+
+Here are the unordered outputs from the models. Each output is associated with a specific model, identified by a unique model identifier.
+
+{
+    {
+        "model_identifier": "m",
+        "output": """{output_1}"""
+    },
+    {
+        "model_identifier": "M",
+        "output": """{output_2}"""
+    }
+}
+
+## Task
+
+A good output should be in the same language as the instruction, except when the instruction explicitly requests the output in a different language. Evaluate the models based on the quality and relevance of their outputs, and select the model that generated the best output. Answer by providing the model identifier of the best model. We will use your output as the name of the best model, so make sure your output only contains one of the following model identifiers and nothing else (no quotes, no spaces, no new lines, ...): m or M.
+
+## Best Model Identifier
+<|im_end|>'''
+
+# What the paper's alpaca_eval sends for that template (utils.prompt_to_chatml: each message's content stripped), with
+# instruction "Wie spät ist es?", output_1 (alpaca_eval's unswitched order: the reference) "Es ist drei Uhr." and
+# output_2 (the model) "It is three o'clock.".
+PAPER_SYSTEM_MESSAGE = ("You are a highly efficient assistant, who evaluates and selects the best large language model (LLMs) based on the "
+                        "quality of their responses to a given instruction. This process will be used to create a leaderboard reflecting the "
+                        "most accurate and human-preferred answers.")
+PAPER_USER_MESSAGE = '''I require a leaderboard for various large language models. I'll provide you with prompts given to these models and their corresponding outputs. Your task is to assess these responses, and select the model that produces the best output from a human perspective.
+
+## Instruction
+
+{
+    "instruction": """Wie spät ist es?""",
+}
+
+## Model Outputs
+
+Here are the unordered outputs from the models. Each output is associated with a specific model, identified by a unique model identifier.
+
+{
+    {
+        "model_identifier": "m",
+        "output": """Es ist drei Uhr."""
+    },
+    {
+        "model_identifier": "M",
+        "output": """It is three o'clock."""
+    }
+}
+
+## Task
+
+A good output should be in the same language as the instruction, except when the instruction explicitly requests the output in a different language. Evaluate the models based on the quality and relevance of their outputs, and select the model that generated the best output. Answer by providing the model identifier of the best model. We will use your output as the name of the best model, so make sure your output only contains one of the following model identifiers and nothing else (no quotes, no spaces, no new lines, ...): m or M.
+
+## Best Model Identifier'''
+
+
+def test_template_with_the_clause_is_the_papers_multilingual_template_verbatim():
+    assert J.protocol_template(True) == PAPER_MULTILINGUAL_TEMPLATE
+
+
+def test_the_judge_request_is_the_papers_rendered_prompt_and_settings(key, tmp_path):
+    """The request body the API judge sends (captured at the client), for both orders of one item, equals the paper's
+    template rendered by hand above, with the paper's configs.yaml settings."""
+    from types import SimpleNamespace
+
+    judge = J.APIJudge(None, "gpt-4-1106-preview", KEY_ENV, concurrency=1)
+    sent = []
+
+    def create(**kw):
+        sent.append(kw)
+        top = [SimpleNamespace(token="m", logprob=-0.3), SimpleNamespace(token="M", logprob=-1.4)]
+        return SimpleNamespace(choices=[SimpleNamespace(logprobs=SimpleNamespace(content=[SimpleNamespace(top_logprobs=top)]))],
+                               usage=SimpleNamespace(prompt_tokens=300, completion_tokens=1))
+
+    judge.client = SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=create)))
+    it = {"key": "de:0", "instruction": "Wie spät ist es?", "output": "It is three o'clock.", "baseline_output": "Es ist drei Uhr."}
+    recs, _ = J.judge_pairs(judge, [it], J.JudgeCache(tmp_path / "c.jsonl"), seed=0, template=J.protocol_template(True), orders="both")
+    # the other order: the two outputs trade places
+    swapped = PAPER_USER_MESSAGE.replace("Es ist drei Uhr.", "@@").replace("It is three o'clock.", "Es ist drei Uhr.").replace("@@", "It is three o'clock.")
+    want = [{"model": "gpt-4-1106-preview", "messages": [{"role": "system", "content": PAPER_SYSTEM_MESSAGE}, {"role": "user", "content": user}],
+             "max_tokens": 1, "temperature": 1, "logprobs": True, "top_logprobs": 5} for user in (PAPER_USER_MESSAGE, swapped)]
+    assert sorted(sent, key=repr) == sorted(want, key=repr)
+    assert [r["model_first"] for r in recs] == [True, False]
+    assert recs[1]["p_model"] == pytest.approx(1 - math.exp(-0.3) / (math.exp(-0.3) + math.exp(-1.4)))  # reference first: P(M)
 
 
 def test_render_and_messages_match_alpaca_eval():
@@ -120,6 +224,65 @@ def test_orders_are_seeded_and_flipped_correctly_and_cache_makes_reruns_free(tmp
     assert [r["p_model"] for r in again] == [r["p_model"] for r in recs]
     other, _ = J.judge_pairs(judge, its, J.JudgeCache(tmp_path / "other.jsonl"), seed=2, template=template)
     assert [r["model_first"] for r in other] != firsts
+
+
+def alpaca_eval_switch(instruction, output_1, output_2, seed, columns=("instruction",)):
+    """alpaca_eval 0.6.6's draw of the presented order, re-implemented from its source (tag v0.6.6): the
+    RandomSwitchTwoColumnsProcessor (src/alpaca_eval/processors.py:121-129) switches output_1 and output_2 when
+    random.Random("is_switched_outputs" + "".join(row[sorted(columns)]) + str(seed)).choices([False, True], k=1)[0]
+    (utils.random_seeded_choice, utils.py:53-55) is True; the columns are the SinglePairwiseAnnotator's
+    random_seed_column, ("instruction",) by default (annotators/pairwise_evaluator.py:346), the seed the annotator's,
+    0 by default (annotators/base.py:95). evaluate() passes the reference as output_1 and the model as output_2
+    (main.py:155-156): switched = the model's output shown first."""
+    import random
+
+    row = {"instruction": instruction, "output_1": output_1, "output_2": output_2}
+    return random.Random("is_switched_outputs" + "".join(row[c] for c in sorted(columns)) + str(seed)).choices([False, True], k=1)[0]
+
+
+@pytest.mark.parametrize("seed", [0, 42])
+def test_random_order_switches_the_items_alpaca_eval_switches(tmp_path, seed):
+    its = items(24)
+    cols = {"instruction": ("instruction",), "instruction_outputs": ("instruction", "output_1", "output_2")}
+    for name, columns in cols.items():
+        recs, _ = J.judge_pairs(CountingJudge(), its, J.JudgeCache(tmp_path / f"{name}.jsonl"), seed=seed, template=J.protocol_template(True),
+                                order_seed_columns=name)
+        want = [alpaca_eval_switch(it["instruction"], it["baseline_output"], it["output"], seed, columns) for it in its]
+        assert [r["model_first"] for r in recs] == want
+        assert 0 < sum(want) < len(want)
+        assert [J.model_shown_first(it["instruction"], it["output"], it["baseline_output"], seed, name) for it in its] == want
+
+
+def test_the_order_draw_equals_alpaca_evals_own_processor():
+    """Beside the re-implementation above: alpaca_eval's installed RandomSwitchTwoColumnsProcessor, configured as its
+    SinglePairwiseAnnotator configures it (default random_seed_column, then one that adds the two outputs)."""
+    import pandas as pd
+    from alpaca_eval.processors import RandomSwitchTwoColumnsProcessor
+
+    its = items(16)
+    df = pd.DataFrame([{"instruction": it["instruction"], "output_1": it["baseline_output"], "output_2": it["output"]} for it in its])
+    for name, columns in (("instruction", ["instruction"]), ("instruction_outputs", ["instruction", "output_1", "output_2"])):
+        proc = RandomSwitchTwoColumnsProcessor(two_columns_to_switch=["output_1", "output_2"], random_seed_columns=columns,
+                                               _switch_column="is_switched_outputs", seed=0)
+        theirs = proc.preprocess(df)["is_switched_outputs"].tolist()
+        assert [J.model_shown_first(it["instruction"], it["output"], it["baseline_output"], 0, name) for it in its] == theirs
+
+
+def test_two_models_on_the_same_items_get_their_own_orders_when_the_outputs_seed_the_draw(tmp_path):
+    """alpaca_eval's default (the instruction seeds the draw): every model is shown in the same order on an item, so a
+    position-biased judge errs on the same items for all; with the outputs in the seed the patterns differ."""
+    base = items(40)
+    model_b = [it | {"output": f"another model's answer {k}"} for k, it in enumerate(base)]
+    template = J.protocol_template(True)
+    pattern = {}
+    for cols in ("instruction", "instruction_outputs"):
+        for who, its in (("a", base), ("b", model_b)):
+            recs, _ = J.judge_pairs(CountingJudge(), its, J.JudgeCache(tmp_path / f"{cols}{who}.jsonl"), seed=0, template=template, order_seed_columns=cols)
+            pattern[cols, who] = [r["model_first"] for r in recs]
+    assert pattern["instruction", "a"] == pattern["instruction", "b"]
+    assert pattern["instruction_outputs", "a"] != pattern["instruction_outputs", "b"]
+    with pytest.raises(J.JudgeError, match="order_seed_columns"):
+        J.judge_pairs(CountingJudge(), base, J.JudgeCache(tmp_path / "x.jsonl"), seed=0, template=template, order_seed_columns="key")
 
 
 def test_both_orders_and_a_truncated_cache_line(tmp_path):

@@ -54,15 +54,42 @@ def test_balanced_sample_counts_clear_verdicts_stratified_and_seeded():
     assert (np.abs(V.balanced_sample(df, 20, seed=3, margin=0.4)["p_gpt4"] - 0.5) >= 0.4).all()
 
 
-def test_balanced_sample_stays_balanced_when_a_class_runs_short_and_orders_are_those_of_judge_pairs():
-    from xlr.sampling import derive_seed
+def alpaca_eval_switch(instruction, output_1, output_2, seed, columns=("instruction",)):
+    """alpaca_eval 0.6.6's order draw, re-implemented (RandomSwitchTwoColumnsProcessor.preprocess, src/alpaca_eval/
+    processors.py:121-129, utils.random_seeded_choice; random_seed_column ("instruction",) by default,
+    annotators/pairwise_evaluator.py:346): output_1 the reference, output_2 the model, switched = model first."""
+    import random
 
+    row = {"instruction": instruction, "output_1": output_1, "output_2": output_2}
+    return random.Random("is_switched_outputs" + "".join(row[c] for c in sorted(columns)) + str(seed)).choices([False, True], k=1)[0]
+
+
+def test_balanced_sample_stays_balanced_when_a_class_runs_short_and_orders_are_those_of_judge_pairs(tmp_path):
     df = frame(n_models=2, per_cell=5)
     df.loc[df.index[:-3], "p_gpt4"] = np.minimum(df["p_gpt4"][:-3], 0.1)  # only 3 items can be model-won
     df.loc[df.index[-3:], "p_gpt4"] = 0.95
     s = V.balanced_sample(df, 40, seed=0)
     assert len(s) == 6 and s["model_wins"].sum() == 3
-    assert s["model_first"].tolist() == [derive_seed(0, "order", k) % 2 == 0 for k in s["key"]]
+    want = [alpaca_eval_switch(r.instruction, r.baseline_output, r.output, 0) for r in s.itertuples()]
+    assert s["model_first"].tolist() == want
+    # another order seed and the outputs in the draw: still what judge_pairs presents
+    s2 = V.balanced_sample(df, 40, seed=0, order_seed=7, order_seed_columns="instruction_outputs")
+    assert s2["model_first"].tolist() == [alpaca_eval_switch(r.instruction, r.baseline_output, r.output, 7, ("instruction", "output_1", "output_2"))
+                                          for r in s2.itertuples()]
+    items = [{"key": r.key, "instruction": r.instruction, "output": r.output, "baseline_output": r.baseline_output} for r in s2.itertuples()]
+    recs, _ = J.judge_pairs(_LabelStub(), items, J.JudgeCache(tmp_path / "c.jsonl"), 7, J.protocol_template(True), order_seed_columns="instruction_outputs")
+    assert [r["model_first"] for r in recs] == s2["model_first"].tolist()
+
+
+class _LabelStub:
+    id = "stub"
+
+    def __call__(self, prompts, progress=None, sink=None):
+        out = [{"logprob_m": -0.5, "logprob_M": -1.0, "tokens_in": 1, "tokens_out": 1} for _ in prompts]
+        for i, r in enumerate(out):
+            if sink:
+                sink(i, r)
+        return out
 
 
 def test_length_matched_sample_and_preferred_items_and_length_cap():
@@ -231,3 +258,17 @@ def test_validate_defaults_come_from_the_params(smoke_params, tmp_path):
                                                                                          "validation_xae_items": 0, "protocol": "pointwise_yes"})})
     res = V.validate(p, uf_items=0, n_boot=20)
     assert list(res["protocols"]) == ["pointwise_yes"] and res["sizes"]["balanced"] == 4 and res["sizes"]["ranking_items"] == 0
+
+
+def test_the_informative_rule_does_not_trust_a_collapsed_bootstrap_at_small_n():
+    """2 of 2 length-matched items agreeing: the percentile bootstrap CI is [1, 1] (every resample agrees), which lies
+    'above 0.5' for no reason but n; the Wilson interval (scipy, an independent formula: 2/2 -> [0.342, 1]) does not."""
+    from xlr.stats import wilson_ci
+
+    lo, hi = wilson_ci(2, 2)
+    z = 1.959963984540054  # Wilson by hand: (p + z^2/2n - z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n); p = 1, n = 2: 1 / (1 + z^2/2)
+    assert abs(lo - 1 / (1 + z * z / 2)) < 1e-9 and hi == 1.0
+    small = V.informative({"agreement": 0.33, "ci95": [0.0, 0.67], "n_items": 6}, {"agreement": 1.0, "ci95": [1.0, 1.0], "n_items": 2}, 0.5)
+    assert not small["informative"] and "length-matched CI lower end 0.342 <= 0.5" in small["reason"]
+    large = V.informative({"agreement": 0.33, "ci95": [0.0, 0.67], "n_items": 6}, {"agreement": 0.9, "ci95": [0.82, 0.96], "n_items": 60}, 0.5)
+    assert large["informative"] and "length-matched" in large["reason"]  # at n 60 Wilson's lower end (0.80) is also above 0.5

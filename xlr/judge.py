@@ -8,10 +8,12 @@ Protocol (alpaca_eval 0.6.6, read from the installed package, never copied here)
   temperature 1, logprobs, top_logprobs 5);
 - the soft preference from the first token's log-probabilities over the two labels (alpaca_eval's ``logprob_parser``
   with ``is_binarize: false``: a label missing from top_logprobs has probability 0; both missing: unjudgeable);
-- the two outputs are presented in a random order per item (seeded), and identical outputs get 0.5 without a call.
+- the two outputs are presented in a random order per item, drawn as alpaca_eval draws it (:func:`model_shown_first`:
+  the same items are switched for the same inputs and seed), and identical outputs get 0.5 without a call.
 
-The paper's clause ("A good output should be in the same language as the instruction, ...") is inserted in the
-template's Task section, right after "select the model that generated the best output.".
+The paper's clause ("A good output should be in the same language as the instruction, ...") opens the template's Task
+paragraph, as in the paper's own ``weighted_alpaca_eval_gpt4_turbo_multilingual`` template (ZNLP/Implicit-Cross-Lingual-
+Rewarding, alpaca_eval/src/alpaca_eval/evaluators_configs/): the result is that file, byte for byte.
 
 Backends: :class:`LocalJudge` (a local causal LM through its own chat template; next-token distribution restricted to
 the two label tokens, computed with one forward pass) and :class:`APIJudge` (any OpenAI-compatible Chat Completions
@@ -62,7 +64,10 @@ SAME_LANGUAGE_CLAUSE = (
     "A good output should be in the same language as the instruction, except when the instruction explicitly requests "
     "the output in a different language."
 )
-_CLAUSE_AFTER = "select the model that generated the best output."
+# The paper's template (ZNLP/Implicit-Cross-Lingual-Rewarding @168a420, alpaca_eval/src/alpaca_eval/evaluators_configs/
+# weighted_alpaca_eval_gpt4_turbo_multilingual/alpaca_eval_clf.txt, and the byte-identical gpt4o_multilingual one) is
+# alpaca_eval's with the clause, then one space, opening the Task paragraph; nothing else differs.
+_CLAUSE_BEFORE = "## Task\n\n"
 LABELS = ("m", "M")  # output_1, output_2
 
 
@@ -96,9 +101,9 @@ def protocol_template(same_language_clause: bool = True) -> str:
     text = (_alpaca_eval_dir() / TEMPLATE_REL).read_text()
     if not same_language_clause:
         return text
-    if text.count(_CLAUSE_AFTER) != 1:
+    if text.count(_CLAUSE_BEFORE) != 1:
         raise JudgeError(f"alpaca_eval's template {TEMPLATE_REL} changed: cannot find where to add the same-language clause")
-    return text.replace(_CLAUSE_AFTER, f"{_CLAUSE_AFTER} {SAME_LANGUAGE_CLAUSE}")
+    return text.replace(_CLAUSE_BEFORE, f"{_CLAUSE_BEFORE}{SAME_LANGUAGE_CLAUSE} ")
 
 
 def render(template: str, instruction: str, output_1: str, output_2: str) -> str:
@@ -120,6 +125,27 @@ def to_messages(prompt: str) -> list[dict[str, str]]:
         role, _, rest = part.partition("\n")
         messages.append({"role": role.strip(), "content": rest.split("<|im_end|>", 1)[0].strip()})
     return messages
+
+
+ORDER_SEED_COLUMNS = {"instruction": ("instruction",), "instruction_outputs": ("instruction", "output_1", "output_2")}
+
+
+def model_shown_first(instruction: str, output: str, baseline_output: str, seed: int, order_seed_columns: str = "instruction") -> bool:
+    """Whether the model's output is presented first (label ``m``) in the one-order protocol, drawn as alpaca_eval 0.6.6
+    draws its switch: ``RandomSwitchTwoColumnsProcessor.preprocess`` (src/alpaca_eval/processors.py) switches when
+    ``random.Random("is_switched_outputs" + "".join(row[sorted(columns)]) + str(seed)).choices([False, True], k=1)[0]``
+    (``utils.random_seeded_choice``), on a row whose output_1 is the reference and output_2 the model (``evaluate``
+    passes them so), hence switched = model first. ``order_seed_columns``: "instruction" (the columns of the
+    SinglePairwiseAnnotator's default ``random_seed_column``: every model gets the same order on an item) or
+    "instruction_outputs" (its ``random_seed_column`` set to instruction, output_1, output_2: each pair its own draw).
+    alpaca_eval's annotator seed is 0 unless one is passed."""
+    import random
+
+    if order_seed_columns not in ORDER_SEED_COLUMNS:
+        raise JudgeError(f"judge order_seed_columns={order_seed_columns!r}: use one of {', '.join(ORDER_SEED_COLUMNS)}")
+    row = {"instruction": instruction, "output_1": baseline_output, "output_2": output}
+    text = "is_switched_outputs" + "".join(str(row[c]) for c in sorted(ORDER_SEED_COLUMNS[order_seed_columns])) + str(seed)
+    return random.Random(text).choices([False, True], k=1)[0]
 
 
 def p_first(logprob_m: float, logprob_M: float) -> float:
@@ -708,24 +734,27 @@ def judge_pairs(
     price_per_1k: tuple[float, float] = (0.0, 0.0),
     desc: str = "judging",
     protocol: str | Protocol = "pairwise",
+    order_seed_columns: str = "instruction",
 ) -> tuple[list[dict[str, Any]], JudgeStats]:
     """Judge each item {key, instruction, output (model), baseline_output} and return one record per (item, order).
 
     ``protocol`` (a name or a :class:`Protocol`, e.g. ``protocol_spec(params.judge)``): "pairwise" (the default, as
-    before) renders ``template``; ``orders``: "random" (one judgment, order drawn from (seed, item key), as
-    AlpacaEval) or "both" (model first and baseline first). "pairwise_both" is "pairwise" with both orders. Each
-    pairwise record has the order, both label log-probs, ``p_model`` (NaN when unjudgeable) and whether it came from
-    the cache. Pointwise protocols give one record per item (``model_first`` None) with both outputs' scores; a
-    protocol given by name takes the same-language clause from ``template``."""
+    before) renders ``template``; ``orders``: "random" (one judgment, order drawn from ``seed`` and the item's
+    ``order_seed_columns`` as alpaca_eval draws it, :func:`model_shown_first`) or "both" (model first and baseline
+    first). The cache is keyed by the rendered prompt, so a judgment is reused whichever draw asks for it.
+    "pairwise_both" is "pairwise" with both orders. Each pairwise record has the order, both label log-probs,
+    ``p_model`` (NaN when unjudgeable) and whether it came from the cache. Pointwise protocols give one record per
+    item (``model_first`` None) with both outputs' scores; a protocol given by name takes the same-language clause
+    from ``template``."""
     if isinstance(protocol, str):
         protocol = Protocol(protocol, same_language_clause=SAME_LANGUAGE_CLAUSE in template)
     if not protocol.pairwise:
         return _judge_pointwise(judge, items, cache, protocol, price_per_1k, desc)
     if protocol.name == "pairwise_both":
         orders = "both"
+    if order_seed_columns not in ORDER_SEED_COLUMNS:
+        raise JudgeError(f"judge order_seed_columns={order_seed_columns!r}: use one of {', '.join(ORDER_SEED_COLUMNS)}")
     from tqdm.auto import tqdm
-
-    from xlr.sampling import derive_seed
 
     stats = JudgeStats(cache_bad_lines=cache.bad_lines)
     plan: list[dict[str, Any]] = []
@@ -733,7 +762,7 @@ def judge_pairs(
         if orders == "both":
             firsts = [True, False]
         else:
-            firsts = [derive_seed(seed, "order", it["key"]) % 2 == 0]
+            firsts = [model_shown_first(it["instruction"], it["output"], it["baseline_output"], seed, order_seed_columns)]
         for model_first in firsts:
             o1, o2 = (it["output"], it["baseline_output"]) if model_first else (it["baseline_output"], it["output"])
             prompt = render(template, it["instruction"], o1, o2)

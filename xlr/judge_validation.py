@@ -8,8 +8,9 @@ baseline in ~90% of its clear verdicts, so "always the baseline" agrees 0.89 and
 - **balanced sample**: clear verdicts only (``|preference - 1.5| >= margin``, default 0.2), as many items where the
   model's output won as where the baseline's did, seeded, stratified over models (equal shares, round robin) and,
   within a model, over AlpacaEval's ``dataset`` (round robin); identical outputs and the baseline model itself are
-  left out (counted). Each item is presented in a random order (drawn from (seed, item key), the order
-  :func:`xlr.judge.judge_pairs` uses), and pairwise protocols judge it in both orders to measure position consistency.
+  left out (counted). Each item is presented in a random order (drawn as alpaca_eval draws it,
+  :func:`xlr.judge.model_shown_first`, with ``judge.order_seed`` and ``judge.order_seed_columns``: by default the order
+  GPT-4-turbo was shown), and pairwise protocols judge it in both orders to measure position consistency.
 - **length-matched subset**: a balanced sample, drawn the same way, of the clear verdicts whose two outputs are within
   ``length_tol`` (20%) of each other's length in characters (``|a - b| <= tol * max(a, b)``), taking the balanced
   sample's own length-matched items first (they are judged already). There "the longer output wins" cannot help.
@@ -41,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from xlr.stats import wilson_ci
 
 log = logging.getLogger(__name__)
 
@@ -134,17 +137,26 @@ def _stratified(pool: Any, k: int, rng: np.random.Generator) -> list[int]:
     return picked
 
 
+def _presented(frame: Any, order_seed: int, order_seed_columns: str) -> list[bool]:
+    """Per row (instruction, output, baseline_output): the model's output first in the one-order protocol, as
+    :func:`xlr.judge.judge_pairs` draws it."""
+    from xlr.judge import model_shown_first
+
+    return [model_shown_first(i, o, b, order_seed, order_seed_columns)
+            for i, o, b in zip(frame["instruction"], frame["output"], frame["baseline_output"], strict=True)]
+
+
 def balanced_sample(df: Any, n_items: int, seed: int = 0, margin: float = CLEAR_MARGIN, length_tol: float | None = None,
-                    prefer: Sequence[str] = (), max_chars: int | None = None) -> Any:
+                    prefer: Sequence[str] = (), max_chars: int | None = None, order_seed: int | None = None,
+                    order_seed_columns: str = "instruction") -> Any:
     """A balanced sample of clear verdicts: ``n_items // 2`` where GPT-4-turbo preferred the model's output and as many
     where it preferred the baseline's (both fewer when a class runs short: the counts stay equal), stratified
     (:func:`_stratified`), seeded. ``length_tol``: only length-matched pairs. ``prefer``: keys taken first (in the
     given order) before the stratified draw fills the rest. ``max_chars``: only pairs whose two outputs are both at
     most that long (cheaper to judge; the baselines are then measured on the same, shorter population). A smaller
     sample is a prefix of a larger one with the same seed (per class), so sizes nest. Adds ``model_wins`` (GPT-4-turbo's verdict) and
-    ``model_first`` (the presented order, as :func:`xlr.judge.judge_pairs` draws it)."""
-    from xlr.sampling import derive_seed
-
+    ``model_first`` (the presented order, as :func:`xlr.judge.judge_pairs` draws it with ``order_seed`` (None: ``seed``)
+    and ``order_seed_columns``)."""
     if n_items < 2:
         raise ValidationError(f"n_items={n_items}: a balanced sample needs at least 2 items")
     pool = df[np.abs(df["p_gpt4"] - 0.5) >= margin]
@@ -165,15 +177,15 @@ def balanced_sample(df: Any, n_items: int, seed: int = 0, margin: float = CLEAR_
         chosen += first + _stratified(rest, k - len(first), _rng(seed, "balanced", cls, length_tol))
     out = pool.loc[chosen].copy()
     out["model_wins"] = out["p_gpt4"] > 0.5
-    out["model_first"] = [derive_seed(seed, "order", key) % 2 == 0 for key in out["key"]]
+    out["model_first"] = _presented(out, seed if order_seed is None else order_seed, order_seed_columns)
     return out.reset_index(drop=True)
 
 
-def ranking_sample(df: Any, rank_items: int, seed: int = 0, models: Sequence[str] | None = None, max_chars: int | None = None) -> Any:
+def ranking_sample(df: Any, rank_items: int, seed: int = 0, models: Sequence[str] | None = None, max_chars: int | None = None,
+                   order_seed: int | None = None, order_seed_columns: str = "instruction") -> Any:
     """Every (listed) model's comparison on ``rank_items`` instructions drawn with ``seed`` among those all of them
     answered (and, with ``max_chars``, whose baseline output is at most that long): all verdicts, not balanced (a
-    model's win rate on them estimates its leaderboard win rate)."""
-    from xlr.sampling import derive_seed
+    model's win rate on them estimates its leaderboard win rate). ``model_first`` as in :func:`balanced_sample`."""
 
     sub = df if models is None else df[df["model"].isin(list(models))]
     n_models = sub["model"].nunique()
@@ -188,7 +200,7 @@ def ranking_sample(df: Any, rank_items: int, seed: int = 0, models: Sequence[str
     rng = _rng(seed, "ranking")
     picked = [common[i] for i in rng.permutation(len(common))[: rank_items]]
     out = sub[sub["instruction"].isin(set(picked))].drop_duplicates(["model", "instruction"]).copy()
-    out["model_first"] = [derive_seed(seed, "order", key) % 2 == 0 for key in out["key"]]
+    out["model_first"] = _presented(out, seed if order_seed is None else order_seed, order_seed_columns)
     return out.reset_index(drop=True)
 
 
@@ -280,11 +292,24 @@ def population_baselines(df: Any, margin: float = CLEAR_MARGIN, max_chars: int |
     return out
 
 
+def _lower(entry: dict[str, Any] | None) -> float:
+    """The lower end the informative rule uses: the bootstrap CI's, and where the number of judged items is known, no
+    higher than the Wilson interval's (a percentile bootstrap collapses at small n: 2 of 2 agreeing gives [1, 1])."""
+    if not entry:
+        return math.nan
+    lo = entry.get("ci95", [math.nan])[0]
+    n = entry.get("n_items", 0)  # judged items (unjudgeable ones are counted apart)
+    if n > 0 and entry.get("agreement") == entry.get("agreement") and entry.get("agreement") is not None:
+        lo = min(lo, wilson_ci(round(entry["agreement"] * n), n)[0])
+    return lo
+
+
 def informative(balanced: dict[str, Any], matched: dict[str, Any] | None, length_point: float) -> dict[str, Any]:
     """Is the judge informative? Yes when its balanced agreement CI lies above the length baseline's point estimate on
-    the balanced sample, or its length-matched agreement CI lies above 0.5; the reason says which (or why not)."""
-    lo = balanced.get("ci95", [math.nan])[0]
-    mlo = (matched or {}).get("ci95", [math.nan])[0]
+    the balanced sample, or its length-matched agreement CI lies above 0.5; the reason says which (or why not). The lower
+    end is the bootstrap CI's, or the Wilson interval's where that is lower (:func:`_lower`)."""
+    lo = _lower(balanced)
+    mlo = _lower(matched)
     if lo == lo and lo > length_point:
         return {"informative": True, "reason": f"balanced agreement CI [{lo:.3f}, {balanced['ci95'][1]:.3f}] lies above the length baseline's {length_point:.3f}"}
     if mlo == mlo and mlo > 0.5:
@@ -328,16 +353,19 @@ def ranking_metrics(sample: Any, p_judge: Any, leaderboard: Any, n_boot: int = 1
 # judging
 
 
-def _judge_items(judge: Any, cache: Any, rows: Any, protocol: Any, seed: int, template: str, both_orders: bool, desc: str) -> tuple[dict[str, dict[str, Any]], Any, float]:
-    """Judge the rows (DataFrame with key, instruction, output, baseline_output) with one protocol. Returns per key
-    {"p": the protocol's preference, "orders": (p model first, p baseline first) for pairwise}, the stats, seconds."""
-    from xlr.judge import judge_pairs
+def _judge_items(judge: Any, cache: Any, rows: Any, protocol: Any, seed: int, template: str, both_orders: bool, desc: str,
+                 order_seed_columns: str = "instruction") -> tuple[dict[str, dict[str, Any]], Any, float]:
+    """Judge the rows (DataFrame with key, instruction, output, baseline_output) with one protocol; ``seed`` and
+    ``order_seed_columns`` draw the one-order protocol's order. Returns per key {"p": the protocol's preference,
+    "orders": (p model first, p baseline first) for pairwise}, the stats, seconds."""
+    from xlr.judge import judge_pairs, model_shown_first
 
     items = [{"key": r.key, "instruction": r.instruction, "output": r.output, "baseline_output": r.baseline_output} for r in rows.itertuples()]
     t0 = time.perf_counter()
-    recs, st = judge_pairs(judge, items, cache, seed, template, orders="both" if both_orders else "random", desc=desc, protocol=protocol)
+    recs, st = judge_pairs(judge, items, cache, seed, template, orders="both" if both_orders else "random", desc=desc, protocol=protocol,
+                           order_seed_columns=order_seed_columns)
     seconds = time.perf_counter() - t0
-    from xlr.sampling import derive_seed
+    presented = {it["key"]: model_shown_first(it["instruction"], it["output"], it["baseline_output"], seed, order_seed_columns) for it in items}
 
     out: dict[str, dict[str, Any]] = {}
     if protocol.pairwise:
@@ -347,9 +375,8 @@ def _judge_items(judge: Any, cache: Any, rows: Any, protocol: Any, seed: int, te
             if r.get("logprob_m") is not None:
                 e["label_mass"].append(math.exp(r["logprob_m"]) + math.exp(r["logprob_M"]))
         for key, e in out.items():
-            presented = derive_seed(seed, "order", key) % 2 == 0  # the item's random order (as judge_pairs draws it)
-            if protocol.name == "pairwise":
-                e["p"] = e["orders"][0 if presented else 1]
+            if protocol.name == "pairwise":  # the item's random order (as judge_pairs draws it)
+                e["p"] = e["orders"][0 if presented[key] else 1]
             else:
                 vals = [v for v in e["orders"] if not math.isnan(v)]
                 e["p"] = float(np.mean(vals)) if len(vals) == 2 else math.nan  # both orders or unjudgeable
@@ -361,9 +388,10 @@ def _judge_items(judge: Any, cache: Any, rows: Any, protocol: Any, seed: int, te
     return out, st, seconds
 
 
-def _xae_section(judge: Any, cache: Any, protocol: Any, xae_items: int, seed: int, template: str, data_dir: Any, both: bool) -> dict[str, Any]:
+def _xae_section(judge: Any, cache: Any, protocol: Any, xae_items: int, seed: int, template: str, data_dir: Any, both: bool,
+                 order_seed: int | None = None, order_seed_columns: str = "instruction") -> dict[str, Any]:
     """X-AlpacaEval: the shipped answers of the three models vs the gpt-4-turbo references, per language, beside the
-    paper's Table 2 (WR, and LC from 10 judged items)."""
+    paper's Table 2 (WR, and LC from 10 judged items). The order is drawn with ``order_seed`` (None: ``seed``)."""
     import pandas as pd
 
     from xlr import data
@@ -385,7 +413,8 @@ def _xae_section(judge: Any, cache: Any, protocol: Any, xae_items: int, seed: in
         for g in gens:
             outs = data.load_xalpacaeval_outputs(g, lang, ids, data_dir)
             df = pd.DataFrame([{"key": f"xae:{g}:{lang}:{i}", "id": i, "instruction": instr[i], "output": outs[i], "baseline_output": refs[i]} for i in ids])
-            res, st, sec = _judge_items(judge, cache, df, protocol, seed, template, both, f"X-AlpacaEval {g}/{lang}")
+            res, st, sec = _judge_items(judge, cache, df, protocol, seed if order_seed is None else order_seed, template, both,
+                                        f"X-AlpacaEval {g}/{lang}", order_seed_columns)
             stats.append(st.as_dict())
             seconds += sec
             p = np.array([res[k]["p"] for k in df["key"]])
@@ -484,6 +513,8 @@ def validate(
 
     jp = params.judge
     seed = params.seed if seed is None else seed
+    # the one-order protocol's order, drawn as judge_pairs draws it for the study (xlr.judge.model_shown_first)
+    order = {"order_seed": getattr(jp, "order_seed", seed), "order_seed_columns": getattr(jp, "order_seed_columns", "instruction")}
     n_items = getattr(jp, "validation_items", 200) if n_items is None else n_items
     xae_items = getattr(jp, "validation_xae_items", 10) if xae_items is None else xae_items
     rank_items = getattr(jp, "validation_rank_items", 4) if rank_items is None else rank_items
@@ -511,14 +542,14 @@ def validate(
     specs = {n: Protocol(n, same_language_clause=jp.same_language_clause, score_max=jp.score_max, loglik_tau=jp.loglik_tau) for n in names}
 
     df, load_report = load_comparisons(data_dir)
-    bal = balanced_sample(df, n_items, seed, margin, max_chars=max_chars)
+    bal = balanced_sample(df, n_items, seed, margin, max_chars=max_chars, **order)
     n_lm = n_items // 2 if n_length_matched is None else n_length_matched
-    lm = balanced_sample(df, n_lm, seed, margin, length_tol=length_tol, prefer=list(bal["key"]), max_chars=max_chars) if n_lm >= 2 else bal.iloc[:0]
+    lm = balanced_sample(df, n_lm, seed, margin, length_tol=length_tol, prefer=list(bal["key"]), max_chars=max_chars, **order) if n_lm >= 2 else bal.iloc[:0]
     leaderboard = data.load_alpaca_leaderboard(data_dir)
     ranked = df[df["model"].isin(leaderboard.index)]
     if isinstance(rank_models, int):
         rank_models = spread_models(sorted(set(ranked["model"])), leaderboard, rank_models)
-    rank = ranking_sample(ranked, rank_items, seed, rank_models, max_chars) if rank_items else bal.iloc[:0]
+    rank = ranking_sample(ranked, rank_items, seed, rank_models, max_chars, **order) if rank_items else bal.iloc[:0]
     union = pd.concat([bal.drop(columns=["model_wins"]), lm.drop(columns=["model_wins"]), rank], ignore_index=True).drop_duplicates("key").reset_index(drop=True)
     sizes = {"balanced": len(bal), "balanced_model_won": int(bal["model_wins"].sum()), "length_matched": len(lm),
              "length_matched_model_won": int(lm["model_wins"].sum()) if len(lm) else 0,
@@ -526,7 +557,7 @@ def validate(
              "ranking_items": len(rank), "ranking_models": int(rank["model"].nunique()) if len(rank) else 0, "judged_comparisons": len(union)}
     result: dict[str, Any] = {
         "judge": judge.id, "judge_params": jp.model_dump(mode="json") if hasattr(jp, "model_dump") else dict(jp),
-        "seed": seed, "margin": margin, "length_tol": length_tol, "max_chars": max_chars, "n_boot": n_boot, "sizes": sizes, "data": load_report,
+        "seed": seed, "order": order, "margin": margin, "length_tol": length_tol, "max_chars": max_chars, "n_boot": n_boot, "sizes": sizes, "data": load_report,
         "population_baselines": population_baselines(df, margin, max_chars),
         "sample_composition": {"balanced_by_model": bal.groupby("model").size().to_dict(), "balanced_by_dataset": bal.groupby("dataset").size().to_dict()},
         "baselines": {}, "protocols": {},
@@ -550,7 +581,8 @@ def validate(
     per_item_rows: dict[str, list[dict[str, Any]]] = {}
     all_stats: list[dict[str, Any]] = []  # every judge call this validation made or found cached (its total cost)
     for name, spec in specs.items():
-        res, st, seconds = _judge_items(judge, cache, union, spec, seed, template, both_orders=spec.pairwise, desc=f"AlpacaEval ({name})")
+        res, st, seconds = _judge_items(judge, cache, union, spec, order["order_seed"], template, both_orders=spec.pairwise, desc=f"AlpacaEval ({name})",
+                                        order_seed_columns=order["order_seed_columns"])
         all_stats.append(st.as_dict())
         p_of = lambda frame: np.array([res[k]["p"] for k in frame["key"]])  # noqa: E731
         orders_of = (lambda frame: np.array([res[k]["orders"] for k in frame["key"]])) if spec.pairwise else (lambda frame: None)  # noqa: E731
@@ -569,7 +601,8 @@ def validate(
         entry |= informative(entry["balanced"], entry["length_matched"], length_point)
         if n_uf and held is not None:
             uitems = validation_items(held, n_uf)
-            ures, ust, _ = _judge_items(judge, cache, pd.DataFrame(uitems), spec, seed, template, both_orders=spec.pairwise, desc=f"UltraFeedback ({name})")
+            ures, ust, _ = _judge_items(judge, cache, pd.DataFrame(uitems), spec, order["order_seed"], template, both_orders=spec.pairwise,
+                                        desc=f"UltraFeedback ({name})", order_seed_columns=order["order_seed_columns"])
             if spec.name == "pairwise":  # both orders, each counted (as the study's validation)
                 recs = [{"key": k, "p_model": v} for k, e in ures.items() for v in e["orders"]]
             else:
@@ -581,7 +614,7 @@ def validate(
                 both = ~np.isnan(o).any(axis=1)
                 entry["ultrafeedback"]["position_consistency"] = float(np.mean((o[both, 0] > 0.5) == (o[both, 1] > 0.5))) if both.any() else math.nan
         if xae_items:
-            entry["xalpacaeval"] = _xae_section(judge, cache, spec, xae_items, seed, template, data_dir, both=spec.name == "pairwise_both")
+            entry["xalpacaeval"] = _xae_section(judge, cache, spec, xae_items, seed, template, data_dir, both=spec.name == "pairwise_both", **order)
             all_stats += [v["judge_stats"] for v in entry["xalpacaeval"]["languages"].values()]
         result["protocols"][name] = entry
         per_item_rows[name] = [{"key": k, "model": m, "in_balanced": k in set(bal["key"]), "in_length_matched": k in set(lm["key"]),
