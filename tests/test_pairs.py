@@ -7,7 +7,8 @@ from xlr.pairs import PAPER_GRID, SIGNED_GRID, length_gap, search_alpha, select_
 
 
 def brute_force_alpha(R, L, grid, upper_bound=None):
-    """Straightforward loops: for each alpha, pick argmax/argmin per prompt (first index on ties)."""
+    """Straightforward loops: for each alpha, pick argmax/argmin per prompt (first index on ties). ``upper_bound``: the
+    search xlr used to make, under the bound (the paper's has none); kept to show a case where the two differ."""
     best = None
     for a in sorted(grid, key=abs):
         gaps = []
@@ -59,13 +60,15 @@ def test_length_control_removes_a_length_bias():
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.lists(st.tuples(st.integers(-20, 20), st.integers(1, 50)), min_size=2, max_size=5), min_size=1, max_size=6),
        st.one_of(st.none(), st.integers(-10, 10)))
-def test_property_search_alpha_matches_brute_force(data, ub):
+def test_property_search_alpha_matches_brute_force_and_ignores_the_bound(data, ub):
     R = [[float(r) for r, _ in p] for p in data]
     L = [[float(n) for _, n in p] for p in data]
     grid = PAPER_GRID[::50]
-    want = brute_force_alpha(R, L, grid, upper_bound=ub)
-    # no prompt has a choosable sample at any alpha: the search falls back to the smallest |alpha| (no control)
-    assert search_alpha(R, L, grid, upper_bound=ub) == (min(grid, key=abs) if want is None else want)
+    want = brute_force_alpha(R, L, grid)
+    assert search_alpha(R, L, grid) == want == reference_optimize_alpha(R, L, grid)
+    rows = [r for k, p in enumerate(data) for r in _rows("de", f"p{k}", R[k], ["x" * n for _, n in p])]
+    _, stats = select_pairs(rows, {f"p{k}": "F" for k in range(len(data))}, grid=grid, upper_bound=ub)
+    assert stats["alpha"] == want
 
 
 def _rows(lang, pid, rewards, texts):
@@ -118,3 +121,73 @@ def test_property_select_pairs_accounts_for_every_prompt_and_sample(data, grid):
         assert p["chosen_score"] >= p["rejected_score"]
         assert p["chosen_score"] == pytest.approx(p["chosen_reward"] - p["alpha"] * len(p["chosen"]))
         assert p["rejected_score"] == pytest.approx(p["rejected_reward"] - p["alpha"] * len(p["rejected"]))
+
+
+def reference_optimize_alpha(R, L, grid):
+    """The paper's alpha search, re-implemented with loops from utils/generate_preference_pair.py (optimize_alpha,
+    lines 48-82) in github.com/ZNLP/Implicit-Cross-Lingual-Rewarding at commit 168a420: alphas in increasing order,
+    s = r - alpha * len, chosen = first argmax of s, rejected = first argmin, objective mean(len_c - len_r); an alpha
+    replaces the best only with a strictly smaller |objective|. No upper bound anywhere in it."""
+    best_alpha, best = 0.0, float("inf")
+    for a in grid:
+        gaps = []
+        for r, ln in zip(R, L):
+            s = [ri - a * li for ri, li in zip(r, ln)]
+            gaps.append(ln[s.index(max(s))] - ln[s.index(min(s))])
+        gap = sum(gaps) / len(gaps)
+        if abs(gap) < abs(best):
+            best, best_alpha = gap, a
+    return best_alpha
+
+
+def reference_pair(r, ln, alpha, upper_bound):
+    """The paper's pair for one prompt (generate_lc_dpo_pair, same file, lines 84-90): the bound is applied to the
+    length-controlled score s (not the raw reward): chosen = first argmax of [s if s < bound else -inf] (numpy's argmax
+    of an all -inf row is 0, so sample 0 when every s is at or above the bound); rejected = first argmin of s."""
+    s = [ri - alpha * li for ri, li in zip(r, ln)]
+    masked = [x if x < upper_bound else -float("inf") for x in s]
+    return masked.index(max(masked)), s.index(min(s))
+
+
+def _bound_case():
+    rng = np.random.default_rng(0)
+    L = [list(rng.integers(10, 400, size=4).astype(float)) for _ in range(30)]
+    R = [[0.02 * li + rng.normal(0, 1.0) for li in ln] for ln in L]
+    rows = [r for k in range(len(R)) for r in _rows("de", f"p{k}", R[k], ["x" * int(n) for n in L[k]])]
+    return R, L, rows, {f"p{k}": f"Frage {k}" for k in range(len(R))}
+
+
+def test_alpha_is_searched_without_the_upper_bound_which_only_acts_on_the_pairs():
+    R, L, rows, prompts = _bound_case()
+    grid = PAPER_GRID[::5]
+    want = reference_optimize_alpha(R, L, grid)
+    ub = 0.616  # about the 70th percentile of the length-controlled scores: the best sample of many prompts is above it
+    assert brute_force_alpha(R, L, grid, upper_bound=ub) != want  # a search under the bound would pick another alpha here
+    free, st_free = select_pairs(rows, prompts, grid=grid)
+    bound, st_bound = select_pairs(rows, prompts, grid=grid, upper_bound=ub)
+    assert st_free["alpha"] == st_bound["alpha"] == want == search_alpha(R, L, grid)
+    assert st_bound["length_gap_after"] == st_free["length_gap_after"]  # the search's objective, bound or not
+    # the pairs do depend on the bound: each is the reference's pair at the same alpha
+    got = {p["id"]: (p["chosen_sample_idx"], p["rejected_sample_idx"]) for p in bound}
+    expected = {f"p{k}": reference_pair(R[k], L[k], want, ub) for k in range(len(R))}
+    none_below = {f"p{k}" for k in range(len(R)) if all(r - want * n >= ub for r, n in zip(R[k], L[k]))}
+    assert none_below and st_bound["drops"]["no candidate below upper_bound (prompt)"] == len(none_below)  # default: dropped, counted
+    assert got == {k: v for k, v in expected.items() if k not in none_below and v[0] != v[1]}
+    assert got != {p["id"]: (p["chosen_sample_idx"], p["rejected_sample_idx"]) for p in free}
+    assert all(p["chosen_score"] < ub for p in bound)
+
+
+def test_above_bound_first_sample_reproduces_the_papers_pairs_exactly():
+    R, L, rows, prompts = _bound_case()
+    grid = PAPER_GRID[::5]
+    ub = 0.616
+    alpha = reference_optimize_alpha(R, L, grid)
+    pairs, stats = select_pairs(rows, prompts, grid=grid, upper_bound=ub, above_bound="first_sample")
+    expected = {f"p{k}": reference_pair(R[k], L[k], alpha, ub) for k in range(len(R))}
+    same = {k for k, (c, j) in expected.items() if c == j}  # the paper keeps these (chosen text = rejected text); xlr drops them, counted
+    assert {p["id"]: (p["chosen_sample_idx"], p["rejected_sample_idx"]) for p in pairs} == {k: v for k, v in expected.items() if k not in same}
+    assert "no candidate below upper_bound (prompt)" not in stats["drops"]
+    assert stats["drops"].get("chosen and rejected identical (prompt)", 0) == len(same)
+    assert any(p["chosen_score"] >= ub for p in pairs)  # sample 0 of a prompt with nothing below the bound, as the paper
+    with pytest.raises(ValueError, match="above_bound"):
+        select_pairs(rows, prompts, grid=grid, upper_bound=ub, above_bound="keep")

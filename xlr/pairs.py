@@ -5,6 +5,13 @@ mean over prompts of len(chosen) - len(rejected) is closest to 0, where chosen =
 (first index on ties). The paper's grid is 0, 0.001, ..., 0.999 (the smallest alpha wins on equal objective).
 The optional signed grid (-0.999 ... 0.999, beyond the paper) lets the control work when the reward favours
 SHORTER answers; there the alpha of smallest |alpha| wins on equal objective.
+
+The optional upper bound, as in the paper's code (utils/generate_preference_pair.py in ZNLP/Implicit-Cross-Lingual-
+Rewarding: ``optimize_alpha`` searches without it, ``generate_lc_dpo_pair`` applies it), plays no part in the alpha
+search: at the alpha found, a sample whose length-controlled score s is at or above the bound cannot be chosen (the
+best one below it is), while any sample can still be rejected. A prompt with no s below the bound: the paper takes its
+first sample as chosen (numpy's argmax of a row of -inf); xlr drops it and counts it unless ``above_bound`` is
+"first_sample".
 """
 
 from __future__ import annotations
@@ -48,8 +55,12 @@ def choose(scores: np.ndarray, valid: np.ndarray, upper_bound: float | None = No
     return chosen, rejected, can_choose.any(axis=-1)
 
 
+ABOVE_BOUND = ("drop", "first_sample")
+
+
 def length_gap(rewards: Sequence[Sequence[float]], lengths: Sequence[Sequence[float]], alpha: float, upper_bound: float | None = None) -> float:
-    """Mean over prompts of len(chosen) - len(rejected) at this alpha (prompts without a choosable sample excluded)."""
+    """Mean over prompts of len(chosen) - len(rejected) at this alpha: without ``upper_bound``, the alpha search's
+    objective; with it, chosen as when building pairs (prompts without a choosable sample excluded)."""
     r, valid = _matrix(rewards)
     ln, _ = _matrix(lengths)
     c, j, ok = choose(r - alpha * ln, valid, upper_bound)
@@ -58,11 +69,13 @@ def length_gap(rewards: Sequence[Sequence[float]], lengths: Sequence[Sequence[fl
     return float(gaps[ok].mean()) if ok.any() else float("nan")
 
 
-def search_alpha(rewards: Sequence[Sequence[float]], lengths: Sequence[Sequence[float]], grid: Sequence[float] | None = None, upper_bound: float | None = None) -> float:
-    """The grid alpha minimising |mean(len(chosen) - len(rejected))| (paper grid by default).
+def search_alpha(rewards: Sequence[Sequence[float]], lengths: Sequence[Sequence[float]], grid: Sequence[float] | None = None) -> float:
+    """The grid alpha minimising |mean(len(chosen) - len(rejected))| (paper grid by default), chosen = argmax s and
+    rejected = argmin s over every sample: no upper bound (the paper's ``optimize_alpha`` has none; the bound acts on
+    the pairs only, see :func:`select_pairs`).
 
     ``rewards`` and ``lengths``: per prompt, a list of per-sample values. Ties in the objective go to the smallest
-    |alpha| (for the paper's non-negative grid: the smallest alpha)."""
+    |alpha| (for the paper's non-negative grid: the smallest alpha, as the paper's loop)."""
     grid = np.asarray(PAPER_GRID if grid is None else grid, dtype=float)
     if grid.size == 0:
         raise ValueError("alpha grid is empty")
@@ -78,15 +91,13 @@ def search_alpha(rewards: Sequence[Sequence[float]], lengths: Sequence[Sequence[
     for k in range(0, len(order), block):
         alphas = grid[order[k : k + block]]
         scores = r[None] - alphas[:, None, None] * ln[None]
-        c, j, ok = choose(scores, np.broadcast_to(valid, scores.shape), upper_bound)
+        c, j, _ = choose(scores, np.broadcast_to(valid, scores.shape))
         gaps = ln[rows[None], c] - ln[rows[None], j]
-        gaps = np.where(ok, gaps, 0.0)
-        counts = ok.sum(axis=1)
-        obj = np.where(counts > 0, np.abs(gaps.sum(axis=1) / np.maximum(counts, 1)), np.inf)
+        obj = np.abs(gaps.mean(axis=1))
         m = int(np.argmin(obj))  # first minimum = smallest |alpha| within the block
-        if obj[m] < best_obj:  # strict: earlier blocks (smaller |alpha|) win ties
+        if best_alpha is None or obj[m] < best_obj:  # strict: earlier blocks (smaller |alpha|) win ties
             best_obj, best_alpha = obj[m], float(alphas[m])
-    return best_alpha if best_alpha is not None else float(grid[order[0]])
+    return best_alpha
 
 
 def select_pairs(
@@ -95,14 +106,20 @@ def select_pairs(
     grid: Sequence[float] | str = "paper",
     upper_bound: float | None = None,
     language_ok: dict[tuple[str, int], bool] | None = None,
+    above_bound: str = "drop",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Build pairs for ONE language from reward rows (id, sample_idx, response, reward, len_chars, ...).
 
     ``prompts`` maps id -> target-language instruction. Empty responses (and, with ``language_ok``, samples
-    detected in another language) are removed from the candidates; prompts left with fewer than 2 candidates,
-    without a choosable candidate (upper bound) or whose chosen and rejected texts are equal are dropped. Every
-    removal is counted in the returned stats, with alpha and the length gap before (alpha = 0) and after control.
+    detected in another language) are removed from the candidates; prompts left with fewer than 2 candidates or
+    whose chosen and rejected texts are equal are dropped. Alpha is searched without ``upper_bound``; the bound then
+    keeps samples whose score s is at or above it from being chosen; a prompt with none below it is dropped
+    (``above_bound`` "drop") or, as the paper's code, takes its first candidate as chosen ("first_sample"). Every
+    removal is counted in the returned stats, with alpha and the length gap (the search's objective, no bound) before
+    (alpha = 0) and after control.
     """
+    if above_bound not in ABOVE_BOUND:
+        raise ValueError(f"above_bound={above_bound!r}: use one of {', '.join(ABOVE_BOUND)}")
     grid_vals = grid_for(grid) if isinstance(grid, str) else tuple(grid)
     drops: Counter = Counter()
     by_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -130,7 +147,7 @@ def select_pairs(
         return [], stats
     R = [[c["reward"] for c in cands] for _, cands in groups]
     L = [[c["len_chars"] for c in cands] for _, cands in groups]
-    alpha = search_alpha(R, L, grid_vals, upper_bound)
+    alpha = search_alpha(R, L, grid_vals)
     r, valid = _matrix(R)
     ln, _ = _matrix(L)
     scores = r - alpha * ln
@@ -138,8 +155,10 @@ def select_pairs(
     pairs = []
     for k, (pid, cands) in enumerate(groups):
         if not ok[k]:
-            drops["no candidate below upper_bound (prompt)"] += 1
-            continue
+            if above_bound == "drop":
+                drops["no candidate below upper_bound (prompt)"] += 1
+                continue
+            c_idx[k] = 0  # the paper: np.argmax of a row of -inf is its first entry
         ch, rj = cands[c_idx[k]], cands[j_idx[k]]
         ch_text, rj_text = ch.get("response_original", ch["response"]), rj.get("response_original", rj["response"])
         if ch_text == rj_text:
@@ -153,7 +172,7 @@ def select_pairs(
         })
     stats.update(
         pairs=len(pairs), alpha=alpha, drops=dict(drops),
-        length_gap_before=length_gap(R, L, 0.0, upper_bound), length_gap_after=length_gap(R, L, alpha, upper_bound),
+        length_gap_before=length_gap(R, L, 0.0), length_gap_after=length_gap(R, L, alpha),
         mean_len_chosen=float(np.mean([len(p["chosen"]) for p in pairs])) if pairs else None,
         mean_len_rejected=float(np.mean([len(p["rejected"]) for p in pairs])) if pairs else None,
     )
