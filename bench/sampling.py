@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from xlr import data
-from xlr.chat import render_prompt, stop_token_ids
+from xlr.chat import model_eos_ids, render_prompt, stop_token_ids
 from xlr.models import load_model, resolve_spec
 from xlr.runtime import set_threads
 from xlr.sampling import GenConfig, HFBackend
@@ -73,7 +73,7 @@ def run_vllm(model_spec: str, tok, prompts, args) -> dict | None:
     with tempfile.TemporaryDirectory() as d:
         inp, res = Path(d) / "in.json", Path(d) / "out.json"
         inp.write_text(json.dumps({"model_path": resolve_spec(model_spec).path, "prompts": prompts, "n": args.n, "temperature": 0.9, "top_p": 1.0,
-                                   "max_new_tokens": args.max_new_tokens, "stop_token_ids": stop_token_ids(tok), "seed": 0, "dtype": "float32",
+                                   "max_new_tokens": args.max_new_tokens, "stop_token_ids": stop_token_ids(tok, model_eos_ids(resolve_spec(model_spec).path)), "seed": 0, "dtype": "float32",
                                    "threads": args.threads}))
         p = subprocess.run([str(py), str(REPO / "bench" / "sampling_vllm.py"), str(inp), str(res)], capture_output=True, text=True)
         if p.returncode or not res.exists():

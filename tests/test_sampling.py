@@ -209,3 +209,25 @@ def test_static_schedule_is_kept_as_the_baseline(backend):
     assert [g[0].text for g in static] == [g[0].text for g in backend.generate(prompts, greedy)]
     with pytest.raises(ValueError, match="schedule"):
         backend.generate(prompts, GenConfig(schedule="paged"))
+
+
+def test_stops_on_every_eos_id_of_the_generation_config(backend, monkeypatch):
+    """Llama-3 Instruct's generation config names two eos ids (<|end_of_text|> 128001 and <|eot_id|> 128009): generation stops on
+    each id there, not only on the tokenizer's eos and the end-of-turn token."""
+    from xlr.chat import render_prompt
+
+    tok = backend.tokenizer
+    cfg = GenConfig(n=1, do_sample=True, temperature=0.9, max_new_tokens=8)
+    prompt = render_prompt(tok, ROWS[1]["instruction"])
+    decoded, decode = [], tok.decode
+    monkeypatch.setattr(tok, "decode", lambda ids, **kw: decoded.append(list(ids)) or decode(ids, **kw))
+    assert backend.generate([prompt], cfg, seed=3)[0][0].truncated
+    free = decoded[-1]  # the sample's tokens without an extra stop id
+    extra = next(t for t in free[2:] if t not in backend.stop_ids)
+    assert extra not in (tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>"))
+    monkeypatch.setattr(backend.model.generation_config, "eos_token_id", [tok.eos_token_id, extra])
+    be = HFBackend(backend.model, tok)
+    assert be.stop_ids == sorted({*backend.stop_ids, extra})
+    got = be.generate([prompt], cfg, seed=3)[0][0]  # the same draws (the row's own generator) up to the stop
+    cut = free.index(extra)
+    assert (got.n_tokens, got.truncated) == (cut, False) and decoded[-1] == free[:cut]

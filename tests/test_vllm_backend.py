@@ -284,3 +284,99 @@ def test_bench_cpu_env_binds_threads():
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == str(cores[0]) and env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "1" and env["HF_HUB_OFFLINE"] == "1"
     assert _bench().cpu_env({"threads": 0})["VLLM_CPU_OMP_THREADS_BIND"] == ",".join(map(str, cores))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue 16: the model's full eos set, a pinned hub revision, tensor parallelism
+
+
+def test_stop_ids_include_every_eos_of_the_models_generation_config(fake_vllm, tiny_dir, tmp_path):
+    """As Llama-3 Instruct (generation_config.json eos_token_id [128001, 128009]): an eos id that neither the tokenizer's eos
+    nor the end-of-turn token is goes to vLLM in every request's stop_token_ids."""
+    copy = tmp_path / "tiny-two-eos"
+    shutil.copytree(tiny_dir, copy)
+    gen = json.loads((copy / "generation_config.json").read_text())
+    eos = gen["eos_token_id"]
+    gen["eos_token_id"] = [eos, 5]
+    (copy / "generation_config.json").write_text(json.dumps(gen))
+    be = make_backend("vllm", str(copy), dtype=None, device="cpu")
+    assert be.stop_ids == sorted({eos, 5}) and 5 not in (be.tokenizer.eos_token_id, be.tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    be.generate(PROMPTS[:2], CFG, seed=1)
+    assert all(sp.stop_token_ids == sorted({eos, 5}) for sp in be.llm.calls[-1][1])
+    assert VLLMBackend("/m", FakeTokenizer(), eos_token_ids=[EOS, 9]).stop_ids == [EOS, 9]  # given ids: generation_config.json not read
+
+
+def test_make_backend_vllm_hub_spec_pins_the_revision_everywhere(fake_vllm, monkeypatch):
+    seen = {}
+
+    def fake_tokenizer(spec, trust_remote_code=False):
+        seen["tokenizer"] = spec
+        return FakeTokenizer()
+
+    def fake_download(repo, name, revision=None):
+        seen.setdefault("downloads", []).append((repo, name, revision))
+        raise FileNotFoundError(name)  # no generation config on the hub: the tokenizer's ids only
+
+    monkeypatch.setattr("xlr.models.load_tokenizer", fake_tokenizer)
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download)
+    be = make_backend("vllm", "owner/model@abc123", dtype="bf16", device="cuda")
+    kw = be.llm.kw
+    assert kw["model"] == "owner/model" and kw["revision"] == kw["tokenizer_revision"] == "abc123"
+    assert seen["tokenizer"] == "owner/model@abc123"  # load_tokenizer resolves the same revision
+    assert seen["downloads"] == [("owner/model", "generation_config.json", "abc123"), ("owner/model", "config.json", "abc123")]
+    assert be.stop_ids == [EOS]
+
+
+def test_model_eos_ids_reads_the_hub_files_at_the_revision(monkeypatch, tmp_path):
+    from xlr.chat import model_eos_ids
+
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [128001, 128009]}))
+    calls = []
+
+    def fake_download(repo, name, revision=None):
+        calls.append((repo, name, revision))
+        return str(tmp_path / name)
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download)
+    assert model_eos_ids("meta-llama/Meta-Llama-3-8B-Instruct", "r1") == [128001, 128009]
+    assert calls == [("meta-llama/Meta-Llama-3-8B-Instruct", "generation_config.json", "r1")]
+    assert model_eos_ids(str(tmp_path)) == [128001, 128009]  # a local folder: read in place
+    (tmp_path / "generation_config.json").unlink()
+    (tmp_path / "config.json").write_text(json.dumps({"eos_token_id": 2}))
+    assert model_eos_ids(str(tmp_path)) == [2]  # no generation config: config.json's
+    assert model_eos_ids("/no/such/folder") == []
+
+
+def test_tensor_parallel_size_goes_to_vllm_and_is_refused_for_hf(fake_vllm, tiny_dir):
+    assert make_backend("vllm", "tiny:0", dtype=None, device="cpu", tensor_parallel_size=2).llm.kw["tensor_parallel_size"] == 2
+    assert VLLMBackend("/m", FakeTokenizer()).llm.kw["tensor_parallel_size"] == 1
+    with pytest.raises(ValueError, match=r"sampling\.tensor_parallel_size: 2, but sampling\.backend: hf.*Fix: set sampling\.backend: vllm"):
+        make_backend("hf", "tiny:0", dtype=None, device="cpu", tensor_parallel_size=2)
+    with pytest.raises(ValueError, match=r"evaluation\.tensor_parallel_size: 4.*evaluation\.data_parallel_size"):
+        make_backend("hf", "tiny:0", dtype=None, device="cpu", tensor_parallel_size=4, field="evaluation.backend")
+
+
+def test_an_engine_job_starts_vllm_with_its_parallelism_and_revision_and_writes_its_shards(fake_vllm, monkeypatch, tmp_path):
+    """The worker side of data-parallel sampling, in this process (the fake vLLM lives here): the JSON job carries the spec
+    with its revision and tensor_parallel_size to vllm.LLM, and the shards are the ones the in-process path writes."""
+    from xlr.sampling import EngineConfig, SamplingTask, _engine_job, load_samples, run_engine_job, sample_language, shard_paths
+
+    monkeypatch.setattr("xlr.models.load_tokenizer", lambda spec, trust_remote_code=False: FakeTokenizer())
+    monkeypatch.setattr("xlr.sampling.model_eos_ids", lambda path, revision=None: [EOS, 9])
+    rows = [{"instruction_id": i, "instruction": q, "lang": "de"} for i, q in enumerate(["Hallo", "Zähle bis drei.", "Nenne eine Farbe."])]
+    engine = EngineConfig("vllm", "owner/model@abc123", dtype="bfloat16", device="cuda", seed=3, tensor_parallel_size=2, data_parallel_size=4)
+    task = SamplingTask("de", rows, "de", tmp_path / "dp", CFG, seed=8)
+    mine = [(0, k, p, rows[k * 2 : (k + 1) * 2]) for k, p in enumerate(shard_paths(task.out_dir, 3, 2))]
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps(_engine_job(engine, [task], mine, 1, tmp_path / "result.json")))
+    (tmp_path / "dp").mkdir()
+    assert run_engine_job(job) == 0
+    kw = FakeLLM.instances[-1].kw
+    assert kw["model"] == "owner/model" and kw["revision"] == kw["tokenizer_revision"] == "abc123" and kw["tensor_parallel_size"] == 2
+    assert kw["dtype"] == "bfloat16" and kw["seed"] == 3
+    assert all(sp.stop_token_ids == [EOS, 9] for sp in FakeLLM.instances[-1].calls[-1][1])
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["engine"] == 1 and len(result["shards_written"]) == 2
+    one = make_backend("vllm", "owner/model@abc123", dtype="bfloat16", device="cuda", seed=3)
+    sample_language(one, rows, "de", tmp_path / "one", CFG, seed=8, shard_size=2)
+    assert load_samples(tmp_path / "dp") == load_samples(tmp_path / "one")

@@ -6,20 +6,23 @@ prompts x N samples share a batch (left padding, KV cache). Output is sharded JS
 atomically shard by shard; a rerun skips finished shards, and each shard's sampling is seeded from
 (seed, language, shard index), so an interrupted and resumed run writes the same shards as an uninterrupted one.
 
-Backends: ``hf`` (transformers ``generate``; CPU or GPU) and ``vllm`` (when vLLM imports).
+Backends: ``hf`` (transformers ``generate``; CPU or GPU) and ``vllm`` (when vLLM imports). :func:`sample_tasks` runs
+several languages or prompt sets of one model on one engine in this process, or on data-parallel engines (worker
+processes, each on its own GPUs) that write the same shards.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from xlr import faults
-from xlr.chat import render_prompt, stop_token_ids
+from xlr.chat import model_eos_ids, render_prompt, stop_token_ids
 from xlr.runs import atomic_write_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -164,7 +167,7 @@ class HFBackend:
     def __init__(self, model: Any, tokenizer: Any):
         self.model = model
         self.tokenizer = tokenizer
-        self.stop_ids = stop_token_ids(tokenizer)
+        self.stop_ids = stop_token_ids(tokenizer, getattr(getattr(model, "generation_config", None), "eos_token_id", None))
         self.last_stats: dict[str, Any] = {}
 
     # -- continuous batching -------------------------------------------------------------------------------------
@@ -321,8 +324,11 @@ class VLLMBackend:
     samples depend on (seed, its index in the call) only, not on vLLM's scheduling (a shard, sampled in one call, comes
     out the same after a resume; measured on CPU: the same text with one request prefilled per step or all at once).
     vLLM's kernels are not batch-invariant on GPU, so there logits, and rarely a token, can still differ. Stops on the
-    model's full eos set (:func:`xlr.chat.stop_token_ids`). ``cfg.batch_size`` is not used: vLLM schedules its own continuous batch
-    (``max_num_seqs``, an ``LLM`` option, passes through ``llm_kwargs``).
+    model's full eos set (:func:`xlr.chat.stop_token_ids`: the tokenizer's eos, the end-of-turn token and ``eos_token_ids``, by
+    default those of the model's generation_config.json, :func:`xlr.chat.model_eos_ids`). ``cfg.batch_size`` is not used: vLLM
+    schedules its own continuous batch (``max_num_seqs``, an ``LLM`` option, passes through ``llm_kwargs``). ``revision`` (a pinned
+    hub revision) goes to vLLM as ``revision`` and ``tokenizer_revision``; ``tensor_parallel_size`` splits the model over that many
+    of the GPUs this process sees.
 
     On CPU, vLLM 0.32.0 fails per-request seeds with "CPU Generator does not use offset" whenever a prompt is
     prefilled in chunks (its model runner rewinds the request's generator with ``set_offset`` after a partial-prefill
@@ -340,7 +346,7 @@ class VLLMBackend:
 
     def __init__(self, model_path: str, tokenizer: Any, dtype: Any = "auto", seed: int = 0, *, enforce_eager: bool | None = None,
                  chunked_prefill: bool | None = None, allow_unseeded: bool = False, revision: str | None = None,
-                 trust_remote_code: bool = False, **llm_kwargs: Any):
+                 trust_remote_code: bool = False, tensor_parallel_size: int = 1, eos_token_ids: Sequence[int] | None = None, **llm_kwargs: Any):
         from vllm import LLM  # noqa: PLC0415 - optional dependency
 
         self.on_cpu = self._on_cpu()
@@ -358,15 +364,17 @@ class VLLMBackend:
         if enforce_eager is None:
             enforce_eager = self.on_cpu
         kw: dict[str, Any] = {"model": str(model_path), "dtype": self.dtype, "seed": seed, "enforce_eager": enforce_eager,
-                              "trust_remote_code": trust_remote_code, **llm_kwargs}
+                              "trust_remote_code": trust_remote_code, "tensor_parallel_size": tensor_parallel_size, **llm_kwargs}
         if chunked_prefill is not None:
             kw["enable_chunked_prefill"] = chunked_prefill
         if revision:
             kw.update(revision=revision, tokenizer_revision=revision)
         self.llm_kwargs = kw
+        if eos_token_ids is None:
+            eos_token_ids = model_eos_ids(str(model_path), revision)
         self.llm = LLM(**kw)
         self.tokenizer = tokenizer
-        self.stop_ids = stop_token_ids(tokenizer)
+        self.stop_ids = stop_token_ids(tokenizer, eos_token_ids)
 
     @staticmethod
     def _on_cpu() -> bool:
@@ -434,19 +442,24 @@ class VLLMError(RuntimeError):
 
 
 def make_backend(backend: str, spec: str, *, dtype: Any, device: str, trust_remote_code: bool = False, seed: int = 0,
-                 field: str = "sampling.backend", **vllm_options: Any) -> Any:
+                 field: str = "sampling.backend", tensor_parallel_size: int = 1, **vllm_options: Any) -> Any:
     """The generation backend ``backend`` ("hf" or "vllm") for model ``spec``.
 
     hf: xlr's decoding loop over ``load_model(spec, dtype, device)``. vllm: vLLM loads the weights itself from the
     hash-checked local folder (``resolve_spec(spec).path``; a hub spec's pinned revision passes through), the
     tokenizer comes from ``load_tokenizer(spec)``; ``device`` is vLLM's own choice of platform (logged when it
     differs). ``field`` names the params field in errors (``sampling.backend`` / ``evaluation.backend``);
-    ``vllm_options`` go to :class:`VLLMBackend` (enforce_eager, chunked_prefill, max_num_seqs, ...)."""
+    ``tensor_parallel_size`` (vllm only) splits the model over that many GPUs; ``vllm_options`` go to :class:`VLLMBackend`
+    (enforce_eager, chunked_prefill, max_num_seqs, ...)."""
     import sys
 
     from xlr.models import MODEL_MANIFEST, load_model, load_tokenizer, resolve_spec, verify_folder
 
     if backend == "hf":
+        if tensor_parallel_size != 1:
+            section = field.rsplit(".", 1)[0]
+            raise ValueError(f"{section}.tensor_parallel_size: {tensor_parallel_size}, but {field}: hf runs each engine on one device. "
+                             f"Fix: set {field}: vllm, or {section}.tensor_parallel_size: 1 (and {section}.data_parallel_size: the GPU count).")
         return HFBackend(*load_model(spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code))
     if backend != "vllm":
         raise ValueError(f"{field}: {backend!r}; use 'hf' (xlr's own decoding loop) or 'vllm'")
@@ -468,7 +481,8 @@ def make_backend(backend: str, spec: str, *, dtype: Any, device: str, trust_remo
         if (folder / MODEL_MANIFEST).is_file():
             verify_folder(folder)
     tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code)
-    be = VLLMBackend(r.path, tokenizer, dtype=dtype, seed=seed, revision=r.revision, trust_remote_code=trust_remote_code, **vllm_options)
+    be = VLLMBackend(r.path, tokenizer, dtype=dtype, seed=seed, revision=r.revision, trust_remote_code=trust_remote_code,
+                     tensor_parallel_size=tensor_parallel_size, **vllm_options)
     if device and (device == "cpu") != be.on_cpu:
         log.warning("%s: vllm runs on %s (its own platform choice); runtime.device asked for %s", field,
                     "CPU" if be.on_cpu else "an accelerator", device)
@@ -492,6 +506,27 @@ def _shard_complete(path: Path, expected_rows: int) -> bool:
         return False
 
 
+def _write_shard(backend: Any, chunk: Sequence[dict[str, Any]], lang: str, path: Path, cfg: GenConfig, seed: int, k: int,
+                 progress: Callable[[int], None] | None = None) -> None:
+    """Shard ``k`` of a language: its prompts sampled with seed derive_seed(seed, lang, k), written atomically."""
+    prompts = [render_prompt(backend.tokenizer, r["instruction"]) for r in chunk]
+    gens = backend.generate(prompts, cfg, seed=derive_seed(seed, lang, k), progress=progress)
+    records = [
+        {"id": r["instruction_id"], "lang": lang, "sample_idx": s, "prompt": r["instruction"], "response": g.text, "n_tokens": g.n_tokens,
+         "truncated": g.truncated}
+        for r, gs in zip(chunk, gens, strict=True)
+        for s, g in enumerate(gs)
+    ]
+    atomic_write_jsonl(path, records)
+    faults.point("shard")
+
+
+def _summary(paths: Sequence[Path], written: int, skipped: int) -> dict[str, Any]:
+    samples = [r for p in paths for r in read_jsonl(p)]
+    return {"shards_written": written, "shards_skipped": skipped, "samples": len(samples), "truncated": sum(r["truncated"] for r in samples),
+            "empty": sum(not r["response"] for r in samples), "mean_tokens": round(sum(r["n_tokens"] for r in samples) / max(len(samples), 1), 1)}
+
+
 def sample_language(
     backend: Any,
     rows: Sequence[dict[str, Any]],
@@ -510,31 +545,320 @@ def sample_language(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = shard_paths(out_dir, len(rows), shard_size)
-    counts = {"shards_written": 0, "shards_skipped": 0}
+    written = skipped = 0
     with tqdm(total=len(rows), desc=f"sampling {lang}", unit="prompt") as bar:
         for k, path in enumerate(paths):
             chunk = rows[k * shard_size : (k + 1) * shard_size]
             if _shard_complete(path, len(chunk) * cfg.n):
-                counts["shards_skipped"] += 1
+                skipped += 1
                 bar.update(len(chunk))
                 continue
-            prompts = [render_prompt(backend.tokenizer, r["instruction"]) for r in chunk]
-            gens = backend.generate(prompts, cfg, seed=derive_seed(seed, lang, k), progress=bar.update)
-            records = [
-                {"id": r["instruction_id"], "lang": lang, "sample_idx": s, "prompt": r["instruction"], "response": g.text, "n_tokens": g.n_tokens, "truncated": g.truncated}
-                for r, gs in zip(chunk, gens, strict=True)
-                for s, g in enumerate(gs)
-            ]
-            atomic_write_jsonl(path, records)
-            faults.point("shard")
-            counts["shards_written"] += 1
+            _write_shard(backend, chunk, lang, path, cfg, seed, k, progress=bar.update)
+            written += 1
             if on_shard_written:
                 on_shard_written(k)
-    samples = [r for p in paths for r in read_jsonl(p)]
-    counts.update(samples=len(samples), truncated=sum(r["truncated"] for r in samples), empty=sum(not r["response"] for r in samples),
-                  mean_tokens=round(sum(r["n_tokens"] for r in samples) / max(len(samples), 1), 1))
+    return _summary(paths, written, skipped)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# several languages / prompt sets of one model, on one engine or on data-parallel engines (worker processes)
+
+
+class EngineError(RuntimeError):
+    """A data-parallel generation engine that cannot start or that failed; the message names the engine, its log and the fix."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to start the generation backend of one model (:func:`make_backend`), and how many engines on which GPUs. Plain
+    values only: it travels to the worker processes as JSON. ``field``: the backend's params field (``sampling.backend`` or
+    ``evaluation.backend``); errors name ``<section>.tensor_parallel_size`` / ``<section>.data_parallel_size`` beside it."""
+
+    backend: str
+    spec: str  # a model spec as xlr.models takes it (a hub id keeps its @revision)
+    dtype: Any = None  # a torch dtype or its name ("float32", "bfloat16"); None = the backend's default
+    device: str = "cpu"
+    trust_remote_code: bool = False
+    seed: int = 0
+    field: str = "sampling.backend"
+    tensor_parallel_size: int = 1  # GPUs per engine (vllm)
+    data_parallel_size: int = 1  # engines, each on its own tensor_parallel_size GPUs, each a worker process when > 1
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # more VLLMBackend options (enforce_eager, max_num_seqs, ...)
+
+    def __post_init__(self) -> None:
+        if self.dtype is not None and not isinstance(self.dtype, str):
+            object.__setattr__(self, "dtype", str(self.dtype).removeprefix("torch."))
+        for name in ("tensor_parallel_size", "data_parallel_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{self.section}.{name}: {value!r}; it must be a whole number >= 1. Fix: set it to 1 or more.")
+        if self.backend == "hf" and self.tensor_parallel_size > 1:  # refused before any engine starts (make_backend says the same)
+            raise ValueError(f"{self.section}.tensor_parallel_size: {self.tensor_parallel_size}, but {self.field}: hf runs each engine on one device. "
+                             f"Fix: set {self.field}: vllm, or {self.section}.tensor_parallel_size: 1 (and {self.section}.data_parallel_size: the GPU count).")
+
+    @property
+    def section(self) -> str:
+        return self.field.rsplit(".", 1)[0]
+
+    def start(self) -> Any:
+        """The backend, in this process."""
+        import torch
+
+        dtype = getattr(torch, self.dtype) if self.dtype not in (None, "auto") else None
+        return make_backend(self.backend, self.spec, dtype=dtype, device=self.device, trust_remote_code=self.trust_remote_code, seed=self.seed,
+                            field=self.field, tensor_parallel_size=self.tensor_parallel_size, **self.options)
+
+
+@dataclass(frozen=True)
+class SamplingTask:
+    """One :func:`sample_language` job: ``cfg.n`` samples per row (``instruction_id``, ``instruction``) of language ``lang`` into
+    the shards under ``out_dir``, shard k seeded derive_seed(seed, lang, k). ``key`` names its counts."""
+
+    key: str
+    rows: Sequence[dict[str, Any]]
+    lang: str
+    out_dir: Path
+    cfg: GenConfig
+    seed: int
+
+
+def engine_devices(data_parallel_size: int, tensor_parallel_size: int, visible: Sequence[str], section: str = "sampling") -> list[str]:
+    """CUDA_VISIBLE_DEVICES of each engine: engine k gets GPUs [k * tp, (k + 1) * tp) of ``visible`` (the GPUs this
+    process sees, as CUDA_VISIBLE_DEVICES names them)."""
+    need = data_parallel_size * tensor_parallel_size
+    if len(visible) < need:
+        raise EngineError(f"{section}.data_parallel_size {data_parallel_size} x {section}.tensor_parallel_size {tensor_parallel_size} = {need} GPUs, "
+                          f"but {len(visible)} are visible ({','.join(visible) or 'none'}). Fix: lower {section}.data_parallel_size (or "
+                          f"{section}.tensor_parallel_size) so that their product is at most {len(visible)}, or make more GPUs visible.")
+    return [",".join(visible[k * tensor_parallel_size : (k + 1) * tensor_parallel_size]) for k in range(data_parallel_size)]
+
+
+def _visible_gpus(engine: EngineConfig) -> list[str]:
+    """The GPUs the engines are spread over: CUDA_VISIBLE_DEVICES where set, else every CUDA device; off CUDA (CPU runs,
+    tests) nominal ids 0, 1, ... that only label the engines."""
+    import os
+
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None and (env.strip() or engine.device.startswith("cuda")):
+        return [g.strip() for g in env.split(",") if g.strip()]
+    if engine.device.startswith("cuda"):
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    if env is not None:  # GPUs hidden on purpose (CUDA_VISIBLE_DEVICES=""), CPU engines: keep them hidden
+        return [""] * (engine.data_parallel_size * engine.tensor_parallel_size)
+    return [str(i) for i in range(engine.data_parallel_size * engine.tensor_parallel_size)]
+
+
+def sample_tasks(engine: EngineConfig, tasks: Sequence[SamplingTask], shard_size: int, work_dir: Path, poll_s: float = 2.0) -> dict[str, dict[str, Any]]:
+    """Run every task with one model; returns :func:`sample_language`'s counts per task key.
+
+    ``engine.data_parallel_size`` 1: one backend in this process (started only if a shard is missing), tasks in turn.
+    D > 1: D worker processes (``python -m xlr.sampling --engine-job``), engine k with CUDA_VISIBLE_DEVICES set to its
+    GPUs (:func:`engine_devices`); the missing shards of all tasks, in task and shard order, are dealt round-robin to the
+    engines. A shard's samples depend on its prompts, cfg and seed only (per-request seeds), so every shard is the same
+    as one engine would write it, and the merged samples (:func:`load_samples`) keep the prompt order. Each engine writes
+    its shards atomically; a rerun after a kill or a failure redoes only the missing ones. ``work_dir`` holds each
+    engine's job (JSON), log, result (``engine-<k>.result.json``, with the CUDA_VISIBLE_DEVICES it ran with) and
+    ``engines.json``, the record of the launch."""
+    keys = [t.key for t in tasks]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    dirs = [Path(t.out_dir).resolve() for t in tasks]
+    if dup or len(set(dirs)) < len(dirs):
+        raise ValueError(f"sample_tasks: every task needs its own key and out_dir (repeated keys: {dup}); shards of two tasks would overwrite each other.")
+    plan = []  # (task index, shard index, path, chunk)
+    for i, t in enumerate(tasks):
+        for k, path in enumerate(shard_paths(Path(t.out_dir), len(t.rows), shard_size)):
+            plan.append((i, k, path, t.rows[k * shard_size : (k + 1) * shard_size]))
+    missing = [x for x in plan if not _shard_complete(x[2], len(x[3]) * tasks[x[0]].cfg.n)]
+    if engine.data_parallel_size == 1:
+        backend = engine.start() if missing else None
+        return {t.key: sample_language(backend, t.rows, t.lang, Path(t.out_dir), t.cfg, t.seed, shard_size) for t in tasks}
+    if missing:
+        _run_engines(engine, tasks, missing, len(plan), Path(work_dir), poll_s)
+    counts = {}
+    for i, t in enumerate(tasks):
+        paths = [x[2] for x in plan if x[0] == i]
+        undone = [p for _, _, p, chunk in (x for x in plan if x[0] == i) if not _shard_complete(p, len(chunk) * t.cfg.n)]
+        if undone:
+            raise EngineError(f"{engine.section}: every engine exited 0, but {len(undone)} shard(s) of {t.key} are missing or incomplete "
+                              f"({undone[0]}, ...). Fix: rerun (missing shards are redone); if it repeats, read the logs in {work_dir}.")
+        n_written = sum(1 for x in missing if x[0] == i)
+        counts[t.key] = _summary(paths, n_written, len(paths) - n_written)
     return counts
+
+
+def _engine_job(engine: EngineConfig, tasks: Sequence[SamplingTask], mine: Sequence[tuple[int, int, Path, Sequence[dict[str, Any]]]], index: int,
+                result: Path, threads: int | None = None, parent_pid: int | None = None) -> dict[str, Any]:
+    """The JSON job of engine ``index``: how to start the backend, and its shards (path, language, shard index, the task's seed,
+    cfg and the shard's rows). ``parent_pid`` None: no watch on the launching process."""
+    return {
+        "engine": {**engine.__dict__, "options": dict(engine.options)}, "index": index, "of": engine.data_parallel_size, "parent_pid": parent_pid,
+        "stage": faults.stage, "threads": threads, "result": str(result),
+        "shards": [{"path": str(path), "lang": tasks[i].lang, "index": k, "seed": tasks[i].seed, "cfg": tasks[i].cfg.__dict__,
+                    "rows": [{"instruction_id": r["instruction_id"], "instruction": r["instruction"]} for r in chunk]}
+                   for i, k, path, chunk in mine],
+    }
+
+
+_LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_WORLD_SIZE",
+                 "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _engine_env(base: Mapping[str, str], gpus: str, root: str) -> dict[str, str]:
+    """An engine's environment: this process's, with CUDA_VISIBLE_DEVICES set to the engine's GPUs, ``root`` (this xlr) first on
+    PYTHONPATH, and without a torchrun / accelerate launcher's rank variables (an engine is one process of its own, whatever rank
+    started it; vLLM's tensor parallelism sets up its own group)."""
+    import os
+
+    env = {k: v for k, v in base.items() if k not in _LAUNCHER_ENV and not k.startswith("TORCHELASTIC_")}
+    env["CUDA_VISIBLE_DEVICES"] = gpus
+    env["PYTHONPATH"] = os.pathsep.join(x for x in (root, base.get("PYTHONPATH")) if x)
+    return env
+
+
+def _run_engines(engine: EngineConfig, tasks: Sequence[SamplingTask], missing: list[tuple[int, int, Path, Sequence[dict[str, Any]]]], n_shards: int,
+                 work_dir: Path, poll_s: float) -> None:
+    """Launch one worker per engine that has shards, wait for all, raise :class:`EngineError` naming each failed one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tqdm.auto import tqdm
+
+    import xlr
+    from xlr.runs import atomic_write_json
+    from xlr.runtime import available_cores
+
+    dp = engine.data_parallel_size
+    devices = engine_devices(dp, engine.tensor_parallel_size, _visible_gpus(engine), engine.section)
+    threads = max(1, available_cores() // dp)  # the engines share this process's cores (CPU engines compute on them)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    for k in range(dp):
+        (work_dir / f"engine-{k}.result.json").unlink(missing_ok=True)  # results of this launch only
+    for t in tasks:
+        Path(t.out_dir).mkdir(parents=True, exist_ok=True)
+    root = str(Path(xlr.__file__).resolve().parents[1])  # the workers import this same xlr
+    procs: dict[int, tuple[Any, Any]] = {}
+    record = []
+    try:
+        for k in range(dp):
+            mine = missing[k::dp]
+            if not mine:
+                continue
+            job = work_dir / f"engine-{k}.job.json"
+            log_path, result = work_dir / f"engine-{k}.log", work_dir / f"engine-{k}.result.json"
+            atomic_write_json(job, _engine_job(engine, tasks, mine, k, result, threads=threads, parent_pid=os.getpid()))
+            env = _engine_env(os.environ, devices[k], root)
+            log_file = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed below, after the worker ends
+            log_file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} engine {k} of {dp}: {len(mine)} shard(s), CUDA_VISIBLE_DEVICES={devices[k]!r}\n")
+            log_file.flush()
+            proc = subprocess.Popen([sys.executable, "-m", "xlr.sampling", "--engine-job", str(job)], stdout=log_file, stderr=subprocess.STDOUT, env=env)
+            procs[k] = (proc, log_file)
+            record.append({"engine": k, "cuda_visible_devices": devices[k], "pid": proc.pid, "shards": len(mine), "log": str(log_path), "result": str(result)})
+        log.info("%s: %d engine(s) for %d missing shard(s) of %d; logs in %s", engine.section, len(procs), len(missing), n_shards, work_dir)
+        paths = [x[2] for x in missing]
+        with tqdm(total=len(missing), desc=f"{engine.section}: {len(procs)} engines", unit="shard") as bar:
+            while any(p.poll() is None for p, _ in procs.values()):
+                time.sleep(poll_s)
+                if (done := sum(p.is_file() for p in paths)) > bar.n:
+                    bar.update(done - bar.n)
+    finally:
+        for proc, log_file in procs.values():
+            if proc.poll() is None:  # this process is being interrupted: take the engines down with it
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            log_file.close()
+    failed = []
+    for rec in record:
+        rc = procs[rec["engine"]][0].returncode
+        rec["exit_code"] = rc
+        if rc:
+            how = f"was killed by signal {-rc} ({signal.Signals(-rc).name})" if rc < 0 else f"exited with code {rc}"
+            tail = Path(rec["log"]).read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+            failed.append(f"engine {rec['engine']} (CUDA_VISIBLE_DEVICES={rec['cuda_visible_devices']!r}) {how}; log: {rec['log']}\n"
+                          + "\n".join(f"    | {line}" for line in tail))
+    atomic_write_json(work_dir / "engines.json", {"data_parallel_size": dp, "tensor_parallel_size": engine.tensor_parallel_size, "engines": record})
+    if failed:
+        done = sum(_shard_complete(p, len(chunk) * tasks[i].cfg.n) for i, _, p, chunk in missing)
+        raise EngineError(f"{engine.section}: {len(failed)} of {len(procs)} data-parallel engine(s) failed ({engine.section}.data_parallel_size: {dp}); "
+                          f"{n_shards - len(missing) + done} of {n_shards} shards are complete and kept.\n  " + "\n  ".join(failed)
+                          + "\nFix: read the log(s); then rerun the same command: the complete shards are skipped and only the missing ones are sampled.")
+
+
+def _watch_parent(parent_pid: int, every_s: float = 2.0) -> None:
+    """Exit when the launching process is gone (killed), so that no orphaned engine keeps its GPUs."""
+    import os
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(every_s)
+            if os.getppid() != parent_pid:
+                print(f"engine: parent process {parent_pid} is gone; exiting", flush=True)
+                os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="xlr-parent-watch").start()
+
+
+def run_engine_job(job_path: Path) -> int:
+    """A worker of :func:`sample_tasks`: start the backend, write the job's shards (skipping complete ones), record the result."""
+    import json
+    import os
+    import time
+
+    from xlr.runs import atomic_write_json
+
+    job = json.loads(Path(job_path).read_text(encoding="utf-8"))
+    if job.get("parent_pid"):
+        _watch_parent(job["parent_pid"])
+    faults.set_stage(job["stage"])
+    if job.get("threads"):
+        from xlr.runtime import set_threads
+
+        set_threads(job["threads"])
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    print(f"engine {job['index']} of {job['of']}: pid {os.getpid()}, CUDA_VISIBLE_DEVICES={visible!r}, {len(job['shards'])} shard(s)", flush=True)
+    started = time.time()
+    backend = EngineConfig(**job["engine"]).start()
+    written, skipped = [], []
+    for sh in job["shards"]:
+        path, cfg = Path(sh["path"]), GenConfig(**sh["cfg"])
+        if _shard_complete(path, len(sh["rows"]) * cfg.n):
+            skipped.append(str(path))
+            continue
+        t = time.time()
+        _write_shard(backend, sh["rows"], sh["lang"], path, cfg, sh["seed"], sh["index"])
+        written.append(str(path))
+        print(f"wrote {path} ({len(sh['rows'])} prompts, {time.time() - t:.1f} s)", flush=True)
+    atomic_write_json(Path(job["result"]), {"engine": job["index"], "pid": os.getpid(), "cuda_visible_devices": visible, "shards_written": written,
+                                            "shards_skipped": skipped, "wall_s": round(time.time() - started, 1)})
+    return 0
 
 
 def load_samples(out_dir: Path) -> list[dict[str, Any]]:
     return [r for p in sorted(out_dir.glob("shard-*.jsonl")) for r in read_jsonl(p)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m xlr.sampling --engine-job JOB.json``: one engine of a data-parallel :func:`sample_tasks` run."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m xlr.sampling", description="One generation engine of a data-parallel sampling run (started by sample_tasks).")
+    ap.add_argument("--engine-job", type=Path, required=True, help="the job file sample_tasks wrote")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from xlr.sampling import run_engine_job as run  # the imported module's, not this __main__ copy's (one set of classes)
+
+    return run(args.engine_job)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
