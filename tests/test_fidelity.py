@@ -3,6 +3,7 @@ published figure reproduced on a shipped file, bad input, the paired McNemar tes
 
 import gzip
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,39 @@ def test_aggregate_means_over_sources_then_languages():
     # all: LPR over languages (75 + 20) / 2, WPR over ru only; LCPR = 2 * 47.5 * 75 / (47.5 + 75)
     assert al["lpr"] == pytest.approx(47.5) and al["wpr"] == pytest.approx(75.0) and al["lcpr"] == pytest.approx(7125 / 122.5)
     assert a["crosslingual"]["all"] == {"lpr": pytest.approx(90.0), "wpr": None, "lcpr": None}
+
+
+def test_a_language_the_detector_cannot_detect_is_reported_not_scored(caplog):
+    """Amharic under lingua (no model for it), Zulu under fastText (no lid.176 label): before, their texts ran through the
+    detector, no line could ever be labelled 'am' / 'zu', and the language read LPR 0 (100 when every text was
+    skipped) as if measured. Now each verdict, rate, summary and aggregate marks it not scored with the reason, it is
+    left out of "all" and listed there, and a warning is logged."""
+    import pandas as pd
+
+    am = "ዛሬ በጣም ጥሩ ቀን ነው እና ወደ ገበያ እንሄዳለን"
+    with caplog.at_level(logging.WARNING, logger="xlr.fidelity"):
+        p = F.output_passes([am, am + "\n" + am, "ሰላም"], "am", detector="lingua")
+    assert [x["line_pass"] for x in p] == [None, None, None] and [x["word_pass"] for x in p] == [None, None, None]
+    assert all("lingua" in x["unsupported"] and "no model for 'am'" in x["unsupported"] for x in p)
+    assert [x["n_lines"] for x in p] == [1, 2, 0]
+    assert any("'am'" in r.getMessage() and "not scored" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    r = F.pass_rates(p, "am")
+    assert r["lpr"] is None and r["wpr"] is None and r["unsupported"] == p[0]["unsupported"] and (r["n"], r["n_scored"]) == (3, 0)
+    s = F.fidelity_summary(p, n_boot=20)
+    assert s["lpr"] is None and s["lcpr"] is None and s["n"] == 3 and s["unsupported"] == p[0]["unsupported"]
+    rows = [{"lang": "am", **s}, {"lang": "de", **F.fidelity_summary([_p(True)], n_boot=0)}]
+    assert F.unsupported_of(rows) == {"am": p[0]["unsupported"]}
+    # the same language is scored by the detector that has it
+    assert all(x["unsupported"] is None and x["line_pass"] is not None for x in F.output_passes([am], "am", detector="fasttext"))
+    zu = "Namuhla izulu lihle kakhulu futhi sihamba siye emakethe"
+    df = pd.DataFrame([{"task": "monolingual", "source": "s", "language": lang, "completion": c}
+                       for lang, c in (("zu", zu), ("zu", zu), ("de", "Das Wetter ist heute schön und wir gehen spazieren."))])
+    a = F.aggregate(F.group_rates(df, "fasttext"))["monolingual"]
+    assert set(a) == {"all", "de", "zu"}  # present, not dropped
+    assert a["zu"]["lpr"] is None and a["zu"]["lcpr"] is None and "lid.176 has no label 'zu'" in a["zu"]["unsupported"]
+    assert a["all"]["lpr"] == a["de"]["lpr"] == 100.0 and a["all"]["unsupported_languages"] == {"zu": a["zu"]["unsupported"]}
+    only_de = F.aggregate(F.group_rates(df[df["language"] == "de"], "fasttext"))["monolingual"]
+    assert "unsupported" not in a["de"] and "unsupported_languages" not in only_de["all"]
 
 
 @needs_shared

@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 
 from xlr.langid import detect, fidelity
@@ -11,7 +13,42 @@ def test_detect_real_sentences():
 
 def test_fidelity_fractions():
     f = fidelity(["de", "de", "de", "en"], ["de", "en", None, "en"])
-    assert f["de"] == {"n": 3, "in_target": 1 / 3, "undetermined": 1 / 3} and f["en"]["in_target"] == 1.0
+    assert f["de"] == {"n": 3, "in_target": 1 / 3, "undetermined": 1 / 3, "unsupported": None} and f["en"]["in_target"] == 1.0
+
+
+def test_languages_a_detector_cannot_detect_are_named_with_the_reason():
+    """lingua has no Amharic model, lid.176 no Zulu label: each is named with the detector, the reason and the fix (the
+    other detector, which has it); a code neither has, or a region-tagged one, is named too; supported codes are not."""
+    from xlr.langid import unsupported_languages
+
+    ling = unsupported_languages(["de", "am", "sw", "am"], "lingua")
+    assert list(ling) == ["am"] and "lingua" in ling["am"] and "no model for 'am'" in ling["am"]
+    assert "Fix: use the fasttext detector" in ling["am"]
+    ft = unsupported_languages(["zu", "de", "sw"], "fasttext")
+    assert list(ft) == ["zu"] and "lid.176 has no label 'zu'" in ft["zu"] and "Fix: use the lingua detector" in ft["zu"]
+    both = unsupported_languages(["pt-BR", "qq"], "lingua")
+    assert set(both) == {"pt-BR", "qq"} and all("no shipped detector has it" in why for why in both.values())
+    assert unsupported_languages(["en", "de", "zh"], "fasttext") == {} == unsupported_languages(["en", "de", "zh"], "lingua")
+    with pytest.raises(ValueError, match="unknown language detector"):
+        unsupported_languages(["de"], "cld3")
+
+
+def test_fidelity_of_a_language_lingua_cannot_detect_is_not_scored(caplog):
+    """Before: lingua silently dropped the code from its detector and the language read 0% in target. Now its fractions
+    are None with the reason, a warning names it, and it stays in the result."""
+    from xlr import langid
+
+    texts = ["ሰላም ነው ዛሬ በጣም ጥሩ ቀን ነው", "Das Wetter ist heute schön und wir gehen spazieren."]
+    langid._detector.cache_clear()  # its warning comes once per code set
+    with caplog.at_level(logging.WARNING, logger="xlr.langid"):
+        detected = detect(texts, extra_codes=["am"])
+        f = fidelity(["am", "de"], detected)
+    assert detected[0] != "am"  # lingua cannot say Amharic
+    assert set(f) == {"am", "de"} and f["de"]["in_target"] == 1.0 and f["de"]["unsupported"] is None
+    assert f["am"]["n"] == 1 and f["am"]["in_target"] is None and f["am"]["undetermined"] is None
+    assert "no model for 'am'" in f["am"]["unsupported"]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("'am'" in m and "not scored" in m for m in warned) and any("lingua cannot detect 'am'" in m for m in warned)
 
 
 def test_fasttext_lid176_ships_in_a_wheel_and_keeps_case():

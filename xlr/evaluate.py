@@ -40,14 +40,21 @@ def eval_dir(root: Path, model: str, lang: str) -> Path:
 
 def generate_outputs(backend: Any, rows: list[dict[str, Any]], lang: str, out_dir: Path, generator: str, cfg: Any, seed: int, shard_size: int) -> dict[str, Any]:
     """Answer X-AlpacaEval rows (id, instruction, dataset) with one sample each; write shards and outputs.json."""
-    from xlr.sampling import load_samples, sample_language
+    from xlr.sampling import sample_language
 
     counts = sample_language(backend, [{"instruction_id": r["id"], "instruction": r["instruction"]} for r in rows], lang, out_dir, cfg, seed=seed, shard_size=shard_size)
+    write_outputs(rows, lang, out_dir, generator)
+    return counts
+
+
+def write_outputs(rows: list[dict[str, Any]], lang: str, out_dir: Path, generator: str) -> None:
+    """outputs.json (alpaca_eval's model_outputs shape, plus n_tokens / truncated) from the finished shards under ``out_dir``."""
+    from xlr.sampling import load_samples
+
     by_id = {r["id"]: r for r in load_samples(out_dir)}
     outputs = [{"generator": generator, "dataset": r.get("dataset", ""), "id": r["id"], "lang": lang, "instruction": r["instruction"],
                 "output": by_id[r["id"]]["response"], "n_tokens": by_id[r["id"]]["n_tokens"], "truncated": by_id[r["id"]]["truncated"]} for r in rows]
     atomic_write_json(out_dir / "outputs.json", outputs)
-    return counts
 
 
 def load_outputs(out_dir: Path) -> list[dict[str, Any]]:
@@ -184,7 +191,9 @@ def model_metrics(
             m["h2h_vs_pi0"] = {"win_rate": float(hp.mean() * 100), "ci95": [100 * x for x in bootstrap_ci(hp, n_boot=n_boot, seed=seed)], "n": int(len(hp)),
                                "unjudgeable_orders": sum(math.isnan(r["p_model"]) for r in h2h)}
     detected = langid.detect([o["output"] for o in outputs], extra_codes=[lang])
-    m["fidelity"] = float(np.mean([d == lang for d in detected])) if outputs else math.nan
+    unsupported = langid.unsupported_languages([lang], "lingua").get(lang)  # lingua cannot return this code: not scored, not 0
+    m["fidelity"] = float(np.mean([d == lang for d in detected])) if outputs and not unsupported else math.nan
+    m["fidelity_not_scored"] = unsupported
     m["undetermined_language"] = sum(d is None for d in detected)
     m["mean_output_chars"] = float(np.mean([len(o["output"]) for o in outputs])) if outputs else math.nan
     m["mean_reference_chars"] = float(np.mean([len(references[o["id"]]) for o in outputs])) if outputs else math.nan

@@ -22,10 +22,17 @@ Differences from the benchmark, all measured in ``bench/fidelity.py`` / ``bench/
 rjieba (jieba-rs: jieba's dictionary and algorithm, a wheel) instead of jieba (sdist only); Japanese with Janome
 (IPADIC inside its wheel) instead of fugashi + UniDic (whose dictionary is a run-time download); whitespace tokens
 that Janome emits are dropped, as MeCab emits none. ``detector="lingua"`` replaces fastText by lingua (xlr.langid).
+
+Not scored: a language the detector has no model for (``xlr.langid.unsupported_languages``: lingua has no Amharic,
+lid.176 no Zulu) could never pass the line check, so its figures would read 0 (or, with every text skipped, the
+benchmark's max(1, .) 100) and mean nothing. Its texts are not run through the detector; every verdict, rate and
+summary of it carries ``unsupported`` (the reason) with LPR / WPR / LCPR ``None``, it is left out of the "all"
+means (which list it under ``unsupported_languages``), and a warning is logged.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import string
 from collections import defaultdict
@@ -39,6 +46,7 @@ import numpy as np
 WPR_LANGUAGES = ("ar", "hi", "ja", "ko", "ru", "zh")  # compute_metrics.py: WPR only for these (non-Latin scripts)
 MIN_LINE_TOKENS = 5  # lines with fewer tokens are not scored
 _PUNCT = str.maketrans("", "", string.punctuation)
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -96,16 +104,23 @@ def output_passes(texts: Sequence[str], lang: str, detector: str = "fasttext", *
     no rate, as in the benchmark), ``word_pass`` (True / False for ar/hi/ja/ko/ru/zh texts that passed the line
     check; ``None`` where WPR does not apply: another language, a line error, or a skipped text), ``detected`` (the
     language of the whole text, ``None`` if undetermined), ``n_lines`` (lines scored), ``line_errors``,
-    ``line_languages`` (per scored line) and ``english_words`` (those that failed the word check)."""
-    from xlr.langid import detect_text, line_languages
+    ``line_languages`` (per scored line), ``english_words`` (those that failed the word check) and ``unsupported``
+    (``None``; or, when ``detector`` has no model for ``lang``, why: then no text is scored, ``line_pass`` and
+    ``word_pass`` are ``None``, and a warning is logged)."""
+    from xlr.langid import detect_text, line_languages, unsupported_languages
 
     if not isinstance(lang, str) or not lang:
         raise ValueError(f"output_passes: lang must be a language code, got {lang!r}")
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
         raise TypeError(f"output_passes: text {bad} is {type(texts[bad]).__name__}, not str")
-    words = _english_words(None if data_dir is None else str(data_dir)) if lang in WPR_LANGUAGES else frozenset()
     prepared = [scored_lines(t, lang) for t in texts]
+    why = unsupported_languages([lang], detector).get(lang)
+    if why is not None:
+        log.warning("language fidelity of %r (%d texts, detector %s) is not scored: %s", lang, len(texts), detector, why)
+        return [{"line_pass": None, "word_pass": None, "detected": None, "n_lines": len(lines), "line_errors": 0, "line_languages": [],
+                 "english_words": [], "unsupported": why} for lines in prepared]
+    words = _english_words(None if data_dir is None else str(data_dir)) if lang in WPR_LANGUAGES else frozenset()
     labels = iter(line_languages([line for lines in prepared for line, _ in lines], detector, extra_codes=[lang]))
     whole = detect_text(list(texts), detector, extra_codes=[lang])
     out = []
@@ -119,8 +134,13 @@ def output_passes(texts: Sequence[str], lang: str, detector: str = "fasttext", *
             found = sorted({t.strip() for _, toks in lines for t in toks if t.strip() in words})
             word_pass = not found
         out.append({"line_pass": line_pass, "word_pass": word_pass, "detected": det, "n_lines": len(lines), "line_errors": errors,
-                    "line_languages": langs, "english_words": found})
+                    "line_languages": langs, "english_words": found, "unsupported": None})
     return out
+
+
+def _unsupported(passes: Sequence[dict[str, Any]]) -> str | None:
+    """The reason the texts of these verdicts were not scored (their language has no detector model), else ``None``."""
+    return next((p["unsupported"] for p in passes if p.get("unsupported")), None)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -135,14 +155,17 @@ def harmonic_mean(a: float | None, b: float | None) -> float | None:
 
 def pass_rates(passes: Sequence[dict[str, Any]], lang: str | None = None) -> dict[str, Any]:
     """The benchmark's LPR and WPR (fractions) of one group of texts: LPR = 1 - line errors / max(1, scored),
-    WPR = 1 - word errors / max(1, scored - line errors) when ``lang`` (or, if None, any text) has a word check."""
+    WPR = 1 - word errors / max(1, scored - line errors) when ``lang`` (or, if None, any text) has a word check.
+    ``unsupported``: ``None``, or why the group's language could not be scored (then LPR and WPR are ``None``)."""
     scored = sum(p["line_pass"] is not None for p in passes)
     line_err = sum(p["line_pass"] is False for p in passes)
     word_err = sum(p["word_pass"] is False for p in passes)
+    why = _unsupported(passes)
     has_wpr = lang in WPR_LANGUAGES if lang is not None else any(p["word_pass"] is not None for p in passes)
-    lpr = 1 - line_err / max(1, scored)
-    wpr = 1 - word_err / max(1, scored - line_err) if has_wpr else None
-    return {"lpr": lpr, "wpr": wpr, "n": len(passes), "n_scored": scored, "line_errors": line_err, "word_errors": word_err}
+    lpr = None if why else 1 - line_err / max(1, scored)
+    wpr = 1 - word_err / max(1, scored - line_err) if has_wpr and not why else None
+    return {"lpr": lpr, "wpr": wpr, "n": len(passes), "n_scored": scored, "line_errors": line_err, "word_errors": word_err,
+            "unsupported": why}
 
 
 def group_rates(outputs: Any, detector: str = "fasttext", *, data_dir: str | Path | None = None) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -160,7 +183,11 @@ def group_rates(outputs: Any, detector: str = "fasttext", *, data_dir: str | Pat
 
 def aggregate(rates: dict[tuple[str, str, str], dict[str, Any]]) -> dict[str, dict[str, dict[str, float | None]]]:
     """Per task: each language's LPR / WPR / LCPR (unweighted mean over its sources) and "all" (unweighted mean over
-    languages; WPR over the languages that have it), in percent, as ``benchmark_file_metrics`` returns them."""
+    languages; WPR over the languages that have it), in percent, as ``benchmark_file_metrics`` returns them.
+
+    A language that could not be scored (its rates carry ``unsupported``) gets ``None`` figures and ``unsupported``
+    (the reason), is left out of "all", and "all" then lists it: ``unsupported_languages`` ``{code: reason}`` (both
+    keys appear only then, so the benchmark's own shape is kept)."""
     by_task: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for (task, _source, lang), r in rates.items():
         by_task[task][lang].append(r)
@@ -175,10 +202,16 @@ def aggregate(rates: dict[tuple[str, str, str], dict[str, Any]]) -> dict[str, di
     result: dict[str, dict[str, dict[str, float | None]]] = {}
     for task in sorted(by_task, key=lambda t: (t != "monolingual", t)):
         per_lang = {lang: {"lpr": mean([r["lpr"] for r in rs]), "wpr": mean([r["wpr"] for r in rs])} for lang, rs in sorted(by_task[task].items())}
+        unsupported = {lang: why for lang, rs in sorted(by_task[task].items())
+                       if (why := next((r["unsupported"] for r in rs if r.get("unsupported")), None))}
         lpr_all, wpr_all = mean([m["lpr"] for m in per_lang.values()]), mean([m["wpr"] for m in per_lang.values()])
-        block = {"all": {"lpr": pct(lpr_all), "wpr": pct(wpr_all), "lcpr": pct(harmonic_mean(lpr_all, wpr_all))}}
+        block: dict[str, dict[str, Any]] = {"all": {"lpr": pct(lpr_all), "wpr": pct(wpr_all), "lcpr": pct(harmonic_mean(lpr_all, wpr_all))}}
+        if unsupported:
+            block["all"]["unsupported_languages"] = unsupported
         for lang, m in per_lang.items():
             block[lang] = {"lpr": pct(m["lpr"]), "wpr": pct(m["wpr"]), "lcpr": pct(harmonic_mean(m["lpr"], m["wpr"]))}
+            if lang in unsupported:
+                block[lang] = {"lpr": None, "wpr": None, "lcpr": None, "unsupported": unsupported[lang]}
         result[task] = block
     return result
 
@@ -217,7 +250,8 @@ def fidelity_summary(passes: Sequence[dict[str, Any]], n_boot: int = 1000, seed:
 
     Returns n (texts), n_scored (not skipped), n_wpr (texts with a word verdict), lpr, wpr, lcpr and their
     ``*_ci95`` (``None`` with ``n_boot=0``); wpr / lcpr (and CIs) are ``None`` when no text has a word verdict, lpr
-    ``None`` when none is scored."""
+    ``None`` when none is scored; ``unsupported``: ``None``, or why the texts' language could not be scored at all
+    (its detector has no model for it; every figure is then ``None``)."""
     from xlr.stats import bootstrap_indices, percentile_ci
 
     code = {True: 1, False: 0, None: -1}
@@ -236,7 +270,14 @@ def fidelity_summary(passes: Sequence[dict[str, Any]], n_boot: int = 1000, seed:
 
     (lv, lci), (wv, wci), (cv, cci) = out(lpr, 0), out(wpr, 1), out(lcpr, 2)
     return {"n": len(passes), "n_scored": int((line >= 0).sum()), "n_wpr": int((word >= 0).sum()),
-            "lpr": lv, "lpr_ci95": lci, "wpr": wv, "wpr_ci95": wci, "lcpr": cv, "lcpr_ci95": cci}
+            "lpr": lv, "lpr_ci95": lci, "wpr": wv, "wpr_ci95": wci, "lcpr": cv, "lcpr_ci95": cci, "unsupported": _unsupported(passes)}
+
+
+def unsupported_of(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """``{lang: reason}`` of the languages not scored among rows that carry ``lang`` and ``unsupported`` (e.g.
+    ``xlr.evaluate.fidelity_rows``' rows, each a :func:`fidelity_summary` with model / set / lang), for stage counts
+    and the report."""
+    return {r["lang"]: r["unsupported"] for r in rows if r.get("unsupported")}
 
 
 def paired_test(passes_a: Sequence[dict[str, Any]], passes_b: Sequence[dict[str, Any]], field: str = "line_pass") -> dict[str, Any]:

