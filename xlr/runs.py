@@ -10,6 +10,10 @@ Layout of one run (``runs/<name>/``)::
 Every file is written to a temporary name in the same folder, flushed, fsynced and renamed, so a crash
 leaves either the old file or the new one, never half of one. A stage counts as done only when its status
 is ``done`` and every artifact it recorded still has the recorded sha256.
+
+Under several processes (``accelerate launch``, :mod:`xlr.distributed`) only the main process writes the run
+directory: :class:`Run`'s writing methods are no-ops on the other ranks, which read the manifest after
+:meth:`Run.sync`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from xlr import distributed
 
 MANIFEST = "manifest.json"
 TRACKED_PACKAGES = (
@@ -146,7 +152,13 @@ def _now() -> str:
 
 
 class Run:
-    """A run directory and its manifest. Create with :meth:`open`."""
+    """A run directory and its manifest. Create with :meth:`open`.
+
+    Several processes: every method that writes (``open``'s creation, ``save``, ``start_stage``, ``finish_stage``,
+    ``fail_stage``, ``move_aside_corrupt``) writes on the main process only and is a no-op on
+    the others, so none of them may contain a collective (the main process may call them alone). The other ranks
+    learn what the main process wrote by :meth:`sync`, which EVERY rank must call at the same points: after
+    :meth:`open` and after each stage."""
 
     def __init__(self, root: Path, manifest: dict[str, Any]):
         self.root = root
@@ -164,6 +176,13 @@ class Run:
         root = Path(root) if root else runs_dir() / params.name
         phash = params.params_hash()
         mpath = root / MANIFEST
+
+        def fresh() -> dict[str, Any]:
+            return {"name": params.name, "params_hash": phash, "created": _now(), "git_sha": git_sha(), "packages": package_versions(),
+                    "params": params.model_dump(mode="json"), "runtime": {}, "models": {}, "stages": {}}
+
+        if not distributed.is_main():  # the main process checks, creates or moves aside; this rank reads its manifest at sync()
+            return cls(root, json.loads(mpath.read_text()) if mpath.is_file() else fresh())
         if mpath.is_file():
             manifest = json.loads(mpath.read_text())
             # Recompute from the stored params under the current schema, so a field added later (with its default)
@@ -192,24 +211,23 @@ class Run:
             run.save()
             return run
         root.mkdir(parents=True, exist_ok=True)
-        manifest = {
-            "name": params.name,
-            "params_hash": phash,
-            "created": _now(),
-            "git_sha": git_sha(),
-            "packages": package_versions(),
-            "params": params.model_dump(mode="json"),
-            "runtime": {},
-            "models": {},
-            "stages": {},
-        }
+        manifest = fresh()
         atomic_write_text(root / "params.yaml", yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
         run = cls(root, manifest)
         run.save()
         return run
 
     def save(self) -> None:
-        atomic_write_json(self.root / MANIFEST, self.manifest)
+        """Write the manifest (main process only)."""
+        if distributed.is_main():
+            atomic_write_json(self.root / MANIFEST, self.manifest)
+
+    def sync(self) -> None:
+        """Collective, on EVERY rank: wait until all ranks got here, then the other ranks reload the manifest the main
+        process wrote. A no-op for one process."""
+        distributed.barrier()
+        if not distributed.is_main():
+            self.manifest = json.loads((self.root / MANIFEST).read_text())
 
     # -- stages ---------------------------------------------------------------------------------------------
     @staticmethod
@@ -218,10 +236,12 @@ class Run:
 
     def stage_dir(self, stage: str, iteration: int | None = None) -> Path:
         path = self.root / self.stage_key(stage, iteration)
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)  # idempotent: harmless on every rank
         return path
 
     def start_stage(self, stage: str, iteration: int | None = None) -> None:
+        if not distributed.is_main():
+            return
         key = self.stage_key(stage, iteration)
         prev = self.manifest["stages"].get(key, {})
         self.manifest["stages"][key] = {**prev, "status": "running", "started": _now(), "attempts": prev.get("attempts", 0) + 1}
@@ -239,6 +259,8 @@ class Run:
         from xlr import faults
 
         faults.point("finish")  # artifacts written, not yet recorded: a kill here must redo the stage
+        if not distributed.is_main():
+            return
         key = self.stage_key(stage, iteration)
         entry = self.manifest["stages"].setdefault(key, {})
         entry.update(
@@ -253,6 +275,8 @@ class Run:
         self.save()
 
     def fail_stage(self, stage: str, error: str, iteration: int | None = None) -> None:
+        if not distributed.is_main():
+            return
         key = self.stage_key(stage, iteration)
         self.manifest["stages"].setdefault(key, {}).update(status="failed", error=error, finished=_now())
         self.save()
@@ -260,7 +284,9 @@ class Run:
     def move_aside_corrupt(self, stage: str, iteration: int | None = None) -> list[str]:
         """Artifacts a stage recorded earlier that no longer match their sha256 (truncated, edited) are moved to
         ``corrupt/<timestamp>/<path>`` (kept, not deleted) so the rerun redoes them instead of resuming from them.
-        They are listed in the manifest under the stage's ``corrupt_moved_aside``."""
+        They are listed in the manifest under the stage's ``corrupt_moved_aside``. Main process only ([] elsewhere)."""
+        if not distributed.is_main():
+            return []
         key = self.stage_key(stage, iteration)
         entry = self.manifest["stages"].get(key, {})
         moved = []
