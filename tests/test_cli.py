@@ -237,3 +237,44 @@ def test_fidelity_command_json_shape(capsys, tmp_path):
     bad.write_text("id,model,completion,task,source,language\n0,m,hello,monolingual,okapi,xx\n")
     assert main(["fidelity", str(bad)]) == 2
     assert "bad.csv" in capsys.readouterr().err
+
+
+def test_only_and_from_take_a_stage_or_one_step_of_an_iteration():
+    """--only iter1/rewards selects that step alone (one command per stage under accelerate launch); --only rewards every
+    iteration of it; a step whose earlier stages are not done is refused; an unknown name lists the valid ones."""
+    from xlr.config import load_params
+    from xlr.runs import Run
+    from xlr.study import StudyError, plan, select_steps
+
+    params = load_params(REPO / "params/smoke.yaml")
+    run = Run.open(params)
+    keys = [run.stage_key(n, i) for n, i in plan(params)]
+    for key in keys[: keys.index("iter1/rewards")]:  # everything before iteration 1's rewards is done
+        run.manifest["stages"][key] = {"status": "done", "artifacts": {}}
+    assert select_steps(params, run, only="iter1/rewards") == [("rewards", 1)]
+    with pytest.raises(StudyError, match=r"\[iter2/rewards\] needs the earlier stages done first"):
+        select_steps(params, run, only="rewards")
+    assert select_steps(params, run, start_from="iter1/rewards")[:3] == [("rewards", 1), ("pairs", 1), ("training", 1)]
+    with pytest.raises(StudyError, match="iter1/rewards"):
+        select_steps(params, run, only="iter9/rewards")
+
+
+def test_r_t_in_the_study_leaves_english_out_as_the_reference_and_says_so(tmp_path):
+    """reward.variant R_t (reference style, issue 16): the rewards stage gives English no R_t reward and counts its
+    samples; the pairs stage records English's prompts as dropped for that reason instead of a silent zero."""
+    from xlr.runs import read_jsonl
+
+    sets = ["--set", "models.pi0=tiny:1", "--set", "iterations=1", "--set", "probe.enabled=false", "--set", "judge.backend=none",
+            "--set", "reward.variant=R_t", "--set", "reward.rt_max_new_tokens=8"]
+    for step in ("data", "models", "iter1/sampling", "iter1/rewards", "iter1/pairs"):
+        assert main(["run", str(REPO / "params/smoke.yaml"), "--direct", *sets, "--only", step]) == 0, step
+    run = tmp_path / "runs/smoke"
+    rewards = read_jsonl(run / "iter1/rewards/rewards.jsonl")
+    assert {r["lang"] for r in rewards} == {"de"} and len(rewards) == 4 * 3
+    assert all(r["variant"] == "R_t" and "translation_status" in r for r in rewards)
+    m = json.loads((run / "manifest.json").read_text())
+    r_t = m["stages"]["iter1/rewards"]["counts"]["r_t"]
+    assert r_t["skipped_english"] == 4 * 3 and r_t["style"] == "reference" and r_t["max_new_tokens"] == 8
+    stats = json.loads((run / "iter1/pairs/pairs_stats.json").read_text())
+    assert stats["en"]["pairs"] == 0 and stats["en"]["drops"] == {"no R_t reward in English, as the reference (prompt)": 4}
+    assert stats["de"]["pairs"] + sum(v for k, v in stats["de"]["drops"].items() if "(prompt)" in k) == 4

@@ -35,3 +35,29 @@ def test_reward_variants_finds_runs_that_differ_only_in_the_variant():
     assert heights == [21.0, 31.0, 36.0, 41.0]  # the final policy's (pi1) win rates, not pi_ref's or pi0's
     assert sorted(round(p.get_height(), 6) for p in ax_lc.patches) == [19.0, 29.0, 34.0, 39.0]
     assert fig._suptitle.get_text().startswith("Reward variants side by side")
+
+
+def test_the_token_mask_choice_is_visible_in_the_provenance(tmp_path, monkeypatch):
+    """Issue 16: the paper files set reward.parity icr deliberately; the report's provenance row 'reward' names the mask
+    (icr: the reference code's) so a reader sees which one a run used; the CPU files keep the corrected one."""
+    monkeypatch.setenv("XLR_RUNS_DIR", str(tmp_path / "runs"))
+    for name, mask in (("paper-llama3-8b", "'icr': the reference code's"), ("paper-lowres", "'icr': the reference code's"), ("cpu", "'none'")):
+        params = load_params(REPO / f"params/{name}.yaml")
+        row = dict(report.provenance_rows(params, Run.open(params)))["reward"]
+        assert mask in row, (name, row)
+
+
+def test_the_model_check_counts_the_languages_it_has_no_prompt_for(tmp_path, monkeypatch, caplog):
+    """Issue 16 fix 11: a language without a check prompt is counted in the stage and named in a warning, not skipped
+    without a word."""
+    from xlr import study
+
+    monkeypatch.setenv("XLR_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(study, "CHECK_PROMPTS", {k: v for k, v in study.CHECK_PROMPTS.items() if k != "de"})
+    params = load_params(REPO / "params/smoke.yaml", {"judge": {"backend": "none"}})
+    run = Run.open(params)
+    with caplog.at_level("WARNING"):
+        answers = study.stage_models(params, run)
+    counts = run.manifest["stages"]["models"]["counts"]
+    assert counts["languages_not_checked"] == ["de"] and counts["languages_checked"] == 2 and set(answers["pi_ref"]) == {"en", "zh"}
+    assert "no check prompt for de" in caplog.text

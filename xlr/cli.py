@@ -107,8 +107,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides = deep_merge(overrides, {"iterations": args.iterations})
     params = load_params(args.params, overrides)
     os.environ[faults.RUN_PID_ENV] = str(os.getpid())  # the notebook kernels inherit it (xlr.faults kill points)
+    from xlr import distributed
+
+    if distributed.world()[1] > 1 and not args.direct:  # accelerate launch / torchrun: notebooks cannot run once per rank
+        if distributed.is_main():
+            print("xlr run under several processes: the stages run in-process (--direct); notebooks and reports are not built. "
+                  "A later plain `xlr run` (one process) builds them and skips the finished stages.")
+        args.direct = True
     if args.direct:
-        run_study(params, force=args.force, only=args.only, start_from=args.start_from)
+        try:
+            run_study(params, force=args.force, only=args.only, start_from=args.start_from)
+        finally:
+            distributed.shutdown()
         return 0
     from xlr.report import execute_sequence
     from xlr.study import open_study, select_steps
@@ -176,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("params", help="params YAML, e.g. params/cpu.yaml")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a params field, e.g. --set sampling.n_samples=4")
     r.add_argument("--force", action="store_true", help="the run dir was made from other params: move it aside and start anew")
-    r.add_argument("--only", metavar="STAGE", help="run only this stage (every iteration of it)")
+    r.add_argument("--only", metavar="STAGE", help="run only this stage (every iteration of it), or one step of an iteration, e.g. iter1/rewards")
     r.add_argument("--from", dest="start_from", metavar="STAGE", help="start at this stage (earlier ones must be done)")
     r.add_argument("--iterations", type=int, help="number of ICR iterations (overrides params; a finished run can be extended)")
     r.add_argument("--with-code", action="store_true", help="keep the code cells in the HTML reports")

@@ -106,6 +106,10 @@ def provenance_rows(params: Params, run: Run) -> list[tuple[str, str]]:
         ("evaluation", f"X-AlpacaEval {ev.n_prompts or 805} prompts/language ({', '.join(params.languages.eval)}), max_new_tokens {ev.max_new_tokens}, vs {ev.reference_generator}"),
         ("language fidelity", f"LCB {', '.join(ev.lcb_sets) or 'none'}: {ev.lcb_n_prompts or 'all'} prompts/set/language, max_new_tokens {ev.lcb_max_new_tokens}; "
                               f"detector {ev.fidelity_detector}; also every X-AlpacaEval answer"),
+        ("reward", f"{params.reward.variant}, {params.reward.models}, scored in {params.reward.dtype}; token mask "
+                   + ("'icr': the reference code's (first response token not scored, the closing end-of-turn token scored), as the paper was run"
+                      if params.reward.parity == "icr" else "'none': each response token scored from the position that predicts it (corrected; the reference code is off by one)")
+                   + f"; alpha grid {params.pairs.alpha_grid}" + (f", upper bound {params.pairs.upper_bound}" if params.pairs.upper_bound is not None else "")),
         ("reward probe", f"{params.probe.n_items} X-AlpacaEval instructions/language, variants {', '.join(params.probe.variants)} + length" if params.probe.enabled else "off"),
         ("seeds", f"seed {params.seed}, eval subset seed {ev.subset_seed}"),
         ("params hash", m.get("params_hash", "")[:16]),
@@ -144,6 +148,9 @@ def data_tables(run: Run) -> dict[str, pd.DataFrame]:
     greedy = read_json(run.root / "models" / "greedy_check.json")
     if greedy:
         t["greedy answers (model check)"] = pd.DataFrame(greedy).rename_axis("language")
+    unchecked = ((run.manifest.get("stages", {}).get("models") or {}).get("counts") or {}).get("languages_not_checked")
+    if unchecked:
+        t["model check: languages not checked (no check prompt in xlr.study.CHECK_PROMPTS)"] = pd.DataFrame({"language": unchecked})
     return t
 
 
@@ -243,6 +250,10 @@ def fidelity_table(run: Run) -> pd.DataFrame | None:
     rows = []
     for r in f["rows"]:
         t = r.get("vs_pi0") or {}
+        if r.get("unsupported"):  # the detector cannot detect this language: said, not shown as 0 or a dash
+            rows.append({"set": r["set"], "lang": r["lang"], "model": r["model"], "n": r["n"], "LPR [%]": f"not scored: {r['unsupported']}",
+                         "WPR [%]": "not scored", "LCPR [%]": "not scored", "LPR vs pi0 [pts]": "", "WPR vs pi0 [pts]": ""})
+            continue
         rows.append({"set": r["set"], "lang": r["lang"], "model": r["model"], "n": r["n"], "LPR [%]": _fmt_ci(r.get("lpr"), r.get("lpr_ci95")),
                      "WPR [%]": _fmt_ci(r.get("wpr"), r.get("wpr_ci95")), "LCPR [%]": _fmt_ci(r.get("lcpr"), r.get("lcpr_ci95")),
                      "LPR vs pi0 [pts]": _p(t.get("line_pass")), "WPR vs pi0 [pts]": _p(t.get("word_pass"))})

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xlr import distributed
 from xlr.config import Params
 from xlr.runs import Run, atomic_write_json, atomic_write_jsonl
 
@@ -27,6 +28,13 @@ CHECK_PROMPTS = {
     "ru": "Какая столица Франции? Ответь одним предложением.",
     "fr": "Quelle est la capitale de la France ? Réponds en une phrase.",
     "zh": "法国的首都是哪里？请用一句话回答。",
+    "it": "Qual è la capitale della Francia? Rispondi con una frase.",
+    "ja": "フランスの首都はどこですか？一文で答えてください。",
+    "ko": "프랑스의 수도는 어디입니까? 한 문장으로 답하세요.",
+    "ar": "ما هي عاصمة فرنسا؟ أجب بجملة واحدة.",
+    "bn": "ফ্রান্সের রাজধানী কী? এক বাক্যে উত্তর দাও।",
+    "sw": "Mji mkuu wa Ufaransa ni upi? Jibu kwa sentensi moja.",
+    "th": "เมืองหลวงของฝรั่งเศสคืออะไร ตอบเป็นประโยคเดียว",
 }
 
 
@@ -104,15 +112,20 @@ def stage_models(params: Params, run: Run) -> dict[str, Any]:
     if params.judge.backend == "local":
         specs["judge"] = params.judge.model
     answers = {}
+    wanted = list(dict.fromkeys(params.languages.train + params.languages.eval))
+    langs = [lang for lang in wanted if lang in CHECK_PROMPTS]
+    unchecked = [lang for lang in wanted if lang not in CHECK_PROMPTS]
+    if unchecked:  # counted and shown (stage counts, report), never skipped without a word
+        log.warning("model check: no check prompt for %s (CHECK_PROMPTS in xlr/study.py has %s); these languages are not checked",
+                    ", ".join(unchecked), ", ".join(CHECK_PROMPTS))
     for role, spec in specs.items():
         model, tok = load_model(spec, dtype=dtype, device=device, trust_remote_code=params.models.trust_remote_code)
         run.manifest["models"][role] = model_record(spec)
-        langs = [lang for lang in dict.fromkeys(params.languages.train + params.languages.eval) if lang in CHECK_PROMPTS]
         answers[role] = greedy_answers(model, tok, {lang: CHECK_PROMPTS[lang] for lang in langs})
         del model
     out = run.stage_dir("models") / "greedy_check.json"
     atomic_write_json(out, answers)
-    run.finish_stage("models", artifacts=[out], counts={"models": len(specs)})
+    run.finish_stage("models", artifacts=[out], counts={"models": len(specs), "languages_checked": len(langs), "languages_not_checked": unchecked})
     return answers
 
 
@@ -128,21 +141,22 @@ def _train_rows(params: Params, iteration: int) -> Any:
 def stage_sampling(params: Params, run: Run, iteration: int = 1) -> dict[str, Any]:
     """N samples per prompt and language from the current policy (pi0 at iteration 1)."""
     from xlr.runtime import resolve_device, resolve_dtype
-    from xlr.sampling import GenConfig, make_backend, sample_language
+    from xlr.sampling import EngineConfig, GenConfig, SamplingTask, sample_tasks
 
     device = resolve_device(params.runtime.device)
     dtype, _ = resolve_dtype(params.runtime.dtype, device, params.runtime.bf16)
     policy_spec = policy_at(params, run, iteration - 1)  # iteration t samples from pi^(t-1)
-    backend = make_backend(params.sampling.backend, policy_spec, dtype=dtype, device=device, trust_remote_code=params.models.trust_remote_code, seed=params.seed)
     sp = params.sampling
+    # one engine in this process, or sampling.data_parallel_size engines (worker processes, each on its own GPUs)
+    engine = EngineConfig(sp.backend, policy_spec, dtype=dtype, device=device, trust_remote_code=params.models.trust_remote_code, seed=params.seed,
+                          tensor_parallel_size=sp.tensor_parallel_size, data_parallel_size=sp.data_parallel_size)
     cfg = GenConfig(n=sp.n_samples, do_sample=True, temperature=sp.temperature, top_p=sp.top_p, top_k=sp.top_k, max_new_tokens=sp.max_new_tokens, batch_size=sp.batch_size)
     rows = _train_rows(params, iteration)
-    counts, artifacts = {}, []
-    for lang in params.languages.train:
-        lang_rows = [r for r in rows if r["lang"] == lang]
-        out = run.stage_dir("sampling", iteration) / lang
-        counts[lang] = sample_language(backend, lang_rows, lang, out, cfg, seed=derive_iteration_seed(params.seed, iteration), shard_size=sp.shard_size)
-        artifacts += sorted(out.glob("shard-*.jsonl"))
+    root = run.stage_dir("sampling", iteration)
+    tasks = [SamplingTask(lang, [r for r in rows if r["lang"] == lang], lang, root / lang, cfg, derive_iteration_seed(params.seed, iteration))
+             for lang in params.languages.train]
+    counts = sample_tasks(engine, tasks, sp.shard_size, root / "engines")
+    artifacts = [p for lang in params.languages.train for p in sorted((root / lang).glob("shard-*.jsonl"))]
     run.finish_stage("sampling", iteration, artifacts=artifacts, counts=counts, policy=policy_spec)
     return counts
 
@@ -155,24 +169,38 @@ def derive_iteration_seed(seed: int, iteration: int) -> int:
 
 def stage_rewards(params: Params, run: Run, iteration: int = 1) -> dict[str, Any]:
     """Implicit cross-lingual reward of every sample under (pi0, pi_ref)."""
+    from xlr import distributed
     from xlr.models import load_model
-    from xlr.rewards import annotate
     from xlr.runtime import resolve_device
     from xlr.sampling import HFBackend, load_samples
 
-    device = resolve_device(params.runtime.device)
+    device = distributed.local_device(resolve_device(params.runtime.device))  # under accelerate launch: this rank's GPU
     dtype, fp32_head, used = scoring_precision(params, params.reward.dtype, "reward.dtype", run)
     pol_spec, ref_spec = reward_models(params, run, iteration)
     policy, tok = load_model(pol_spec, dtype=dtype, device=device)
     reference, _ = load_model(ref_spec, dtype=dtype, device=device)
+    rp = params.reward
     english = {r["instruction_id"]: r["instruction_en"] for r in _train_rows(params, iteration)}
     samples = [s for lang in params.languages.train for s in load_samples(run.stage_dir("sampling", iteration) / lang)]
-    rows = annotate(samples, english, policy, reference, tok, params.reward.variant, params.languages.names, params.reward.batch_tokens,
-                    None if params.reward.parity == "none" else params.reward.parity, fp32_head=fp32_head, share_prompts=params.reward.share_prompts,
-                    translator=HFBackend(policy, tok) if params.reward.variant == "R_t" else None, translate_max_new_tokens=params.sampling.max_new_tokens)
+    r_t_reference = rp.variant == "R_t" and rp.rt_style == "reference"
+    skipped_en = sum(s["lang"] == "en" for s in samples) if r_t_reference else 0
+    if r_t_reference:  # the reference gives English no R_t reward (utils/generate_preference_pair.py); counted, and pairs says so
+        samples = [s for s in samples if s["lang"] != "en"]
+    # every rank scores its shard (one process: all); the main process gets every row back, in order, and writes
+    rows = distributed.annotate_sharded(samples, english, policy, reference, tok, variant=rp.variant, names=params.languages.names,
+                                        batch_tokens=rp.batch_tokens, parity=None if rp.parity == "none" else rp.parity,
+                                        fp32_head=fp32_head, share_prompts=rp.share_prompts,
+                                        translator=HFBackend(policy, tok) if rp.variant == "R_t" else None,
+                                        translate_max_new_tokens=rp.rt_max_new_tokens, rt_style=rp.rt_style)
+    if rows is None:  # another rank: its share went to the main process, which writes and records the stage
+        return {}
     out = run.stage_dir("rewards", iteration) / "rewards.jsonl"
     atomic_write_jsonl(out, rows)
-    counts = {"samples": len(rows), "variant": params.reward.variant, "dtype": used, "dtype_requested": params.reward.dtype}
+    counts: dict[str, Any] = {"samples": len(rows), "variant": rp.variant, "dtype": used, "dtype_requested": rp.dtype}
+    if rp.variant == "R_t":
+        from xlr.rewards import translation_counts
+
+        counts["r_t"] = translation_counts(rows, rp.rt_style, rp.rt_max_new_tokens, skipped_en)
     run.finish_stage("rewards", iteration, artifacts=[out], counts=counts, policy=pol_spec, reference=ref_spec)
     return counts
 
@@ -183,15 +211,24 @@ def stage_pairs(params: Params, run: Run, iteration: int = 1) -> dict[str, Any]:
     from xlr.pairs import select_pairs
     from xlr.runs import atomic_write_jsonl, read_jsonl
 
+    from xlr.langid import unsupported_languages
+
     rewards = read_jsonl(run.stage_dir("rewards", iteration) / "rewards.jsonl")
     detected = detect([r.get("response_original", r["response"]) for r in rewards], params.languages.names)
+    undetectable = unsupported_languages(params.languages.train, "lingua")
+    if undetectable and params.pairs.language_filter:  # the filter would drop every sample of such a language as wrong-language
+        raise StudyError(f"pairs.language_filter: lingua cannot detect {', '.join(undetectable)} ({'; '.join(undetectable.values())}). "
+                         "Fix: set pairs.language_filter: false, or train without these languages.")
     ok = {(r["id"], r["sample_idx"]): d == r["lang"] for r, d in zip(rewards, detected, strict=True)}
     rows = _train_rows(params, iteration)
     all_pairs, stats = [], {}
     for lang in params.languages.train:
         lang_rewards = [r for r in rewards if r["lang"] == lang]
         prompts = {r["instruction_id"]: r["instruction"] for r in rows if r["lang"] == lang}
-        pairs, st = select_pairs(lang_rewards, prompts, params.pairs.alpha_grid, params.pairs.upper_bound, ok if params.pairs.language_filter else None)
+        pairs, st = select_pairs(lang_rewards, prompts, params.pairs.alpha_grid, params.pairs.upper_bound, ok if params.pairs.language_filter else None,
+                                 above_bound=params.pairs.above_bound)
+        if not lang_rewards and lang == "en" and params.reward.variant == "R_t" and params.reward.rt_style == "reference":
+            st["drops"]["no R_t reward in English, as the reference (prompt)"] = len(prompts)  # counted, not a silent zero
         det_of = {(r["id"], r["sample_idx"]): d for r, d in zip(rewards, detected, strict=True) if r["lang"] == lang}
         st["fidelity"] = {
             "samples": fidelity([lang] * len(lang_rewards), [det_of[(r["id"], r["sample_idx"])] for r in lang_rewards]).get(lang),
@@ -296,7 +333,9 @@ def stage_anchor(params: Params, run: Run) -> dict[str, Any]:
     out = run.stage_dir("anchor")
     record = train_dpo(params.models.pi_ref, pairs, out, beta=a.beta, learning_rate=a.learning_rate, epochs=a.epochs, batch_size=a.batch_size,
                        grad_accum=a.grad_accum, max_length=a.max_length, finetune=a.finetune, lora=a.lora, seed=params.seed, dtype=dtype, device=device, head=head,
-                       save_steps=a.checkpoint_steps)
+                       save_steps=a.checkpoint_steps, warmup_ratio=a.warmup_ratio)
+    if not distributed.is_main():  # a multi-process launch trained on every rank; the main process alone measures and records
+        return {}
     score_dtype, fp32_head, score = scoring_precision(params, a.score_dtype or params.reward.dtype, "anchor.score_dtype" if a.score_dtype else "reward.dtype", run)
     pi0, tok = load_model(str(out / "model"), dtype=score_dtype, device=device)
     pi_ref, _ = load_model(params.models.pi_ref, dtype=score_dtype, device=device)
@@ -373,33 +412,31 @@ def _eval_rows(params: Params, lang: str) -> list[dict[str, Any]]:
 
 def stage_generation(params: Params, run: Run) -> dict[str, Any]:
     """One answer per X-AlpacaEval prompt, model and eval language (paper: T 0.6, top_p 0.9, 2048 tokens)."""
-    from xlr.evaluate import eval_dir, generate_outputs
-    from xlr.sampling import GenConfig, derive_seed, make_backend
+    from xlr.evaluate import eval_dir, write_outputs
+    from xlr.sampling import EngineConfig, GenConfig, SamplingTask, derive_seed, sample_tasks
 
     dtype, device = _runtime_dtype(params)
-    ev = params.evaluation
+    ev, sp = params.evaluation, params.sampling
     cfg = GenConfig(n=1, do_sample=ev.temperature > 0, temperature=ev.temperature or 1.0, top_p=ev.top_p, max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size)
+    lcb_cfg = GenConfig(n=1, do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=ev.lcb_max_new_tokens, batch_size=ev.batch_size)
     counts: dict[str, Any] = {}
     artifacts = []
     rows = {lang: _eval_rows(params, lang) for lang in params.languages.eval}  # loaded once, answered by every model
     lcb, skipped = lcb_rows(params)
     for name, spec in _eval_models(params, run).items():
-        kind = ev.backend or params.sampling.backend
-        backend = make_backend(kind, spec, dtype=dtype, device=device, trust_remote_code=params.models.trust_remote_code, seed=params.seed,
-                               field="evaluation.backend" if ev.backend else "sampling.backend")
-        for lang in params.languages.eval:
-            out = eval_dir(run.root, name, lang)
-            counts[f"{name}/{lang}"] = generate_outputs(backend, rows[lang], lang, out, f"{params.name}/{name}", cfg,
-                                                        seed=derive_seed(params.seed, "eval", name), shard_size=params.sampling.shard_size)
+        # every answer set of a model in one call: its engine(s) start once (evaluation.* parallelism, None = sampling's)
+        engine = EngineConfig(ev.backend or sp.backend, spec, dtype=dtype, device=device, trust_remote_code=params.models.trust_remote_code, seed=params.seed,
+                              field="evaluation.backend" if ev.backend else "sampling.backend",
+                              tensor_parallel_size=ev.tensor_parallel_size or sp.tensor_parallel_size, data_parallel_size=ev.data_parallel_size or sp.data_parallel_size)
+        jobs = [(f"{name}/{lang}", rows[lang], lang, eval_dir(run.root, name, lang), cfg, derive_seed(params.seed, "eval", name)) for lang in params.languages.eval]
+        jobs += [(f"{name}/lcb-{task}/{lang}", lrows, lang, lcb_dir(run.root, name, task, lang), lcb_cfg, derive_seed(params.seed, "lcb", task, name))
+                 for task, lang_rows in lcb.items() for lang, lrows in lang_rows.items()]
+        tasks = [SamplingTask(key, [{"instruction_id": r["id"], "instruction": r["instruction"]} for r in jrows], lang, out, c, seed)
+                 for key, jrows, lang, out, c, seed in jobs]
+        counts.update(sample_tasks(engine, tasks, sp.shard_size, run.stage_dir("generation") / "engines" / name))
+        for _, jrows, lang, out, _, _ in jobs:
+            write_outputs(jrows, lang, out, f"{params.name}/{name}")
             artifacts.append(out / "outputs.json")
-        lcb_cfg = GenConfig(n=1, do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=ev.lcb_max_new_tokens, batch_size=ev.batch_size)
-        for task, lang_rows in lcb.items():
-            for lang, lrows in lang_rows.items():
-                out = lcb_dir(run.root, name, task, lang)
-                counts[f"{name}/lcb-{task}/{lang}"] = generate_outputs(backend, lrows, lang, out, f"{params.name}/{name}", lcb_cfg,
-                                                                       seed=derive_seed(params.seed, "lcb", task, name), shard_size=params.sampling.shard_size)
-                artifacts.append(out / "outputs.json")
-        del backend
     counts["lcb_languages_skipped"] = skipped
     run.finish_stage("generation", artifacts=artifacts, counts=counts)
     return counts
@@ -447,7 +484,7 @@ def stage_judging(params: Params, run: Run) -> dict[str, Any]:
     ev_dir = run.root / "eval"
     held = data.load_english_preferences(params.data.english_preferences, "eval", params.data.data_dir)
     # judge validation with the very prompt used for the evaluation (English pairs: the same-language clause is moot)
-    recs, st = judge_pairs(judge, validation_items(held, jp.n_validation_pairs), cache, params.seed, template, orders="both", price_per_1k=price,
+    recs, st = judge_pairs(judge, validation_items(held, jp.n_validation_pairs), cache, jp.order_seed, template, order_seed_columns=jp.order_seed_columns, orders="both", price_per_1k=price,
                            desc="judge validation", protocol=protocol_spec(jp))
     write_judgments(ev_dir / "judge_validation.jsonl", recs)
     agreement = judge_agreement(recs, n_boot=params.evaluation.bootstrap, seed=params.seed) | {"judge": judge.id, "stats": st.as_dict()}
@@ -469,22 +506,22 @@ def stage_judging(params: Params, run: Run) -> dict[str, Any]:
         # the per-model calls below find every judgment there, while the local judge shares the KV of what the models'
         # prompts of one item have in common (instruction; with the reference first, the reference too).
         everyone = [it for name in names for it in reference_items(outputs[name], refs)]
-        _, st = judge_pairs(judge, everyone, cache, params.seed, template, orders=jp.orders, price_per_1k=price, desc=f"judging all models / {lang}", protocol=protocol)
+        _, st = judge_pairs(judge, everyone, cache, jp.order_seed, template, order_seed_columns=jp.order_seed_columns, orders=jp.orders, price_per_1k=price, desc=f"judging all models / {lang}", protocol=protocol)
         stats[f"all-models/{lang}"] = st.as_dict()
         h2h = params.evaluation.head_to_head and "pi0" in outputs
         if h2h:
             everyone = [it for name in names if name != "pi0" for it in head_to_head_items(outputs[name], outputs["pi0"])]
-            _, st = judge_pairs(judge, everyone, cache, params.seed, template, orders="both", price_per_1k=price, desc=f"all vs pi0 / {lang}", protocol=protocol)
+            _, st = judge_pairs(judge, everyone, cache, jp.order_seed, template, order_seed_columns=jp.order_seed_columns, orders="both", price_per_1k=price, desc=f"all vs pi0 / {lang}", protocol=protocol)
             stats[f"all-models/{lang}/h2h"] = st.as_dict()
         for name in names:
             d = eval_dir(run.root, name, lang)
-            recs, st = judge_pairs(judge, reference_items(outputs[name], refs), cache, params.seed, template, orders=jp.orders, price_per_1k=price,
+            recs, st = judge_pairs(judge, reference_items(outputs[name], refs), cache, jp.order_seed, template, order_seed_columns=jp.order_seed_columns, orders=jp.orders, price_per_1k=price,
                                    desc=f"judging {name}/{lang}", protocol=protocol)
             write_judgments(d / "judgments.jsonl", recs)
             stats[f"{name}/{lang}"] = st.as_dict()
             artifacts.append(d / "judgments.jsonl")
             if h2h and name != "pi0":  # pi_ref vs pi0 too: the anchor's own effect
-                recs, st = judge_pairs(judge, head_to_head_items(outputs[name], outputs["pi0"]), cache, params.seed, template, orders="both", price_per_1k=price,
+                recs, st = judge_pairs(judge, head_to_head_items(outputs[name], outputs["pi0"]), cache, jp.order_seed, template, order_seed_columns=jp.order_seed_columns, orders="both", price_per_1k=price,
                                        desc=f"{name} vs pi0 / {lang}", protocol=protocol)
                 write_judgments(d / "h2h_vs_pi0.jsonl", recs)
                 stats[f"{name}/{lang}/h2h"] = st.as_dict()
@@ -541,9 +578,17 @@ def stage_metrics(params: Params, run: Run) -> dict[str, Any]:
                             "same_language_clause": params.judge.same_language_clause, "orders": params.judge.orders,
                             "agreement_with_english_labels": validation, "alpacaeval_validation": read_json(run.root / "eval" / "judge_validation_alpacaeval" / "judge_validation.json")}
     atomic_write_json(run.root / "eval" / "summary.json", summary)
-    run.finish_stage("metrics", artifacts=artifacts + [run.root / "eval" / "summary.json"], counts={"rows": len(rows), "fidelity_rows": len(fid)})
+    from xlr.fidelity import unsupported_of
+
+    run.finish_stage("metrics", artifacts=artifacts + [run.root / "eval" / "summary.json"],
+                     counts={"rows": len(rows), "fidelity_rows": len(fid), "fidelity_not_scored": unsupported_of(fid)})
     return summary
 
+
+# Stages whose runner is called on every rank under a multi-process launch (their work is split across ranks: the
+# reward scoring by xlr.distributed, DPO by trl/accelerate, which needs every rank of the group); the main process alone
+# writes their artifacts and record.
+MULTI_PROCESS_STAGES = frozenset({"anchor", "rewards", "training"})
 
 RUNNERS = {"data": stage_data, "models": stage_models, "anchor": stage_anchor, "probe": stage_probe, "generation": stage_generation, "judging": stage_judging, "metrics": stage_metrics}
 ITERATION_RUNNERS = {"sampling": stage_sampling, "rewards": stage_rewards, "pairs": stage_pairs, "training": stage_training}
@@ -570,14 +615,16 @@ def select_steps(params: Params, run: Run, only: str | None = None, start_from: 
     stages they need are done."""
     steps = plan(params)
     names = [n for n, _ in steps]
+    keys = [run.stage_key(n, i) for n, i in steps]
     for opt, value in (("--only", only), ("--from", start_from)):
-        if value is not None and value not in names:
-            raise StudyError(f"{opt} {value}: not a stage of this run; stages: {', '.join(dict.fromkeys(names))}")
+        if value is not None and value not in names and value not in keys:
+            raise StudyError(f"{opt} {value}: not a stage of this run; stages: {', '.join(dict.fromkeys(names))} "
+                             f"(or one step of an iteration: {', '.join(k for k in keys if '/' in k)})")
     chosen = []
     started = start_from is None
-    for name, iteration in steps:
-        started = started or name == start_from
-        if started and (only is None or name == only):
+    for (name, iteration), key in zip(steps, keys, strict=True):
+        started = started or start_from in (name, key)
+        if started and (only is None or only in (name, key)):
             chosen.append((name, iteration))
     if only is not None or start_from is not None:
         for step in chosen:  # every earlier stage not itself in the selection must be done already
@@ -604,13 +651,17 @@ def run_stage(params: Params, run: Run, name: str, iteration: int | None = None,
     faults.set_stage(key)
     run.start_stage(name, iteration)
     try:
-        if iteration is None:
-            RUNNERS[name](params, run)
-        else:
-            ITERATION_RUNNERS[name](params, run, iteration)
+        # under several processes (accelerate launch / torchrun) only the stages that split their work across ranks run
+        # on every rank; the others run on the main process while the rest wait (sampling would repeat, paid judging too)
+        if distributed.is_main() or name in MULTI_PROCESS_STAGES:
+            if iteration is None:
+                RUNNERS[name](params, run)
+            else:
+                ITERATION_RUNNERS[name](params, run, iteration)
     except Exception as e:
         run.fail_stage(name, f"{type(e).__name__}: {e}", iteration)
         raise
+    run.sync()  # every rank: wait for the main process's record of the stage, then read it
     return True
 
 
@@ -627,14 +678,22 @@ def open_study(params_path: str | Path, overrides: dict[str, Any] | None = None,
     return params, run
 
 
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """The echo of the non-main ranks: the main process reports for all."""
+
+
 def run_study(params: Params, force: bool = False, echo: Any = print, only: str | None = None, start_from: str | None = None) -> Run:
     """All stages in-process, without notebooks (``xlr run --direct``; the tests' fast path)."""
     from xlr.runtime import set_threads
 
+    distributed.init()  # several processes: join the launch's group before any model is loaded (one process: nothing)
+    if not distributed.is_main():
+        echo = _silent
     threads = set_threads(params.runtime.threads)
     run = Run.open(params, force=force)
     run.manifest["runtime"]["threads"] = threads
     run.save()
+    run.sync()
     t0 = time.monotonic()
     for name, iteration in select_steps(params, run, only, start_from):
         run_stage(params, run, name, iteration, echo)
