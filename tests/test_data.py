@@ -179,8 +179,8 @@ def test_check_data_lists_every_shipped_file():
     root, rows = data.check_data(SHARED)
     listed = {r["file"] for r in rows}
     shipped = {line.split()[1].removeprefix("./") for line in (SHARED / "SHA256SUMS").read_text().splitlines() if line.strip()}
-    assert listed == shipped
-    assert all(r["sha256"] == "ok" for r in rows)
+    assert listed == shipped  # nothing missing (no row of the data-sources table without its file)
+    assert all(r["sha256"] == "ok" and r["fix"] == "-" for r in rows)
     counts = {(r["kind"], r["lang"]): r["rows"] for r in rows if r["kind"] == "train-prompts"}
     assert counts[("train-prompts", "en")] == 5000 and counts[("train-prompts", "bn")] == 1000 and counts[("train-prompts", "de")] == 3000
 
@@ -232,3 +232,131 @@ def test_paper_table2_bad_number_names_row_and_field(tmp_path):
     (tmp_path / "x-alpacaeval/paper-table2.csv").write_text("model,lang,lc,wr\nm,en,1.0,2.0\nm,de,x,2.0\n")
     with pytest.raises(data.DataError, match=r"row 3: field 'lc' is not a number"):
         data.load_paper_table2(tmp_path)
+
+
+def test_data_root_search_ends_with_the_fetch_cache(tmp_path, monkeypatch):
+    from xlr import paths
+
+    monkeypatch.delenv("XLR_DATA_DIR", raising=False)
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path / "a" / "checkout")
+    (tmp_path / "b" / "cwd").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "b" / "cwd")
+    monkeypatch.setenv("XLR_CACHE", str(tmp_path / "cache"))
+    cache = tmp_path / "cache" / "data"
+    assert paths.data_cache_dir() == cache and not (tmp_path / "cache").exists()  # named, not created
+    with pytest.raises(DataRootNotFound) as e:
+        data_root()
+    msg = str(e.value)
+    places = ["params data.data_dir", "env XLR_DATA_DIR", str(tmp_path / "a" / "shared" / "data"), str(tmp_path / "b" / "shared" / "data"),
+              str(cache)]
+    assert all(p in msg for p in places) and [msg.index(p) for p in places] == sorted(msg.index(p) for p in places), msg
+    assert "Fix: run `xlr data fetch`" in msg and not (tmp_path / "cache").exists()
+    cache.mkdir(parents=True)
+    assert data_root() == cache
+    (tmp_path / "b" / "shared" / "data").mkdir(parents=True)  # ../shared/data beside the cwd comes before the cache
+    assert data_root() == tmp_path / "b" / "shared" / "data"
+    (tmp_path / "a" / "shared" / "data").mkdir(parents=True)  # and beside the checkout before that
+    assert data_root() == tmp_path / "a" / "shared" / "data"
+    monkeypatch.setenv("XLR_DATA_DIR", str(cache))
+    assert data_root() == cache and data_root(tmp_path / "b") == tmp_path / "b"
+    monkeypatch.delenv("XLR_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert paths.data_cache_dir() == tmp_path / "home" / ".cache" / "xlr" / "data"
+
+
+def _sha(path):
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _linked_root(tmp_path, name, files):
+    """A data root whose files are links to files of a store outside it, with a SHA256SUMS of the stored files."""
+    store, root = tmp_path / f"{name}-store", tmp_path / name
+    for rel, rows in files.items():
+        write_jsonl(store / rel, rows)
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).symlink_to(store / rel)
+    (root / "SHA256SUMS").write_text("".join(f"{_sha(store / rel)}  ./{rel}\n" for rel in files))
+    return store, root
+
+
+def _prompts(lang, n=3):
+    return [{"instruction": f"{lang} {i}", "instruction_id": f"id{i}"} for i in range(n)]
+
+
+def test_a_root_of_links_and_a_linked_root_load(tmp_path):
+    files = {"ultrafeedback-prompts/en.jsonl": _prompts("en"), "ultrafeedback-prompts/de.jsonl": _prompts("de")}
+    store, root = _linked_root(tmp_path, "links", files)
+    ds = data.load_train_prompts(["en", "de"], 2, data_dir=root)
+    assert [r["instruction"] for r in ds if r["lang"] == "de"] == ["de 0", "de 1"]
+    (tmp_path / "rootlink").symlink_to(root)
+    assert data_root(tmp_path / "rootlink") == tmp_path / "rootlink"  # the path given, not where it leads
+    assert len(data.load_train_prompts(["de"], 3, data_dir=tmp_path / "rootlink")) == 3
+    data.verify_checksum(root / "ultrafeedback-prompts/de.jsonl", tmp_path / "rootlink")  # a path through the real folder
+    _, rows = data.check_data(tmp_path / "rootlink")
+    assert {r["file"]: r["sha256"] for r in rows if r["kind"] == "train-prompts"} == {rel: "ok" for rel in files}
+    (root / "elsewhere.jsonl").write_text("")
+    with pytest.raises(data.DataError, match=r"elsewhere.jsonl: not under the data root .*Fix"):
+        data.verify_checksum(root / "elsewhere.jsonl", store)
+
+
+def test_a_link_to_an_edited_file_names_link_target_hashes_and_fix(tmp_path):
+    files = {"ultrafeedback-prompts/en.jsonl": _prompts("en"), "ultrafeedback-prompts/de.jsonl": _prompts("de")}
+    store, root = _linked_root(tmp_path, "edited", files)
+    expected = _sha(store / "ultrafeedback-prompts/de.jsonl")
+    write_jsonl(store / "ultrafeedback-prompts/de.jsonl", _prompts("de", 2))  # the shared copy was changed
+    actual = _sha(store / "ultrafeedback-prompts/de.jsonl")
+    with pytest.raises(data.DataError) as e:
+        data.load_train_prompts(["de"], 1, data_dir=root)
+    msg = str(e.value)
+    assert f"{root / 'ultrafeedback-prompts/de.jsonl'} (a link to {store / 'ultrafeedback-prompts/de.jsonl'})" in msg
+    assert f"sha256 {actual} differs from {expected}" in msg and str(root / "SHA256SUMS") in msg
+    assert f"Fix: restore the original file (`xlr data fetch --only ultrafeedback-prompts --to {root}` downloads the public file)" in msg
+    _, rows = data.check_data(root)
+    row = next(r for r in rows if r["file"] == "ultrafeedback-prompts/de.jsonl")
+    assert row["sha256"] == "MISMATCH" and row["rows"] is None and actual in row["problems"] and str(store) in row["problems"]
+    assert row["problems"].count(expected) == 1 and f"xlr data fetch --only ultrafeedback-prompts --to {root}" in row["fix"]
+
+
+def test_check_data_says_how_to_fetch_what_is_missing(tmp_path, monkeypatch):
+    from xlr.data_sources import SOURCES
+
+    files = {"ultrafeedback-prompts/en.jsonl": _prompts("en")}
+    _, root = _linked_root(tmp_path, "data", files)
+    monkeypatch.setenv("XLR_CACHE", str(tmp_path))  # the root is the fetch cache: the plain command fills it
+    assert data.fetch_command("alpaca-eval", root) == "xlr data fetch --only alpaca-eval"
+    assert data.fetch_command("alpaca-eval", tmp_path / "my data") == f"xlr data fetch --only alpaca-eval --to '{tmp_path / 'my data'}'"
+    (root / "x-alpacaeval/prompts").mkdir(parents=True)
+    (root / "x-alpacaeval/prompts/fr.json").symlink_to(tmp_path / "gone.json")  # a broken link
+    _, rows = data.check_data(root)
+    by_file = {r["file"]: r for r in rows}
+    assert all(set(r) == {"kind", "file", "lang", "rows", "sha256", "problems", "fix"} for r in rows)
+    assert by_file["ultrafeedback-prompts/en.jsonl"]["sha256"] == "ok" and by_file["ultrafeedback-prompts/en.jsonl"]["fix"] == "-"
+    de = by_file["ultrafeedback-prompts/de.jsonl"]
+    assert (de["kind"], de["sha256"], de["rows"], de["fix"]) == ("missing", "missing", None, "xlr data fetch --only ultrafeedback-prompts")
+    fr = by_file["x-alpacaeval/prompts/fr.json"]
+    assert fr["rows"] is None and "does not exist" in fr["problems"] and "xlr data fetch --only x-alpacaeval" in fr["fix"]
+    assert by_file["x-alpacaeval/prompts/en.json"]["fix"] == "xlr data fetch --only x-alpacaeval"
+    n_lcb = sum(s.group == "language-confusion" for s in SOURCES)
+    whole = by_file[f"language-confusion/ (all {n_lcb} files)"]
+    assert whole["fix"] == "xlr data fetch --only language-confusion" and whole["rows"] is None
+    table2 = by_file["x-alpacaeval/paper-table2.csv"]
+    assert table2["kind"] == "not fetchable" and "cannot be fetched" in table2["fix"] and "../shared/data" in table2["fix"]
+    # every file of the table is accounted for: its own row (present or missing), or its group's whole-group row
+    n = {g: sum(s.group == g for s in SOURCES) for g in {s.group for s in SOURCES}}
+    assert all(s.target in by_file or f"{s.group}/ (all {n[s.group]} files)" in by_file for s in SOURCES)
+
+
+@needs_shared
+def test_a_root_of_links_to_the_shared_files(tmp_path):
+    root = tmp_path / "links"
+    for rel in ("x-alpacaeval/prompts/de.json", "x-alpacaeval/references/gpt-4-turbo-2024-04-09/de.json", "SHA256SUMS"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).symlink_to(SHARED / rel)
+    ds = data.load_xalpacaeval("de", data_dir=root)
+    first = json.load(open(SHARED / "x-alpacaeval/prompts/de.json", encoding="utf-8"))[0]
+    assert len(ds) == 805 and ds[0]["instruction"] == first["instruction"]
+    _, rows = data.check_data(root)
+    assert {r["file"]: r["sha256"] for r in rows if r["sha256"] != "missing"} == {
+        "x-alpacaeval/prompts/de.json": "ok", "x-alpacaeval/references/gpt-4-turbo-2024-04-09/de.json": "ok"}

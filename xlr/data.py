@@ -9,6 +9,9 @@ Expected layout under the data root (see ``../shared/data/README.md``)::
     english-preferences/hh-rlhf/{helpful,harmless}-base_test.jsonl.gz   {"chosen", "rejected"} dialogues
     SHA256SUMS                                                 checked for every file loaded from the root
 
+Files (or the root) may be links, e.g. to a shared copy: paths are taken as given, the hash of the file a link leads to.
+Where each file comes from, and the command that fetches a missing one, is :mod:`xlr.data_sources`.
+
 Problems are errors that name the file (and line, id or field) and the fix; nothing is dropped silently.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -49,7 +53,7 @@ class DataError(ValueError):
 # ----------------------------------------------------------------------------------------------------------------
 # reading and checksums
 
-_VERIFIED: dict[Path, str] = {}
+_VERIFIED: dict[tuple[str, str], str] = {}  # (the file a path leads to, expected sha256) -> sha256, once per process
 
 
 def _checksums(root: Path) -> dict[str, str]:
@@ -64,23 +68,61 @@ def _checksums(root: Path) -> dict[str, str]:
     return out
 
 
+def _relative(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` as SHA256SUMS lists it, computed on the paths as given (absolute, links not followed:
+    a root that is a link, or whose files are links to a shared copy, is a root like any other)."""
+    p, r = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    for a, b in ((p, r), (p.parent.resolve() / p.name, r.resolve())):  # second: a path given through the root's real folder
+        try:
+            return a.relative_to(b).as_posix()
+        except ValueError:
+            pass
+    raise DataError(f"{path}: not under the data root {root}, so SHA256SUMS cannot name it. Fix: read data files through the "
+                    "data root (xlr.data's loaders), or give the folder that holds the file as the data root.")
+
+
+def _shown(path: Path) -> str:
+    """The path, and the file it leads to where that differs (a link, or a folder on the way that is one)."""
+    target = path.resolve()
+    return f"{path} (a link to {target})" if target != Path(os.path.abspath(path)) else str(path)
+
+
+def fetch_command(group: str, root: Path) -> str:
+    """The command that downloads ``group``'s public files into ``root`` (``--to`` unless it is the fetch cache)."""
+    import shlex
+
+    from xlr.paths import data_cache_dir
+
+    same = os.path.realpath(root) == os.path.realpath(data_cache_dir())
+    return f"xlr data fetch --only {group}" + ("" if same else f" --to {shlex.quote(str(root))}")
+
+
+def _fetch_hint(rel: str, root: Path) -> str:
+    from xlr.data_sources import NOT_FETCHABLE, SOURCES
+
+    group = next((s.group for s in SOURCES if s.target == rel), None)
+    if group:
+        return f" (`{fetch_command(group, root)}` downloads the public file)"
+    return f" ({NOT_FETCHABLE[rel]})" if rel in NOT_FETCHABLE else ""
+
+
 def verify_checksum(path: Path, root: Path) -> None:
-    """Compare a file under ``root`` with ``root/SHA256SUMS`` (once per process); mismatch is an error."""
-    path = path.resolve()
-    if path in _VERIFIED:
-        return
-    rel = str(path.relative_to(root.resolve()))
+    """Compare a file under ``root`` with ``root/SHA256SUMS`` (once per process); mismatch is an error naming the file (and,
+    for a link, the file it leads to), both hashes and the fix. The hash is of the file a link leads to, wherever it is."""
+    rel = _relative(path, root)
     expected = _checksums(root).get(rel)
     if expected is None:
-        _VERIFIED[path] = "unlisted"
+        return  # unlisted: nothing to compare with
+    key = (str(path.resolve()), expected)
+    if key in _VERIFIED:
         return
     got = sha256_file(path)
     if got != expected:
         raise DataError(
-            f"{path}: sha256 {got} differs from {expected} in {root / 'SHA256SUMS'}. The raw data was changed; "
-            "xlr treats raw data as immutable. Fix: restore the original file."
+            f"{_shown(path)}: sha256 {got} differs from {expected} in {root / 'SHA256SUMS'}. The raw data was changed; "
+            f"xlr treats raw data as immutable. Fix: restore the original file{_fetch_hint(rel, root)}."
         )
-    _VERIFIED[path] = got
+    _VERIFIED[key] = got
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -129,7 +171,9 @@ def _root(data_dir: str | Path | None) -> Path:
 def _file(root: Path, rel: str, what: str) -> Path:
     path = root / rel
     if not path.is_file():
-        raise DataError(f"{path}: {what} not found under data root {root}. Fix: add the file, or drop the language from the params.")
+        broken = f" (a link to {os.path.realpath(path)}, which does not exist)" if path.is_symlink() else ""
+        raise DataError(f"{path}{broken}: {what} not found under data root {root}. Fix: add the file{_fetch_hint(rel, root)}, or drop the "
+                        "language from the params.")
     verify_checksum(path, root)
     return path
 
@@ -576,21 +620,30 @@ def load_alpaca_leaderboard(data_dir: str | Path | None = None):
 
 
 def check_data(data_dir: str | Path | None = None) -> tuple[Path, list[dict[str, Any]]]:
-    """Inspect every data file found; return (root, rows) with one row per file: kind, lang, rows, checksum,
-    problems. Problems are reported, not raised, so one bad file does not hide the others."""
+    """Inspect every data file found; return (root, rows) with one row per file: kind, file, lang, rows, sha256 (ok,
+    MISMATCH, unlisted or missing), problems, fix. Problems are reported, not raised, so one bad file does not hide the
+    others. Every file of :data:`xlr.data_sources.SOURCES` (and NOT_FETCHABLE) that the root lacks gets a row too, whose
+    fix is the command that fetches it into this root (:func:`fetch_command`; a group missing whole is one row)."""
     root = _root(data_dir)
     sums = _checksums(root)
     out: list[dict[str, Any]] = []
 
     def add(kind: str, path: Path, lang: str, n: int | None, problems: list[str]) -> None:
-        rel = str(path.relative_to(root))
-        if rel in sums:
-            checksum = "ok" if sha256_file(path) == sums[rel] else "MISMATCH"
+        rel = _relative(path, root)
+        fix = "-"
+        if not path.is_file():  # e.g. a link whose target is gone: the loader's error says so
+            checksum, fix = "missing", "restore the file" + _fetch_hint(rel, root)
+        elif rel in sums:
+            got = sha256_file(path)
+            checksum = "ok" if got == sums[rel] else "MISMATCH"
             if checksum != "ok":
-                problems.append("sha256 differs from SHA256SUMS")
+                if not any(sums[rel] in p for p in problems):  # the loader's own error may have said it already
+                    problems.append(f"{_shown(path)}: sha256 {got} differs from {sums[rel]} in SHA256SUMS")
+                fix = "restore the original file" + _fetch_hint(rel, root)
         else:
             checksum = "unlisted"
-        out.append({"kind": kind, "file": rel, "lang": lang, "rows": n, "sha256": checksum, "problems": "; ".join(problems) or "-"})
+        out.append({"kind": kind, "file": rel, "lang": lang, "rows": n, "sha256": checksum, "problems": "; ".join(problems) or "-",
+                    "fix": fix})
 
     train_ids: dict[str, list[str]] = {}
     for path in sorted((root / TRAIN_PROMPTS).glob("*.jsonl")):
@@ -648,7 +701,33 @@ def check_data(data_dir: str | Path | None = None) -> tuple[Path, list[dict[str,
             except DataError as e:
                 add("english-preferences", path, "en", None, [str(e)])
     _check_evidence_files(root, add)
+    out.extend(_missing_rows(root, {r["file"] for r in out}))
     return root, out
+
+
+def _missing_rows(root: Path, listed: set[str]) -> list[dict[str, Any]]:
+    """check_data's rows for the files of the table that the root lacks: one per file, or one per group missing whole."""
+    from xlr.data_sources import GROUPS, NOT_FETCHABLE, SOURCES
+
+    def row(file: str, problem: str, fix: str, kind: str = "missing") -> dict[str, Any]:
+        return {"kind": kind, "file": file, "lang": "-", "rows": None, "sha256": "missing", "problems": problem, "fix": fix}
+
+    def problem(rel: str) -> str:
+        path = root / rel
+        return f"a link to {os.path.realpath(path)}, which does not exist" if path.is_symlink() else f"not found under the data root {root}"
+
+    rows = []
+    for group in GROUPS:
+        targets = [s.target for s in SOURCES if s.group == group]
+        missing = [t for t in targets if t not in listed and not (root / t).is_file()]
+        fix = fetch_command(group, root)
+        if missing and len(missing) == len(targets):
+            rows.append(row(f"{group}/ (all {len(targets)} files)", f"none of the group's files found under the data root {root}", fix))
+        else:
+            rows.extend(row(t, problem(t), fix) for t in missing)
+    rows.extend(row(t, problem(t), why, "not fetchable") for t, why in NOT_FETCHABLE.items()
+                if t not in listed and not (root / t).is_file())
+    return rows
 
 
 def _check_evidence_files(root: Path, add: Any) -> None:
@@ -693,7 +772,10 @@ def _check_evidence_files(root: Path, add: Any) -> None:
             except DataError as e:
                 add("lcb-outputs", path, "-", None, [str(e)])
     for lic in sorted(root.glob("*/LICENSE")):
-        add("license", lic, "-", len(lic.read_text(encoding="utf-8", errors="replace").splitlines()), [])
+        if lic.is_file():
+            add("license", lic, "-", len(lic.read_text(encoding="utf-8", errors="replace").splitlines()), [])
+        else:
+            add("license", lic, "-", None, [f"{_shown(lic)}: not found"])
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """One place for paths: the repository, the data root, the cache, runs and reports.
 
 Data root resolution, in order: an explicit path (params ``data.data_dir`` or ``--data-dir``), the
-environment variable ``XLR_DATA_DIR``, ``../shared/data`` beside the checkout (or beside the current
-directory). Raw data is read-only for xlr: nothing is ever written under the data root.
+environment variable ``XLR_DATA_DIR``, ``../shared/data`` beside the checkout, ``../shared/data`` beside the current
+directory, then the fetch cache ``$XLR_CACHE/data`` (where ``xlr data fetch`` puts the public files). Raw data is
+read-only for xlr: nothing is ever written under the data root (the fetch command fills the cache; nothing else does).
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ class DataRootNotFound(FileNotFoundError):
         self.tried = tried
         super().__init__(
             "no data root found. Tried, in order:\n  - " + "\n  - ".join(tried) + "\n"
-            "Fix: set data.data_dir in the params file, export XLR_DATA_DIR=/path/to/data, or place the data at "
-            "../shared/data beside the checkout."
+            "Fix: run `xlr data fetch` (downloads the public files into the fetch cache "
+            f"{data_cache_dir()}), set data.data_dir in the params file, export XLR_DATA_DIR=/path/to/data, or place "
+            "the data at ../shared/data beside the checkout."
         )
 
 
 def data_root(explicit: str | os.PathLike | None = None, required: bool = True) -> Path | None:
-    """The first data root that exists (see module docstring); ``None`` or an error naming all tried."""
+    """The first data root that exists (see module docstring), absolute but not resolved (a root that is a link stays
+    the path given); ``None`` or an error naming all tried."""
     tried: list[str] = []
     candidates: list[tuple[str, Path]] = []
     if explicit:
@@ -43,9 +46,10 @@ def data_root(explicit: str | os.PathLike | None = None, required: bool = True) 
         tried.append("env XLR_DATA_DIR: not set")
     candidates.append(("../shared/data beside the checkout", REPO_ROOT.parent / "shared" / "data"))
     candidates.append(("../shared/data beside the current directory", Path.cwd().parent / "shared" / "data"))
+    candidates.append(("the fetch cache ($XLR_CACHE/data, filled by `xlr data fetch`)", data_cache_dir()))
     for label, path in candidates:
         if path.is_dir():
-            return path.resolve()
+            return Path(os.path.abspath(path))
         tried.append(f"{label}: {path} (not a directory)")
         if label.startswith(("params", "env")):
             # An explicit location that does not exist is a mistake, not a reason to fall through silently.
@@ -60,6 +64,12 @@ def cache_dir() -> Path:
     path = Path(os.environ.get("XLR_CACHE", Path.home() / ".cache" / "xlr")).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def data_cache_dir() -> Path:
+    """``$XLR_CACHE/data`` (default ``~/.cache/xlr/data``): where ``xlr data fetch`` writes the data root; the last place
+    :func:`data_root` looks. Not created here (its existence is what makes it a data root)."""
+    return Path(os.environ.get("XLR_CACHE", Path.home() / ".cache" / "xlr")).expanduser() / "data"
 
 
 def runs_dir() -> Path:
