@@ -29,6 +29,7 @@ $(VENV)/.xlr-models: $(VENV)/.xlr-env requirements/cpu-models.txt
 	touch $@
 
 study: models
+	$(BIN)/xlr data fetch --if-missing
 	$(BIN)/xlr run $(PARAMS)
 
 test: env

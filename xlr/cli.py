@@ -47,9 +47,52 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     root, rows = check_data(args.data_dir)
     print(f"data root: {root}\n")
     print(_table(rows, ["kind", "file", "lang", "rows", "sha256", "problems"]))
-    problems = [r for r in rows if r["rows"] is None or r["sha256"] == "MISMATCH" or "not a prefix" in r["problems"] or "other order" in r["problems"]]
-    print(f"\n{len(rows)} files, {len(problems)} with problems (notes on kept ties and counted skips are not problems)")
+    fixes = [r for r in rows if r.get("fix", "-") != "-"]
+    if fixes:
+        print("\nto fix:")
+        for r in fixes:
+            print(f"  {r['file']}: {r['fix']}")
+    # a file no public source holds (xlr.data_sources.NOT_FETCHABLE) is reported, but the study runs without it
+    problems = [r for r in rows if r["kind"] != "not fetchable"
+                and (r["rows"] is None or r["sha256"] == "MISMATCH" or "not a prefix" in r["problems"] or "other order" in r["problems"])]
+    unfetchable = sum(r["kind"] == "not fetchable" for r in rows)
+    print(f"\n{len(rows)} files, {len(problems)} with problems (notes on kept ties and counted skips are not problems"
+          + (f"; {unfetchable} missing that no public source holds, listed above: the study runs without it)" if unfetchable else ")"))
     return 1 if problems else 0
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from xlr.data_sources import SOURCES
+    from xlr.fetch import default_target, fetch, missing_targets, select
+    from xlr.paths import data_root
+
+    wanted = select(SOURCES, args.only)
+    if args.if_missing:
+        root = data_root(required=False)
+        if root is not None and not (missing := missing_targets(wanted, root)):
+            print(f"data root found: {root} (all {len(wanted)} files of the data sources there); nothing fetched")
+            return 0
+        print(f"data root: {root or 'none found'}" + (f" lacks {len(missing)} of {len(wanted)} files (e.g. {missing[0]})" if root else ""))
+    to = args.to or default_target()
+    print(f"fetching {len(wanted)} files into {to}")
+    report = fetch(SOURCES, to, only=args.only, github_base=args.github_base)
+    groups: dict[str, dict] = {}
+    for r in report["rows"]:
+        g = groups.setdefault(r["group"], {"group": r["group"], "files": 0, "fetched": 0, "present": 0, "failed": 0})
+        g["files"] += 1
+        g[r["status"]] += 1
+    print()
+    print(_table(list(groups.values()), ["group", "files", "fetched", "present", "failed"]))
+    c = report["counts"]
+    print(f"\n{c['total']} files in {report['to']}: {c['fetched']} fetched, {c['present']} already present (hash ok), {c['failed']} failed")
+    for f in report["failed"]:
+        print(f"  FAILED {f['reason']}", file=sys.stderr)
+    if report["ok"]:
+        found = data_root(required=False)
+        if found is None or os.path.realpath(found) != os.path.realpath(report["to"]):
+            print(f"note: xlr reads the first data root it finds ({found or 'none found'}; see xlr/paths.py); to read this one: "
+                  f"export XLR_DATA_DIR={report['to']}")
+    return 0 if report["ok"] else 1
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
@@ -203,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     dc = dsub.add_parser("check", help="table of every data file found: rows per language, checksums, alignment problems")
     dc.add_argument("--data-dir", default=None)
     dc.set_defaults(func=cmd_data_check)
+    df = dsub.add_parser("fetch", help="download the data root's files from their public sources (GitHub, the HF hub), "
+                                       "each checked by sha256")
+    df.add_argument("--only", nargs="+", action="extend", metavar="GROUP", help="only these groups (see xlr/data_sources.py)")
+    df.add_argument("--to", default=None, metavar="DIR", help="folder to fill (default: $XLR_CACHE/data, the last data root searched)")
+    df.add_argument("--github-base", default=None, metavar="URL",
+                    help="GitHub raw mirror (default: $XLR_GITHUB_BASE or https://raw.githubusercontent.com)")
+    df.add_argument("--if-missing", action="store_true", help="do nothing when the data root found already holds every file")
+    df.set_defaults(func=cmd_data_fetch)
 
     w = sub.add_parser("winrate", help="win rate and length-controlled win rate of AlpacaEval-format annotation files (.json/.json.gz)")
     w.add_argument("files", nargs="+", metavar="FILE")

@@ -399,7 +399,11 @@ def _xae_section(judge: Any, cache: Any, protocol: Any, xae_items: int, seed: in
     from xlr.winrate import WinRateError, length_controlled_winrate
 
     gens = data.xalpacaeval_output_generators(data_dir)
-    paper = data.load_paper_table2(data_dir)
+    try:
+        paper = data.load_paper_table2(data_dir)
+    except (data.DataError, FileNotFoundError) as e:  # a transcription, not a public file: a fetched root lacks it (xlr.data_sources.NOT_FETCHABLE)
+        log.warning("X-AlpacaEval judge validation without the paper's Table 2 (its columns are NaN): %s", e)
+        paper = pd.DataFrame(columns=["model", "lang", "lc", "wr"])
     ids = data.xalpacaeval_ids(xae_items, seed)
     root = data_root(data_dir)
     langs = sorted({p.name.removesuffix(".json") for g in gens for p in (root / data.XAE_OUTPUTS / g).glob("*.json")})
