@@ -169,7 +169,6 @@ def derive_iteration_seed(seed: int, iteration: int) -> int:
 
 def stage_rewards(params: Params, run: Run, iteration: int = 1) -> dict[str, Any]:
     """Implicit cross-lingual reward of every sample under (pi0, pi_ref)."""
-    from xlr import distributed
     from xlr.models import load_model
     from xlr.runtime import resolve_device
     from xlr.sampling import HFBackend, load_samples
