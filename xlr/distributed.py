@@ -169,32 +169,25 @@ def scoring_units(
 ) -> tuple[list[list[int]], list[int]]:
     """The samples (by index) cut into units that :func:`xlr.rewards.score_models` scores the same way whichever other
     units are in the same call, and each unit's token count. A unit is either every sample of one reward prompt
-    (shared-prompt scoring runs them alone, from one run of the prompt) or one of the length batches that
-    :func:`xlr.rewards.length_batches` makes of ALL the remaining samples: score_models' greedy packing closes a batch
-    by its own size and first width only, so a shard made of whole batches is packed into exactly those batches again.
+    (shared-prompt scoring runs them alone, from one run of the prompt) or one of the length batches of ALL the
+    remaining samples: both from :func:`xlr.rewards.score_plan`, score_models' own plan. Its greedy packing closes a
+    batch by its own size and first width only, so a shard made of whole batches is packed into exactly those again.
 
     For ``R_t`` the scored text is pi0's translation, known only after translating, so its units are the prompt groups
     and single samples (costed by the original response): prompt groups stay whole, the batches of single samples do
     not follow the global ones."""
-    from xlr.rewards import RewardError, encode_pairs, length_batches, reward_prompt
+    from xlr.rewards import RewardError, encode_pairs, reward_prompt, score_plan
 
     missing = sorted({s["id"] for s in samples if s["id"] not in english})
     if missing:
         raise RewardError(f"{len(missing)} sample id(s) have no English instruction (needed for G(x)), e.g. {missing[0]}")
     prompts = [reward_prompt(variant, s["lang"], s["prompt"], english[s["id"]], names) for s in samples]
     enc = encode_pairs(tokenizer, prompts, [s["response"] for s in samples])
-    groups: dict[tuple[int, ...], list[int]] = {}
-    if share_prompts and all(hasattr(m, "get_decoder") and m.get_output_embeddings() is not None for m in models):  # as score_models decides
-        for i, (ids, p_len) in enumerate(enc):
-            groups.setdefault(tuple(ids[:p_len]), []).append(i)
-    units = [idx for idx in groups.values() if len(idx) > 1]
-    costs = [len(key) + sum(len(enc[i][0]) - len(key) for i in idx) for key, idx in groups.items() if len(idx) > 1]
-    shared = {i for idx in units for i in idx}
-    rest = [i for i in range(len(enc)) if i not in shared]
-    if variant == "R_t":
-        batches = [[i] for i in rest]
-    else:
-        batches = [[rest[j] for j in b] for b in length_batches([len(enc[i][0]) for i in rest], batch_tokens, max_batch)]
+    groups, batches = score_plan(enc, models, batch_tokens, max_batch, share_prompts)  # score_models' own plan
+    units = list(groups.values())
+    costs = [len(key) + sum(len(enc[i][0]) - len(key) for i in idx) for key, idx in groups.items()]
+    if variant == "R_t":  # the scored texts are the translations: the batches of single samples follow the shard
+        batches = [[i] for b in batches for i in b]
     units += batches
     costs += [sum(len(enc[i][0]) for i in b) for b in batches]
     return units, costs

@@ -195,6 +195,22 @@ def _shared_prompt_scores(model: Any, prompt_ids: list[int], completions: list[l
     return _head_sums(head, hidden[rows, cols], ids[rows, cols], rows, torch.zeros(n, dtype=torch.float64, device=device), fp32_head, chunk)
 
 
+def score_plan(enc: Sequence[tuple[list[int], int]], models: Sequence[Any], batch_tokens: int, max_batch: int = 64,
+               share_prompts: bool = True) -> tuple[dict[tuple[int, ...], list[int]], list[list[int]]]:
+    """How :func:`score_models` scores encoded pairs (:func:`encode_pairs`): the groups of two or more pairs sharing a
+    prompt (prompt ids -> indices; scored together from one run of the prompt, when ``share_prompts`` and every model
+    has a separable decoder and head), and the length batches of the rest (:func:`length_batches`). A pair's numbers
+    depend only on its unit (group or batch): :func:`xlr.distributed.scoring_units` shards by these units."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    if share_prompts and all(hasattr(m, "get_decoder") and m.get_output_embeddings() is not None for m in models):
+        for i, (ids, p_len) in enumerate(enc):
+            groups.setdefault(tuple(ids[:p_len]), []).append(i)
+        groups = {k: v for k, v in groups.items() if len(v) > 1}
+    shared = {i for idx in groups.values() for i in idx}
+    rest = [i for i in range(len(enc)) if i not in shared]
+    return groups, [[rest[j] for j in b] for b in length_batches([len(enc[i][0]) for i in rest], batch_tokens, max_batch)]
+
+
 def score_models(
     models: Sequence[Any],
     tokenizer: Any,
@@ -223,12 +239,7 @@ def score_models(
     results = [[math.nan] * len(enc) for _ in models]
     pad = tokenizer.pad_token_id
     device = next(models[0].parameters()).device
-    groups: dict[tuple[int, ...], list[int]] = {}
-    if share_prompts and all(hasattr(m, "get_decoder") and m.get_output_embeddings() is not None for m in models):
-        for i, (ids, p_len) in enumerate(enc):
-            groups.setdefault(tuple(ids[:p_len]), []).append(i)
-        groups = {k: v for k, v in groups.items() if len(v) > 1}
-    shared = {i for idx in groups.values() for i in idx}
+    groups, batches = score_plan(enc, models, batch_tokens, max_batch, share_prompts)
     for prompt_ids, idx in groups.items():  # a group's rows scored at once; a group larger than max_batch is split
         for k in range(0, len(idx), max_batch):
             part = idx[k : k + max_batch]
@@ -241,9 +252,7 @@ def score_models(
             if progress:
                 progress(len(part))
             faults.point("batch")
-    rest = [i for i in range(len(enc)) if i not in shared]
-    for local in length_batches([len(enc[i][0]) for i in rest], batch_tokens, max_batch):
-        idx = [rest[j] for j in local]
+    for idx in batches:
         width = max(len(enc[i][0]) for i in idx)
         ids = torch.tensor([enc[i][0] + [pad] * (width - len(enc[i][0])) for i in idx], device=device)
         attn = torch.tensor([[1] * len(enc[i][0]) + [0] * (width - len(enc[i][0])) for i in idx], device=device)
