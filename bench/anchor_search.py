@@ -1,6 +1,6 @@
 """pi0 settings search (issue 4): train the English anchor with given overrides and record its held-out reward accuracy.
 
-Each try is a real run of the study's `anchor` stage (xlr.study.stage_anchor: trl DPOTrainer on the first n_train
+Each try is a real run of the study's `anchor` stage (xlr.stages.stage_anchor: trl DPOTrainer on the first n_train
 UltraFeedback train pairs, then the accuracy of log pi0/pi_ref on the held-out eval pairs, ties excluded, with a
 bootstrap CI), in its own run directory `runs/anchor-search-<tag>/`. One JSON line per try is appended to
 bench/anchor_search.jsonl (settings, accuracy, CI, wall time), so the table in bench/RESULTS.md can be regenerated.
@@ -24,8 +24,10 @@ LOG = HERE / "anchor_search.jsonl"
 
 def table() -> None:
     rows = [json.loads(line) for line in LOG.read_text().splitlines() if line.strip()] if LOG.exists() else []
-    print(f"{'tag':<24} {'n_train':>7} {'margin':>6} {'lr':>8} {'beta':>5} {'ep':>3} {'r':>3} {'scored':>13} {'acc':>6} {'95% CI':>13} {'n':>4} "
-          f"{'acc by rating margin (0,1] (1,2] >2':>36} {'min':>6}")
+    print(
+        f"{'tag':<24} {'n_train':>7} {'margin':>6} {'lr':>8} {'beta':>5} {'ep':>3} {'r':>3} {'scored':>13} {'acc':>6} {'95% CI':>13} {'n':>4} "
+        f"{'acc by rating margin (0,1] (1,2] >2':>36} {'min':>6}"
+    )
     for r in rows:
         a = r["anchor"]
         by = r.get("by_score_margin")
@@ -33,8 +35,10 @@ def table() -> None:
         if by is None and saved.exists():  # rows written before this column existed: read it from the try's run directory
             by = json.loads(saved.read_text()).get("by_score_margin")
         bins = "  ".join(f"{b['accuracy']:.3f} ({b['n']})" for b in (by or {}).values()) or "-"
-        print(f"{r['tag']:<24} {a['n_train']:>7} {a.get('min_score_margin', 0.0):>6} {a['learning_rate']:>8.1e} {a['beta']:>5} {a['epochs']:>3} {a['lora']['r']:>3} "
-              f"{str(a.get('score_dtype') or '?'):>13} {r['accuracy']:>6.3f} {r['ci95'][0]:>6.3f}-{r['ci95'][1]:<6.3f} {r['n']:>4} {bins:>36} {r['wall_s'] / 60:>6.1f}")
+        print(
+            f"{r['tag']:<24} {a['n_train']:>7} {a.get('min_score_margin', 0.0):>6} {a['learning_rate']:>8.1e} {a['beta']:>5} {a['epochs']:>3} {a['lora']['r']:>3} "
+            f"{str(a.get('score_dtype') or '?'):>13} {r['accuracy']:>6.3f} {r['ci95'][0]:>6.3f}-{r['ci95'][1]:<6.3f} {r['n']:>4} {bins:>36} {r['wall_s'] / 60:>6.1f}"
+        )
 
 
 def paired(tag_a: str, tag_b: str, n_boot: int = 10000) -> None:
@@ -53,10 +57,14 @@ def paired(tag_a: str, tag_b: str, n_boot: int = 10000) -> None:
     idx = np.random.default_rng(0).integers(0, len(a), size=(n_boot, len(a)))
     lo, hi = np.quantile((b[idx] - a[idx]).mean(axis=1), [0.025, 0.975])
     margins = [np.array([q["reward_chosen"] - q["reward_rejected"] for q in p]) for p in per]
-    print(f"{len(a)} pairs: both right {int((a * b).sum())}, only {tag_a} {int((a * (1 - b)).sum())}, only {tag_b} {int(((1 - a) * b).sum())}, "
-          f"neither {int(((1 - a) * (1 - b)).sum())}")
-    print(f"accuracy {tag_a} {a.mean():.3f}, {tag_b} {b.mean():.3f}; difference {b.mean() - a.mean():+.3f} (paired bootstrap 95% CI {lo:+.3f} to {hi:+.3f}); "
-          f"correlation of reward margins {np.corrcoef(*margins)[0, 1]:.2f}")
+    print(
+        f"{len(a)} pairs: both right {int((a * b).sum())}, only {tag_a} {int((a * (1 - b)).sum())}, only {tag_b} {int(((1 - a) * b).sum())}, "
+        f"neither {int(((1 - a) * (1 - b)).sum())}"
+    )
+    print(
+        f"accuracy {tag_a} {a.mean():.3f}, {tag_b} {b.mean():.3f}; difference {b.mean() - a.mean():+.3f} (paired bootstrap 95% CI {lo:+.3f} to {hi:+.3f}); "
+        f"correlation of reward margins {np.corrcoef(*margins)[0, 1]:.2f}"
+    )
 
 
 def main() -> None:
@@ -91,9 +99,19 @@ def main() -> None:
         acc = stage_anchor(params, run)
     else:
         acc = json.loads((run.stage_dir("anchor") / "reward_accuracy.json").read_text())
-    row = {"tag": args.tag, "overrides": args.set, "anchor": params.anchor.model_dump(), "pi_ref": params.models.pi_ref,
-           "accuracy": acc["accuracy"], "ci95": acc["ci95"], "n": acc["n"], "by_score_margin": acc.get("by_score_margin"), "wall_s": round(time.monotonic() - t0, 1),
-           "run": str(run.root), "machine": f"{platform.processor() or platform.machine()}, threads {params.runtime.threads}"}
+    row = {
+        "tag": args.tag,
+        "overrides": args.set,
+        "anchor": params.anchor.model_dump(),
+        "pi_ref": params.models.pi_ref,
+        "accuracy": acc["accuracy"],
+        "ci95": acc["ci95"],
+        "n": acc["n"],
+        "by_score_margin": acc.get("by_score_margin"),
+        "wall_s": round(time.monotonic() - t0, 1),
+        "run": str(run.root),
+        "machine": f"{platform.processor() or platform.machine()}, threads {params.runtime.threads}",
+    }
     with LOG.open("a") as f:
         f.write(json.dumps(row) + "\n")
     table()

@@ -91,18 +91,45 @@ def trl_variant(v: dict, steps: int) -> dict:
 
     patch = {"stock": contextlib.nullcontext(), "compact": compact_fused_head(), "bf16": bf16_cpu_head()}[v["head"]]
     with tempfile.TemporaryDirectory() as d, patch:
-        args = DPOConfig(output_dir=d, beta=0.1, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0], learning_rate=5e-5, max_steps=steps,
-                         per_device_train_batch_size=v["micro"], gradient_accumulation_steps=PAIRS_PER_STEP // v["micro"], max_length=MAX_LENGTH,
-                         precompute_ref_log_probs=v.get("precompute", True), precompute_ref_batch_size=4, bf16=False, use_cpu=True,
-                         gradient_checkpointing=False, logging_steps=1, save_strategy="no", report_to=[], seed=0, disable_tqdm=True)
-        trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tok,
-                             peft_config=None if full else lora_config(LoraParams(r=16, alpha=32, dropout=0.0)), callbacks=[Clock()])
+        args = DPOConfig(
+            output_dir=d,
+            beta=0.1,
+            loss_type=["sigmoid", "sft"],
+            loss_weights=[1.0, 1.0],
+            learning_rate=5e-5,
+            max_steps=steps,
+            per_device_train_batch_size=v["micro"],
+            gradient_accumulation_steps=PAIRS_PER_STEP // v["micro"],
+            max_length=MAX_LENGTH,
+            precompute_ref_log_probs=v.get("precompute", True),
+            precompute_ref_batch_size=4,
+            bf16=False,
+            use_cpu=True,
+            gradient_checkpointing=False,
+            logging_steps=1,
+            save_strategy="no",
+            report_to=[],
+            seed=0,
+            disable_tqdm=True,
+        )
+        trainer = DPOTrainer(
+            model=model,
+            ref_model=ref_model,
+            args=args,
+            train_dataset=Dataset.from_list(pairs),
+            processing_class=tok,
+            peft_config=None if full else lora_config(LoraParams(r=16, alpha=32, dropout=0.0)),
+            callbacks=[Clock()],
+        )
         trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h and "train_runtime" not in h]
     trained = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
     after = trained.model.layers[0].mlp.down_proj.weight.detach()
-    out = {"s_per_step": sum(times[1:]) / max(len(times) - 1, 1), "first_loss": logs[0]["loss"],
-           "tokens_per_s": (logs[-1]["num_tokens"] - logs[0]["num_tokens"]) / max(sum(times[1:]), 1e-9)}
+    out = {
+        "s_per_step": sum(times[1:]) / max(len(times) - 1, 1),
+        "first_loss": logs[0]["loss"],
+        "tokens_per_s": (logs[-1]["num_tokens"] - logs[0]["num_tokens"]) / max(sum(times[1:]), 1e-9),
+    }
     if full:  # pure-bf16 weights: how many of one matrix's entries did 'steps' AdamW updates at lr 5e-5 actually move?
         out["changed"] = float((after != before).float().mean())
     return out
@@ -142,7 +169,11 @@ def plain_variant(v: dict, steps: int) -> dict:
             sums.append(lp.sum())
             if b % 2 == 0:
                 chosen.append(lp)
-        return torch.stack(sums), torch.cat(chosen), sum(len(s) for s, _ in seqs)  # tokens as trl counts them: both sequences, prompt included
+        return (
+            torch.stack(sums),
+            torch.cat(chosen),
+            sum(len(s) for s, _ in seqs),
+        )  # tokens as trl counts them: both sequences, prompt included
 
     micro = [pairs[k : k + v["micro"]] for k in range(0, len(pairs), v["micro"])]
     with torch.no_grad(), model.disable_adapter():
@@ -163,7 +194,11 @@ def plain_variant(v: dict, steps: int) -> dict:
         times.append(time.perf_counter() - t)
         tokens.append(n_tok)
         first = first if first is not None else total
-    return {"s_per_step": sum(times[1:]) / max(len(times) - 1, 1), "first_loss": first, "tokens_per_s": sum(tokens[1:]) / max(sum(times[1:]), 1e-9)}
+    return {
+        "s_per_step": sum(times[1:]) / max(len(times) - 1, 1),
+        "first_loss": first,
+        "tokens_per_s": sum(tokens[1:]) / max(sum(times[1:]), 1e-9),
+    }
 
 
 def run_one(v: dict, steps: int) -> dict:
@@ -172,7 +207,7 @@ def run_one(v: dict, steps: int) -> dict:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
         raise RuntimeError(f"variant {v['name']!r} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def main() -> None:
@@ -190,23 +225,33 @@ def main() -> None:
         out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         print("RESULT " + json.dumps(out))
         return
-    print(f"model {MODEL} (bf16 weights; LoRA r16 adapters in fp32 unless full), {PAIRS_PER_STEP} pairs per step, max_length {MAX_LENGTH}, "
-          f"{args.steps} steps (first excluded from times), 2 threads")
+    print(
+        f"model {MODEL} (bf16 weights; LoRA r16 adapters in fp32 unless full), {PAIRS_PER_STEP} pairs per step, max_length {MAX_LENGTH}, "
+        f"{args.steps} steps (first excluded from times), 2 threads"
+    )
     for table in TABLES if args.table == "all" else [args.table]:
         rows = [(v, run_one(v, args.steps)) for v in TABLES[table]]
         base = rows[0][1]["s_per_step"]
-        print(f"\n[{table}]\n| way | s/step | pairs/s | tokens/s | peak RSS GiB | first-step loss | speed vs first row |\n|---|---|---|---|---|---|---|")
+        print(
+            f"\n[{table}]\n| way | s/step | pairs/s | tokens/s | peak RSS GiB | first-step loss | speed vs first row |\n|---|---|---|---|---|---|---|"
+        )
         for v, r in rows:
             extra = f" ({r['changed']:.1%} of a weight matrix's bf16 entries changed)" if "changed" in r else ""
-            print(f"| {v['name']}{extra} | {r['s_per_step']:.1f} | {PAIRS_PER_STEP / r['s_per_step']:.3f} | {r['tokens_per_s']:.0f} | {r['peak_rss_gib']:.2f} | "
-                  f"{r['first_loss']:.4f} | {base / r['s_per_step']:.2f}x |")
+            print(
+                f"| {v['name']}{extra} | {r['s_per_step']:.1f} | {PAIRS_PER_STEP / r['s_per_step']:.3f} | {r['tokens_per_s']:.0f} | {r['peak_rss_gib']:.2f} | "
+                f"{r['first_loss']:.4f} | {base / r['s_per_step']:.2f}x |"
+            )
         losses = [r["first_loss"] for v, r in rows if v["head"] != "plain"]
-        print(f"first-step losses of the trl rows: spread {max(losses) - min(losses):.4f}"
-              + (" (micro-batches change the NLL term: token mean per micro-batch, averaged)" if table == "batching" else ""))
+        print(
+            f"first-step losses of the trl rows: spread {max(losses) - min(losses):.4f}"
+            + (" (micro-batches change the NLL term: token mean per micro-batch, averaged)" if table == "batching" else "")
+        )
         for v, r in rows:
             if v["head"] == "plain":
-                print(f"plain loop's first-step loss differs from trl's by {abs(r['first_loss'] - rows[0][1]['first_loss']):.4f}: it truncates prompts "
-                      "that trl drops and counts tokens its own way, so its row is indicative only")
+                print(
+                    f"plain loop's first-step loss differs from trl's by {abs(r['first_loss'] - rows[0][1]['first_loss']):.4f}: it truncates prompts "
+                    "that trl drops and counts tokens its own way, so its row is indicative only"
+                )
 
 
 if __name__ == "__main__":

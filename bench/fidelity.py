@@ -24,10 +24,30 @@ from xlr.langid import fasttext_scores, line_languages
 MODELS = ("command-r", "llama-3-instruct", "gpt-3.5-turbo", "llama-2-instruct")
 # (task, metric) -> published figure: the benchmark's compute_metrics.py on these files (as the issue gives them)
 PUBLISHED = {
-    "command-r": {("monolingual", "lpr"): 98.56, ("monolingual", "wpr"): 96.25, ("crosslingual", "lpr"): 68.08, ("crosslingual", "wpr"): 93.95},
-    "llama-3-instruct": {("monolingual", "lpr"): 46.01, ("monolingual", "wpr"): 93.01, ("crosslingual", "lpr"): 30.25, ("crosslingual", "wpr"): 94.40},
-    "gpt-3.5-turbo": {("monolingual", "lpr"): 99.07, ("monolingual", "wpr"): 99.83, ("crosslingual", "lpr"): 89.83, ("crosslingual", "wpr"): 98.75},
-    "llama-2-instruct": {("monolingual", "lpr"): 48.27, ("monolingual", "wpr"): 97.94, ("crosslingual", "lpr"): 38.38, ("crosslingual", "wpr"): 84.20},
+    "command-r": {
+        ("monolingual", "lpr"): 98.56,
+        ("monolingual", "wpr"): 96.25,
+        ("crosslingual", "lpr"): 68.08,
+        ("crosslingual", "wpr"): 93.95,
+    },
+    "llama-3-instruct": {
+        ("monolingual", "lpr"): 46.01,
+        ("monolingual", "wpr"): 93.01,
+        ("crosslingual", "lpr"): 30.25,
+        ("crosslingual", "wpr"): 94.40,
+    },
+    "gpt-3.5-turbo": {
+        ("monolingual", "lpr"): 99.07,
+        ("monolingual", "wpr"): 99.83,
+        ("crosslingual", "lpr"): 89.83,
+        ("crosslingual", "wpr"): 98.75,
+    },
+    "llama-2-instruct": {
+        ("monolingual", "lpr"): 48.27,
+        ("monolingual", "wpr"): 97.94,
+        ("crosslingual", "lpr"): 38.38,
+        ("crosslingual", "wpr"): 84.20,
+    },
 }
 GOAL = 1.5
 
@@ -44,8 +64,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--no-lingua", action="store_true", help="skip the lingua comparison (~30 s per model)")
     ap.add_argument("--reference-tokenizers", metavar="DIR", help="folder with jieba, fugashi and unidic-lite to compare tokenisers with")
-    ap.add_argument("--xalpacaeval", type=int, default=0, metavar="N",
-                    help="also: LPR/WPR of the first N GPT-4-turbo X-AlpacaEval references per language, with each detector (long answers)")
+    ap.add_argument(
+        "--xalpacaeval",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also: LPR/WPR of the first N GPT-4-turbo X-AlpacaEval references per language, with each detector (long answers)",
+    )
     args = ap.parse_args()
     if args.xalpacaeval:
         xalpacaeval_references(args.xalpacaeval)
@@ -69,8 +94,12 @@ def main() -> int:
                 if metric != "lcpr":
                     worst = max(worst, abs(d))
                 rows.append((model, task, metric, o, p, d))
-        lines = [(lang, line) for (_t, _s, lang), g in df.groupby(["task", "source", "language"]) for text in g["completion"]
-                 for line, _ in F.scored_lines(text, lang)]
+        lines = [
+            (lang, line)
+            for (_t, _s, lang), g in df.groupby(["task", "source", "language"])
+            for text in g["completion"]
+            for line, _ in F.scored_lines(text, lang)
+        ]
         no_features[model] = (sum(s == prior for s in fasttext_scores([line for _, line in lines])), len(lines))
         if not args.no_lingua:
             t0 = time.perf_counter()
@@ -80,15 +109,31 @@ def main() -> int:
             ft_lab = line_languages([line for _, line in lines], "fasttext")
             li_lab = line_languages([line for _, line in lines], "lingua")
             same_label = sum(a == b for a, b in zip(ft_lab, li_lab, strict=True))
-            texts = [(a["line_pass"], b["line_pass"]) for k in ft_rates for a, b in zip(ft_rates[k]["passes"], li_rates[k]["passes"], strict=True)]
+            texts = [
+                (a["line_pass"], b["line_pass"])
+                for k in ft_rates
+                for a, b in zip(ft_rates[k]["passes"], li_rates[k]["passes"], strict=True)
+            ]
             scored = [(a, b) for a, b in texts if a is not None]
             same_pass = sum(a == b for a, b in scored)
             ft_only = sum(a and not b for a, b in scored)
             li_only = sum(b and not a for a, b in scored)
             confusions = Counter((a, b) for a, b in zip(ft_lab, li_lab, strict=True) if a != b).most_common(3)
-            agreement.append((model, len(lines), 100 * same_label / len(lines), len(scored), 100 * same_pass / len(scored), ft_only, li_only,
-                              {t: (ours[t]["all"]["lpr"], li[t]["all"]["lpr"], ours[t]["all"]["wpr"], li[t]["all"]["wpr"]) for t in ours},
-                              confusions, t_ft, t_li))
+            agreement.append(
+                (
+                    model,
+                    len(lines),
+                    100 * same_label / len(lines),
+                    len(scored),
+                    100 * same_pass / len(scored),
+                    ft_only,
+                    li_only,
+                    {t: (ours[t]["all"]["lpr"], li[t]["all"]["lpr"], ours[t]["all"]["wpr"], li[t]["all"]["wpr"]) for t in ours},
+                    confusions,
+                    t_ft,
+                    t_li,
+                )
+            )
         print(f"{model}: fasttext {t_ft:.1f} s", file=sys.stderr)
 
     print("### Ours (fastText lid.176.ftz) vs published (the benchmark's script, lid.176.bin); 'all', percent\n")
@@ -97,19 +142,25 @@ def main() -> int:
     for model, task, metric, o, p, d in rows:
         print(f"| {model} | {task} | {metric.upper()}{'*' if metric == 'lcpr' else ''} | {o:.2f} | {p:.2f} | {d:+.2f} |")
     print("\n\\* published LCPR = the harmonic mean of the published LPR and WPR (the paper's definition); not part of the goal.")
-    print(f"\nLargest |ours - published| over the 16 LPR/WPR figures: {worst:.2f} points; goal <= {GOAL}: {'met' if worst <= GOAL else 'NOT met'}.")
+    print(
+        f"\nLargest |ours - published| over the 16 LPR/WPR figures: {worst:.2f} points; goal <= {GOAL}: {'met' if worst <= GOAL else 'NOT met'}."
+    )
     print("\nScored lines on which lid.176.ftz has no features (its prediction is the empty line's, en 0.12, so 'unknown'):")
     for model, (k, n) in no_features.items():
         print(f"- {model}: {k} of {n} lines")
     if agreement:
         print("\n### fastText vs lingua on the same completions\n")
-        print("| model | scored lines | same line label [%] | scored texts | same line verdict [%] | pass only with fastText | pass only with lingua "
-              "| mono LPR ft / lingua | cross LPR ft / lingua | mono WPR ft / lingua | cross WPR ft / lingua | top label disagreements (ft, lingua) |")
+        print(
+            "| model | scored lines | same line label [%] | scored texts | same line verdict [%] | pass only with fastText | pass only with lingua "
+            "| mono LPR ft / lingua | cross LPR ft / lingua | mono WPR ft / lingua | cross WPR ft / lingua | top label disagreements (ft, lingua) |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for model, nl, sl, nt, sp, fo, lo, by_task, conf, _t_ft, _t_li in agreement:
             m, c = by_task["monolingual"], by_task["crosslingual"]
-            print(f"| {model} | {nl} | {sl:.2f} | {nt} | {sp:.2f} | {fo} | {lo} | {m[0]:.2f} / {m[1]:.2f} | {c[0]:.2f} / {c[1]:.2f} "
-                  f"| {m[2]:.2f} / {m[3]:.2f} | {c[2]:.2f} / {c[3]:.2f} | {', '.join(f'{a}/{b} x{k}' for (a, b), k in conf)} |")
+            print(
+                f"| {model} | {nl} | {sl:.2f} | {nt} | {sp:.2f} | {fo} | {lo} | {m[0]:.2f} / {m[1]:.2f} | {c[0]:.2f} / {c[1]:.2f} "
+                f"| {m[2]:.2f} / {m[3]:.2f} | {c[2]:.2f} / {c[3]:.2f} | {', '.join(f'{a}/{b} x{k}' for (a, b), k in conf)} |"
+            )
         print("\nTime per file (6.5k completions): " + ", ".join(f"{a[0]} fastText {a[9]:.1f} s, lingua {a[10]:.1f} s" for a in agreement))
     if args.reference_tokenizers:
         compare_tokenizers(args.reference_tokenizers)
@@ -127,8 +178,10 @@ def xalpacaeval_references(n: int) -> None:
     for lang in sorted(p.stem for p in root.glob("*.json")):
         texts = list(load_xalpacaeval(lang, list(range(1, n + 1)))["reference_output"])
         s = {d: F.fidelity_summary(F.output_passes(texts, lang, d), n_boot=0) for d in ("fasttext", "lingua")}
-        print(f"| {lang} | {s['fasttext']['n_scored']} | {fmt(s['fasttext']['lpr'])} | {fmt(s['lingua']['lpr'])} | {fmt(s['fasttext']['wpr'])} "
-              f"| {fmt(s['lingua']['wpr'])} |")
+        print(
+            f"| {lang} | {s['fasttext']['n_scored']} | {fmt(s['fasttext']['lpr'])} | {fmt(s['lingua']['lpr'])} | {fmt(s['fasttext']['wpr'])} "
+            f"| {fmt(s['lingua']['wpr'])} |"
+        )
 
 
 def compare_tokenizers(folder: str) -> None:
@@ -144,7 +197,12 @@ def compare_tokenizers(folder: str) -> None:
     tagger = Tagger("-O wakati -b 50000")
     orig = F.tokenize
     print("\n### Tokenisers: xlr's against the benchmark's\n")
-    zh = [line for m in MODELS for t in load_lcb_outputs(path_of(m)).query("language == 'zh'")["completion"] for line in F.normalize(t).split("\n")]
+    zh = [
+        line
+        for m in MODELS
+        for t in load_lcb_outputs(path_of(m)).query("language == 'zh'")["completion"]
+        for line in F.normalize(t).split("\n")
+    ]
     same = sum(tuple(jieba.cut(line)) == orig(line, "zh") for line in zh)
     print(f"- zh: rjieba and jieba 0.42.1 give the same tokens on {same} of {len(zh)} normalised lines of the four files.")
 

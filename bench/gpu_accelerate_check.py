@@ -42,18 +42,29 @@ PAIRS = [
 def train(args: argparse.Namespace) -> None:
     import torch
 
-    from xlr.config import LoraParams
+    from xlr.config import LoraParams, TrainingParams
     from xlr.models import load_model
     from xlr.rewards import score_models
-    from xlr.train import to_conversational, train_dpo
+    from xlr.train import DPOLoss, to_conversational, train_dpo
 
     rank = int(os.environ.get("RANK", "0"))
     out = Path(args.out) / args.name
     pairs = [to_conversational(*p) for p in PAIRS] * 2
     t0 = time.monotonic()
-    record = train_dpo("tiny:0", pairs, out, beta=0.1, learning_rate=1e-3, epochs=1, batch_size=2, grad_accum=1, max_length=128,
-                       finetune=args.finetune, lora=LoraParams(r=8, alpha=16), loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0],
-                       seed=0, dtype=torch.float32, device=args.device, save_steps=100, warmup_ratio=0.1)
+    dpo = TrainingParams(
+        beta=0.1,
+        learning_rate=1e-3,
+        epochs=1,
+        batch_size=2,
+        grad_accum=1,
+        max_length=128,
+        finetune=args.finetune,
+        lora=LoraParams(r=8, alpha=16),
+        warmup_ratio=0.1,
+        checkpoint_steps=100,
+        save_merged=True,
+    )  # the merged model is loaded below
+    record = train_dpo("tiny:0", pairs, out, dpo, loss=DPOLoss.sigmoid_nll(1.0), seed=0, dtype=torch.float32, device=args.device)
     wall = time.monotonic() - t0
     if rank != 0:
         return
@@ -69,11 +80,19 @@ def train(args: argparse.Namespace) -> None:
     margins = [(pol[i] - ref[i]) - (pol[n + i] - ref[n + i]) for i in range(n)]
     changed = sum(int(not torch.equal(a, b)) for a, b in zip(saved.state_dict().values(), start.state_dict().values(), strict=True))
     result = {
-        "name": args.name, "finetune": args.finetune, "distributed_type": record["distributed_type"], "num_processes": record["num_processes"],
+        "name": args.name,
+        "finetune": args.finetune,
+        "distributed_type": record["distributed_type"],
+        "num_processes": record["num_processes"],
         "mixed_precision": record["mixed_precision"],
-        "steps": len(losses), "losses": losses, "pairs": record["pairs"], "wall_s": round(wall, 1),
-        "saved_tensors_changed": changed, "saved_tensors": len(saved.state_dict()),
-        "train_reward_accuracy": sum(m > 0 for m in margins) / n, "train_mean_margin": sum(margins) / n,
+        "steps": len(losses),
+        "losses": losses,
+        "pairs": record["pairs"],
+        "wall_s": round(wall, 1),
+        "saved_tensors_changed": changed,
+        "saved_tensors": len(saved.state_dict()),
+        "train_reward_accuracy": sum(m > 0 for m in margins) / n,
+        "train_mean_margin": sum(margins) / n,
         "saved_logps": pol,
     }
     (out / "result.json").write_text(json.dumps(result, indent=1))
@@ -82,13 +101,17 @@ def train(args: argparse.Namespace) -> None:
 
 def compare(args: argparse.Namespace) -> None:
     rows = {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(args.out).glob("*/result.json"))}
-    print(f"{'way':<14} {'finetune':<8} {'type':<10} {'prec':<5} {'steps':>5} {'loss[0]':>8} {'loss[-1]':>9} {'changed':>9} {'acc':>5} "
-          f"{'margin':>7} {'max |dlogp| vs plain':>21} {'s':>6}")
+    print(
+        f"{'way':<14} {'finetune':<8} {'type':<10} {'prec':<5} {'steps':>5} {'loss[0]':>8} {'loss[-1]':>9} {'changed':>9} {'acc':>5} "
+        f"{'margin':>7} {'max |dlogp| vs plain':>21} {'s':>6}"
+    )
     for name, r in rows.items():
         plain = rows.get(f"plain-{r['finetune']}")
         d = max(abs(a - b) for a, b in zip(r["saved_logps"], plain["saved_logps"], strict=True)) if plain else math.nan
-        print(f"{name:<14} {r['finetune']:<8} {r['distributed_type']:<10} {r['mixed_precision']:<5} {r['steps']:>5} {r['losses'][0]:>8.4f} {r['losses'][-1]:>9.4f} "
-              f"{r['saved_tensors_changed']:>4}/{r['saved_tensors']:<4} {r['train_reward_accuracy']:>5.2f} {r['train_mean_margin']:>7.2f} {d:>21.4f} {r['wall_s']:>6.1f}")
+        print(
+            f"{name:<14} {r['finetune']:<8} {r['distributed_type']:<10} {r['mixed_precision']:<5} {r['steps']:>5} {r['losses'][0]:>8.4f} {r['losses'][-1]:>9.4f} "
+            f"{r['saved_tensors_changed']:>4}/{r['saved_tensors']:<4} {r['train_reward_accuracy']:>5.2f} {r['train_mean_margin']:>7.2f} {d:>21.4f} {r['wall_s']:>6.1f}"
+        )
         assert all(math.isfinite(x) for x in r["losses"]), name
 
 
@@ -97,8 +120,12 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--name")
     ap.add_argument("--finetune", choices=["lora", "full"], default="full")
-    ap.add_argument("--device", default="cuda", help="cpu: try the script here, one process (train_dpo sets use_cpu, so ranks under `accelerate launch --cpu` "
-                    "would each train alone, not together)")
+    ap.add_argument(
+        "--device",
+        default="cuda",
+        help="cpu: try the script here, one process (train_dpo sets use_cpu, so ranks under `accelerate launch --cpu` "
+        "would each train alone, not together)",
+    )
     ap.add_argument("--compare", action="store_true")
     args = ap.parse_args()
     compare(args) if args.compare else train(args)

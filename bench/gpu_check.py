@@ -38,8 +38,13 @@ SENTENCES = {
     "fr": "La rivière porte l'eau froide des montagnes à la mer, et la ville a grandi le long de ses rives. ",
     "ru": "Река несёт холодную воду с гор к морю, и город вырос вдоль её берегов. ",
 }
-INSTRUCTIONS = ["Describe a river town in a few sentences.", "Explain why rivers flow to the sea.", "Write a short story about a bridge.",
-                "List three facts about mountains.", "Summarise the history of a small town."]
+INSTRUCTIONS = [
+    "Describe a river town in a few sentences.",
+    "Explain why rivers flow to the sea.",
+    "Write a short story about a bridge.",
+    "List three facts about mountains.",
+    "Summarise the history of a small town.",
+]
 
 
 def sync() -> None:
@@ -71,9 +76,19 @@ def qwen_shaped(tok) -> torch.nn.Module:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                      num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     with torch.device("cuda"):
         model = Qwen2ForCausalLM(cfg).to(torch.bfloat16)
     return model.eval()
@@ -98,7 +113,10 @@ def bench_rewards(name, pi0, pi_ref, tok, n, peak_tflops) -> None:
     flops = 2 * n_params * tokens * 2
     print(f"\n[rewards] {name}: {n_params / 1e6:.1f}M params bf16, {n} responses, {tokens} tokens per model, 2 models")
     print("| way | wall s | tokens/s | TFLOP/s | % of bf16 peak |\n|---|---|---|---|---|")
-    for way, t in (("reference (batch 3, unsorted, right padding, full head)", t_ref), ("xlr (bucketed 16k tokens, one sweep, head at response positions)", t_xlr)):
+    for way, t in (
+        ("reference (batch 3, unsorted, right padding, full head)", t_ref),
+        ("xlr (bucketed 16k tokens, one sweep, head at response positions)", t_xlr),
+    ):
         print(f"| {way} | {t:.2f} | {2 * tokens / t:,.0f} | {flops / t / 1e12:.2f} | {100 * flops / t / 1e12 / peak_tflops:.1f}% |")
     print(f"speed ratio xlr / reference: {t_ref / t_xlr:.2f}x (goal >= 3x); max relative log-prob difference {diff:.1e}")
 
@@ -115,13 +133,17 @@ def bench_sampling(name, model, tok, n_prompts, samples, max_new, bw_gbs) -> Non
     u2 = sum(g.n_tokens for gs in g2 for g in gs)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     bound = bw_gbs * 1e9 / weight_bytes
-    print(f"\n[sampling] {name}: {weight_bytes / 1e6:.0f} MB of bf16 weights, {n_prompts} prompts x {samples} samples, up to {max_new} new tokens")
+    print(
+        f"\n[sampling] {name}: {weight_bytes / 1e6:.0f} MB of bf16 weights, {n_prompts} prompts x {samples} samples, up to {max_new} new tokens"
+    )
     print("| way | wall s | useful tokens | tokens/s |\n|---|---|---|---|")
     print(f"| one prompt at a time ({samples} rows) | {t1:.2f} | {u1} | {u1 / t1:,.0f} |")
     print(f"| xlr batched ({n_prompts * samples} rows) | {t2:.2f} | {u2} | {u2 / t2:,.0f} |")
-    print(f"speed ratio batched / one at a time: {(u2 / t2) / (u1 / t1):.2f}x (goal >= 4x); decoding bound at batch {n_prompts * samples}: "
-          f"{bound:,.0f} steps/s x {n_prompts * samples} = {bound * n_prompts * samples:,.0f} tokens/s (weights re-read each step); "
-          f"xlr reaches {100 * (u2 / t2) / (bound * n_prompts * samples):.1f}% of it")
+    print(
+        f"speed ratio batched / one at a time: {(u2 / t2) / (u1 / t1):.2f}x (goal >= 4x); decoding bound at batch {n_prompts * samples}: "
+        f"{bound:,.0f} steps/s x {n_prompts * samples} = {bound * n_prompts * samples:,.0f} tokens/s (weights re-read each step); "
+        f"xlr reaches {100 * (u2 / t2) / (bound * n_prompts * samples):.1f}% of it"
+    )
 
 
 def main() -> None:
@@ -148,7 +170,9 @@ def main() -> None:
     pi0, pi_ref = qwen_shaped(tok), qwen_shaped(tok)
     bench_rewards("Qwen2.5-0.5B-shaped, random weights", pi0, pi_ref, tok, a.n, peak)
     bench_sampling("Qwen2.5-0.5B-shaped, random weights", pi0, tok, a.prompts, a.samples, a.max_new_tokens, bw)
-    print(f"\nvLLM: {'installed' if importlib.util.find_spec('vllm') else 'not installed in this image (the vLLM backend was not exercised)'}")
+    print(
+        f"\nvLLM: {'installed' if importlib.util.find_spec('vllm') else 'not installed in this image (the vLLM backend was not exercised)'}"
+    )
 
 
 if __name__ == "__main__":

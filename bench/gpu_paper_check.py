@@ -49,17 +49,51 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 GiB = 2**30
-LLAMA3_8B = dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, intermediate_size=14336,
-                 vocab_size=128256, rope_theta=500000.0, max_position_embeddings=8192, rms_norm_eps=1e-5, tie_word_embeddings=False)
-TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
-            vocab_size=1024, rope_theta=500000.0, max_position_embeddings=4096, tie_word_embeddings=False)
+LLAMA3_8B = dict(
+    hidden_size=4096,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    intermediate_size=14336,
+    vocab_size=128256,
+    rope_theta=500000.0,
+    max_position_embeddings=8192,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+)
+TINY = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=128,
+    vocab_size=1024,
+    rope_theta=500000.0,
+    max_position_embeddings=4096,
+    tie_word_embeddings=False,
+)
 LORA_DEFAULTS = SimpleNamespace(r=16, alpha=32, dropout=0.05, target_modules="all-linear")  # xlr.config.LoraParams' defaults
 # params/paper-llama3-8b.yaml, with xlr.config's defaults for what it leaves out (read from the file when PyYAML imports)
-PAPER = dict(n_train_prompts=3000, train=["en", "es", "ru", "de", "fr"], eval=["en", "es", "ru", "de", "fr", "zh"], n_samples=10,
-             max_new_tokens=2400, iterations=2, eval_n_prompts=805, eval_max_new_tokens=2048, epochs=1.0, finetune="full",
-             lcb_n_prompts=100, lcb_max_new_tokens=256, batch_tokens=32768, sampling_batch_size=256)
-LCB_LANGS = {"monolingual": {"ar", "de", "en", "es", "fr", "hi", "id", "it", "ja", "ko", "pt", "ru", "tr", "vi", "zh"},
-             "crosslingual": {"ar", "de", "es", "fr", "hi", "id", "it", "ja", "ko", "pt", "ru", "tr", "vi", "zh"}}  # xlr.data.lcb_languages
+PAPER = dict(
+    n_train_prompts=3000,
+    train=["en", "es", "ru", "de", "fr"],
+    eval=["en", "es", "ru", "de", "fr", "zh"],
+    n_samples=10,
+    max_new_tokens=2400,
+    iterations=2,
+    eval_n_prompts=805,
+    eval_max_new_tokens=2048,
+    epochs=1.0,
+    finetune="full",
+    lcb_n_prompts=100,
+    lcb_max_new_tokens=256,
+    batch_tokens=32768,
+    sampling_batch_size=256,
+)
+LCB_LANGS = {
+    "monolingual": {"ar", "de", "en", "es", "fr", "hi", "id", "it", "ja", "ko", "pt", "ru", "tr", "vi", "zh"},
+    "crosslingual": {"ar", "de", "es", "fr", "hi", "id", "it", "ja", "ko", "pt", "ru", "tr", "vi", "zh"},
+}  # xlr.data.lcb_languages
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -163,14 +197,23 @@ def paper_params() -> dict[str, Any]:
         p["source"] += f" (file not read: {type(e).__name__})"
         return p
     ev, sa, tr = y.get("evaluation", {}), y.get("sampling", {}), y.get("training", {})
-    p.update(n_train_prompts=y["data"]["n_train_prompts"], train=y["languages"]["train"], eval=y["languages"]["eval"],
-             n_samples=sa["n_samples"], max_new_tokens=sa["max_new_tokens"], iterations=y["iterations"],
-             eval_n_prompts=ev.get("n_prompts") or 805, eval_max_new_tokens=ev.get("max_new_tokens", 2048),
-             epochs=tr.get("epochs", 1.0), finetune=tr.get("finetune", "lora"),
-             lcb_n_prompts=ev.get("lcb_n_prompts", PAPER["lcb_n_prompts"]), lcb_max_new_tokens=ev.get("lcb_max_new_tokens", PAPER["lcb_max_new_tokens"]),
-             batch_tokens=y.get("reward", {}).get("batch_tokens", PAPER["batch_tokens"]),
-             sampling_batch_size=sa.get("batch_size", PAPER["sampling_batch_size"]),
-             source="params/paper-llama3-8b.yaml")
+    p.update(
+        n_train_prompts=y["data"]["n_train_prompts"],
+        train=y["languages"]["train"],
+        eval=y["languages"]["eval"],
+        n_samples=sa["n_samples"],
+        max_new_tokens=sa["max_new_tokens"],
+        iterations=y["iterations"],
+        eval_n_prompts=ev.get("n_prompts") or 805,
+        eval_max_new_tokens=ev.get("max_new_tokens", 2048),
+        epochs=tr.get("epochs", 1.0),
+        finetune=tr.get("finetune", "lora"),
+        lcb_n_prompts=ev.get("lcb_n_prompts", PAPER["lcb_n_prompts"]),
+        lcb_max_new_tokens=ev.get("lcb_max_new_tokens", PAPER["lcb_max_new_tokens"]),
+        batch_tokens=y.get("reward", {}).get("batch_tokens", PAPER["batch_tokens"]),
+        sampling_batch_size=sa.get("batch_size", PAPER["sampling_batch_size"]),
+        source="params/paper-llama3-8b.yaml",
+    )
     return p
 
 
@@ -220,13 +263,27 @@ def part_scoring(model: Any, tok: Any, a: argparse.Namespace, device: str) -> di
         with torch.no_grad():
             _forward_scores(model, ids[: a.samples], attn[: a.samples], spans[: a.samples], False)  # warm-up
             with measured(device) as mem:
-                wall, out = timed(lambda: [_forward_scores(model, ids[k : k + a.samples], attn[k : k + a.samples], spans[k : k + a.samples], False)
-                                           for k in range(0, n, a.samples) for _ in range(2)], device)
-        rec.update(path="xlr.rewards._forward_scores on random ids (no tokenizer), one batch per prompt's samples",
-                   finite=bool(torch.isfinite(torch.cat(out)).all()))
-    rec.update(mem, wall_s=round(wall, 3), response_tokens=resp_tokens, input_tokens_per_model=input_tokens,
-               response_tokens_per_s=round(2 * resp_tokens / wall, 1), input_tokens_per_s=round(2 * input_tokens / wall, 1),
-               s_per_response_token_per_model=wall / (2 * resp_tokens))
+                wall, out = timed(
+                    lambda: [
+                        _forward_scores(model, ids[k : k + a.samples], attn[k : k + a.samples], spans[k : k + a.samples], False)
+                        for k in range(0, n, a.samples)
+                        for _ in range(2)
+                    ],
+                    device,
+                )
+        rec.update(
+            path="xlr.rewards._forward_scores on random ids (no tokenizer), one batch per prompt's samples",
+            finite=bool(torch.isfinite(torch.cat(out)).all()),
+        )
+    rec.update(
+        mem,
+        wall_s=round(wall, 3),
+        response_tokens=resp_tokens,
+        input_tokens_per_model=input_tokens,
+        response_tokens_per_s=round(2 * resp_tokens / wall, 1),
+        input_tokens_per_s=round(2 * input_tokens / wall, 1),
+        s_per_response_token_per_model=wall / (2 * resp_tokens),
+    )
     return rec
 
 
@@ -238,8 +295,17 @@ def response_logps(model: Any, ids: torch.Tensor, prompt_len: int) -> tuple[torc
     return lp.sum(-1), lp.mean(-1)
 
 
-def dpo_step(policy: Any, ref_logps: Any, opt: Any, ids: torch.Tensor, prompt_len: int, autocast: str | None, device: str,
-             beta: float = 0.1, nll_weight: float = 1.0) -> float:
+def dpo_step(
+    policy: Any,
+    ref_logps: Any,
+    opt: Any,
+    ids: torch.Tensor,
+    prompt_len: int,
+    autocast: str | None,
+    device: str,
+    beta: float = 0.1,
+    nll_weight: float = 1.0,
+) -> float:
     """One optimizer step of DPO (sigmoid) + NLL on chosen (xlr's loss_type [sigmoid, sft]) over rows [chosen..., rejected...]."""
     n = ids.shape[0] // 2
     with torch.no_grad():
@@ -263,17 +329,27 @@ def run_steps(policy: Any, ref_logps: Any, a: argparse.Namespace, autocast: str 
     t = a.prompt_tokens + a.mean_response_tokens
     ids = torch.randint(0, vocab, (2 * a.train_pairs, t), device=device, generator=gen)
     with measured(device) as mem:
-        first, loss0 = timed(lambda: dpo_step(policy, ref_logps, opt, ids, a.prompt_tokens, autocast, device), device)  # allocates Adam state
+        first, loss0 = timed(
+            lambda: dpo_step(policy, ref_logps, opt, ids, a.prompt_tokens, autocast, device), device
+        )  # allocates Adam state
         walls, losses = [], [loss0]
         for _ in range(a.steps):
             w, loss = timed(lambda: dpo_step(policy, ref_logps, opt, ids, a.prompt_tokens, autocast, device), device)
             walls.append(w)
             losses.append(loss)
     step = sum(walls) / len(walls)
-    return {**mem, "pairs_per_step": a.train_pairs, "tokens_per_sequence": t, "first_step_s": round(first, 3), "step_s": round(step, 3),
-            "s_per_pair": step / a.train_pairs, "policy_tokens_per_s": round(2 * a.train_pairs * t / step, 1),
-            "trainable_params": sum(p.numel() for p in params), "losses": [round(x, 4) for x in losses],
-            "finite": all(math.isfinite(x) for x in losses)}
+    return {
+        **mem,
+        "pairs_per_step": a.train_pairs,
+        "tokens_per_sequence": t,
+        "first_step_s": round(first, 3),
+        "step_s": round(step, 3),
+        "s_per_pair": step / a.train_pairs,
+        "policy_tokens_per_s": round(2 * a.train_pairs * t / step, 1),
+        "trainable_params": sum(p.numel() for p in params),
+        "losses": [round(x, 4) for x in losses],
+        "finite": all(math.isfinite(x) for x in losses),
+    }
 
 
 def part_lora(model: Any, a: argparse.Namespace, device: str) -> dict[str, Any]:
@@ -293,8 +369,12 @@ def part_lora(model: Any, a: argparse.Namespace, device: str) -> dict[str, Any]:
         rec = run_steps(policy, ref_logps, a, autocast, device, model.config.vocab_size)
     finally:
         policy.unload()  # the base model back, without adapters
-    return {"precision": f"base {str(train_dtype).removeprefix('torch.')}, fp32 adapters, autocast {autocast}", "lora": vars(LORA_DEFAULTS),
-            "layers": model.config.num_hidden_layers, **rec}
+    return {
+        "precision": f"base {str(train_dtype).removeprefix('torch.')}, fp32 adapters, autocast {autocast}",
+        "lora": vars(LORA_DEFAULTS),
+        "layers": model.config.num_hidden_layers,
+        **rec,
+    }
 
 
 def part_full(shape: dict[str, Any], a: argparse.Namespace, device: str) -> dict[str, Any]:
@@ -307,16 +387,25 @@ def part_full(shape: dict[str, Any], a: argparse.Namespace, device: str) -> dict
     policy.load_state_dict(ref.state_dict())  # the same start, fp32 master copy of the bf16 reference
     policy.train()
     try:
-        rec = run_steps(policy, lambda ids: response_logps(ref, ids, a.prompt_tokens)[0], a, autocast, device, shape["vocab_size"])
+        rec = run_steps(policy, lambda ids: response_logps(ref, ids, a.prompt_tokens)[0], a, autocast, device, shape["vocab_size"])  # noqa: F821 (ref is deleted only after)
     finally:
         del policy, ref
     scale = matmul_params(shape, full) / matmul_params(shape, layers)
     n_full = matmul_params(shape, full) + shape["vocab_size"] * shape["hidden_size"]  # + the input embedding
-    how = ("all layers" if layers == full else
-           f"REDUCED to {layers} of {full} layers (all {full} need ~{(16 + 2) * n_full / 1e9:.0f} GB for fp32 weights + grads + Adam and the bf16 "
-           f"reference: over one GPU); step time scaled to {full} layers by matmul parameters per token, x{scale:.3f}")
-    return {"precision": f"master {str(train_dtype).removeprefix('torch.')}, autocast {autocast}, reference bf16", "layers_run": layers, "way": how,
-            **rec, "s_per_pair_at_full_depth": rec["s_per_pair"] * scale, "depth_scale": scale}
+    how = (
+        "all layers"
+        if layers == full
+        else f"REDUCED to {layers} of {full} layers (all {full} need ~{(16 + 2) * n_full / 1e9:.0f} GB for fp32 weights + grads + Adam and the bf16 "
+        f"reference: over one GPU); step time scaled to {full} layers by matmul parameters per token, x{scale:.3f}"
+    )
+    return {
+        "precision": f"master {str(train_dtype).removeprefix('torch.')}, autocast {autocast}, reference bf16",
+        "layers_run": layers,
+        "way": how,
+        **rec,
+        "s_per_pair_at_full_depth": rec["s_per_pair"] * scale,
+        "depth_scale": scale,
+    }
 
 
 def part_generation(model: Any, tok: Any, a: argparse.Namespace, device: str) -> dict[str, Any]:
@@ -353,8 +442,15 @@ def part_generation(model: Any, tok: Any, a: argparse.Namespace, device: str) ->
         with measured(device) as mem:
             wall, useful = timed(greedy, device)
         rec = {"path": "plain KV-cache greedy loop (no tokenizer)", **mem}
-    return {**rec, "batch_rows": rows, "mean_prompt_tokens": round(prompt_tokens, 1), "max_new_tokens": a.gen_new_tokens,
-            "useful_tokens": useful, "wall_s": round(wall, 3), "tokens_per_s": round(useful / wall, 1)}
+    return {
+        **rec,
+        "batch_rows": rows,
+        "mean_prompt_tokens": round(prompt_tokens, 1),
+        "max_new_tokens": a.gen_new_tokens,
+        "useful_tokens": useful,
+        "wall_s": round(wall, 3),
+        "tokens_per_s": round(useful / wall, 1),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -379,53 +475,86 @@ def project(parts: dict[str, Any], a: argparse.Namespace, shape: dict[str, Any],
     gen_tokens_eval = eval_answers * min(resp, P["eval_max_new_tokens"]) + lcb_answers * min(resp, P["lcb_max_new_tokens"])
     rates: dict[str, tuple[float | None, str]] = {}
     g = parts.get("generation", {})
-    rates["gen"] = ((g["tokens_per_s"], f"HF decoding, batch {g.get('batch_rows')}, measured") if "tokens_per_s" in g
-                    else (None, "generation failed"))
+    rates["gen"] = (
+        (g["tokens_per_s"], f"HF decoding, batch {g.get('batch_rows')}, measured") if "tokens_per_s" in g else (None, "generation failed")
+    )
     bw = parts.get("bandwidth", {}).get("copy_gb_per_s")
     if bw:
         b = P["sampling_batch_size"]
-        rates["gen_bound"] = (decode_bound(shape, n_params, bw, b, a.prompt_tokens + resp / 2), f"bandwidth bound, batch {b} (not measured)")
+        rates["gen_bound"] = (
+            decode_bound(shape, n_params, bw, b, a.prompt_tokens + resp / 2),
+            f"bandwidth bound, batch {b} (not measured)",
+        )
     s = parts.get("scoring", {})
     score_s = s.get("s_per_response_token_per_model")
     full, lora = parts.get("full_dpo_step", {}), parts.get("lora_dpo_step", {})
     stages = []
 
     def row(name: str, work: str, seconds_1gpu: float | None, rate: str, note: str = "") -> None:
-        stages.append({"stage": name, "work": work, "rate": rate, "h_1gpu": None if seconds_1gpu is None else seconds_1gpu / 3600,
-                       "h_8gpu": None if seconds_1gpu is None else seconds_1gpu / 3600 / 8, "note": note})
+        stages.append(
+            {
+                "stage": name,
+                "work": work,
+                "rate": rate,
+                "h_1gpu": None if seconds_1gpu is None else seconds_1gpu / 3600,
+                "h_8gpu": None if seconds_1gpu is None else seconds_1gpu / 3600 / 8,
+                "note": note,
+            }
+        )
 
     it = P["iterations"]
     for key, label in (("gen", "sampling"), ("gen_bound", "sampling (decode bound)")):
         if key in rates:
             r, how = rates[key]
             row(label, f"{it} x {responses:,} responses x {resp} tokens", None if r is None else it * responses * resp / r, how)
-    row("rewards", f"{it} x {responses:,} responses x {resp} tokens x 2 models", None if score_s is None else it * responses * resp * 2 * score_s,
-        "score_models, measured" if score_s else "scoring failed")
+    row(
+        "rewards",
+        f"{it} x {responses:,} responses x {resp} tokens x 2 models",
+        None if score_s is None else it * responses * resp * 2 * score_s,
+        "score_models, measured" if score_s else "scoring failed",
+    )
     t_full = full.get("s_per_pair_at_full_depth")
-    row("training (full)", f"{it} x {pairs:,} pairs x {P['epochs']} epoch", None if t_full is None else it * pairs * P["epochs"] * t_full,
+    row(
+        "training (full)",
+        f"{it} x {pairs:,} pairs x {P['epochs']} epoch",
+        None if t_full is None else it * pairs * P["epochs"] * t_full,
         f"full DPO step, {full.get('layers_run')} layers scaled to {shape['num_hidden_layers']}" if t_full else "full step failed",
         "1 GPU: compute time only; the step ran at reduced depth (--full-layers): at full depth its state needs sharding or offload"
-        if full.get("layers_run", shape["num_hidden_layers"]) < shape["num_hidden_layers"] else "")
+        if full.get("layers_run", shape["num_hidden_layers"]) < shape["num_hidden_layers"]
+        else "",
+    )
     t_lora = lora.get("s_per_pair")
-    row("training (LoRA instead)", f"{it} x {pairs:,} pairs x {P['epochs']} epoch", None if t_lora is None else it * pairs * P["epochs"] * t_lora,
-        "LoRA DPO step, measured" if t_lora else "LoRA step failed", "not the paper's setting (finetune: full)")
+    row(
+        "training (LoRA instead)",
+        f"{it} x {pairs:,} pairs x {P['epochs']} epoch",
+        None if t_lora is None else it * pairs * P["epochs"] * t_lora,
+        "LoRA DPO step, measured" if t_lora else "LoRA step failed",
+        "not the paper's setting (finetune: full)",
+    )
     for key, label in (("gen", "generation (eval)"), ("gen_bound", "generation (eval, decode bound)")):
         if key in rates:
             r, how = rates[key]
-            row(label, f"{eval_answers:,} X-AlpacaEval + {lcb_answers:,} LCB answers ({eval_models} models)",
-                None if r is None else gen_tokens_eval / r, how)
+            row(
+                label,
+                f"{eval_answers:,} X-AlpacaEval + {lcb_answers:,} LCB answers ({eval_models} models)",
+                None if r is None else gen_tokens_eval / r,
+                how,
+            )
     measured_rows = [r for r in stages if r["stage"] in ("sampling", "rewards", "training (full)", "generation (eval)")]
     total = None if any(r["h_1gpu"] is None for r in measured_rows) else sum(r["h_1gpu"] for r in measured_rows)
     return {
         "params": P,
         "assumptions": {
-            "mean_response_tokens": resp, "prompt_tokens": a.prompt_tokens,
-            "responses_per_iteration": responses, "pairs_per_iteration": f"{pairs} (an upper bound: one per prompt and language, before drops)",
-            "eval_models": eval_models, "lcb_language_cells": lcb_cells,
+            "mean_response_tokens": resp,
+            "prompt_tokens": a.prompt_tokens,
+            "responses_per_iteration": responses,
+            "pairs_per_iteration": f"{pairs} (an upper bound: one per prompt and language, before drops)",
+            "eval_models": eval_models,
+            "lcb_language_cells": lcb_cells,
             "scaling": "linear in GPUs for every GPU stage (data-parallel engines / shards; training FSDP with the effective batch kept); "
-                       "communication, stragglers and start-up ignored",
+            "communication, stragglers and start-up ignored",
             "sampling": "HF decoding rate at the measured batch and context (vLLM, the paper setting's backend, is not in the image); "
-                        "the decode-bound row is the weight + KV re-read limit at sampling.batch_size, not a measurement",
+            "the decode-bound row is the weight + KV re-read limit at sampling.batch_size, not a measurement",
             "rewards": "per response token per model, prompt cost amortised over the measured samples per prompt",
             "not projected": "pairs, metrics (CPU), judging (API), probe (small), model loading and checkpoint saving",
         },
@@ -439,14 +568,18 @@ def print_table(proj: dict[str, Any]) -> None:
     def h(x: float | None) -> str:
         return "failed" if x is None else f"{x:,.1f}"
 
-    print(f"\nProjection for {proj['params']['source']}: {proj['params']['n_train_prompts']} prompts x {len(proj['params']['train'])} languages x "
-          f"N {proj['params']['n_samples']}, {proj['params']['iterations']} iterations; eval {proj['params']['eval_n_prompts']} prompts x "
-          f"{len(proj['params']['eval'])} languages")
+    print(
+        f"\nProjection for {proj['params']['source']}: {proj['params']['n_train_prompts']} prompts x {len(proj['params']['train'])} languages x "
+        f"N {proj['params']['n_samples']}, {proj['params']['iterations']} iterations; eval {proj['params']['eval_n_prompts']} prompts x "
+        f"{len(proj['params']['eval'])} languages"
+    )
     print("| stage | work | rate | 1 GPU [h] | 8 GPUs [h] | note |\n|---|---|---|---|---|---|")
     for r in proj["stages"]:
         print(f"| {r['stage']} | {r['work']} | {r['rate']} | {h(r['h_1gpu'])} | {h(r['h_8gpu'])} | {r['note']} |")
-    print(f"| total (sampling, rewards, full training, eval generation) | | | {h(proj['total_h_1gpu_measured_rows'])} | "
-          f"{h(proj['total_h_8gpu_measured_rows'])} | |")
+    print(
+        f"| total (sampling, rewards, full training, eval generation) | | | {h(proj['total_h_1gpu_measured_rows'])} | "
+        f"{h(proj['total_h_8gpu_measured_rows'])} | |"
+    )
     print("Assumptions:")
     for k, v in proj["assumptions"].items():
         print(f"  {k}: {v}")
@@ -474,8 +607,19 @@ def main() -> None:
     a = ap.parse_args()
     if a.tiny:
         a.full_layers = a.full_layers if a.full_layers in (0, 1) else 1
-        for k, v in dict(mean_response_tokens=32, prompt_tokens=16, score_prompts=2, samples=3, batch_tokens=2048, train_pairs=1, steps=1,
-                         gen_batch=6, gen_samples=3, gen_prompt_tokens=16, gen_new_tokens=8).items():
+        for k, v in dict(
+            mean_response_tokens=32,
+            prompt_tokens=16,
+            score_prompts=2,
+            samples=3,
+            batch_tokens=2048,
+            train_pairs=1,
+            steps=1,
+            gen_batch=6,
+            gen_samples=3,
+            gen_prompt_tokens=16,
+            gen_new_tokens=8,
+        ).items():
             if getattr(a, k) == ap.get_default(k):
                 setattr(a, k, v)
     device = "cpu" if a.tiny else "cuda"
@@ -485,8 +629,13 @@ def main() -> None:
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     import transformers
 
-    summary: dict[str, Any] = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "torch": torch.__version__,
-                               "transformers": transformers.__version__, "args": vars(a), "parts": {}}
+    summary: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "args": vars(a),
+        "parts": {},
+    }
     if device == "cuda":
         summary["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / GiB, 1)
     parts = summary["parts"]
@@ -520,8 +669,11 @@ def main() -> None:
     def make() -> dict[str, Any]:
         nonlocal model
         w, model = timed(lambda: build(shape, None, torch.bfloat16, device, tok).eval(), device)
-        return {"params": sum(p.numel() for p in model.parameters()), "build_s": round(w, 2),
-                "memory_gib": round(torch.cuda.memory_allocated() / GiB, 2) if device == "cuda" else None}
+        return {
+            "params": sum(p.numel() for p in model.parameters()),
+            "build_s": round(w, 2),
+            "memory_gib": round(torch.cuda.memory_allocated() / GiB, 2) if device == "cuda" else None,
+        }
 
     built = attempt("model_bf16", make)
     n_params = built.get("params") or (matmul_params(shape, shape["num_hidden_layers"]) + shape["vocab_size"] * shape["hidden_size"])

@@ -36,15 +36,21 @@ import torch
 
 from xlr import data
 from xlr import judge as J
+from xlr.config import JudgeParams
 from xlr.mock_openai import MockServer
 from xlr.models import load_model
 from xlr.runtime import set_threads
+
+# judge_pairs' settings: order seed 0, one random order per item, unpriced; pairwise unless a call names another protocol
+JP = JudgeParams(protocol="pairwise")
 
 
 def prompts(n: int) -> list[str]:
     template = J.protocol_template(True)
     rows = list(data.load_xalpacaeval("en", data.xalpacaeval_ids(n, 0)))
-    return [J.render(template, r["instruction"], r["reference_output"], r["reference_output"][: len(r["reference_output"]) // 3]) for r in rows]
+    return [
+        J.render(template, r["instruction"], r["reference_output"], r["reference_output"][: len(r["reference_output"]) // 3]) for r in rows
+    ]
 
 
 def local(model_spec: str, ps: list[str]) -> None:
@@ -59,7 +65,9 @@ def local(model_spec: str, ps: list[str]) -> None:
     ts = time.perf_counter() - t0
     diff = max(abs(a["logprob_m"] - b["logprob_m"]) + abs(a["logprob_M"] - b["logprob_M"]) for a, b in zip(batched, single, strict=True))
     toks = sum(r["tokens_in"] for r in batched)
-    print(f"local judge {model_spec} (bf16, {torch.get_num_threads()} threads), {len(ps)} prompts, {toks / len(ps):.0f} tokens each on average")
+    print(
+        f"local judge {model_spec} (bf16, {torch.get_num_threads()} threads), {len(ps)} prompts, {toks / len(ps):.0f} tokens each on average"
+    )
     print(f"  batched     : {len(ps) / tb:6.2f} prompts/s  {toks / tb:7.0f} tokens/s")
     print(f"  one at a time: {len(ps) / ts:6.2f} prompts/s  {toks / ts:7.0f} tokens/s")
     print(f"  ratio batched/single: {ts / tb:.2f}x; max |logprob difference| {diff:.2e} (bf16 rounding of different batch shapes)")
@@ -82,11 +90,11 @@ def api(ps: list[str], latency: float, concurrency: int) -> None:
             judge = J.APIJudge(server.base_url, "mock", "XLR_BENCH_KEY", concurrency=c)
             cache = J.JudgeCache(Path(tmp) / f"c{c}.jsonl")
             t0 = time.perf_counter()
-            recs, st = J.judge_pairs(judge, items, cache, seed=0, template=template)
+            recs, st = J.judge_pairs(judge, items, cache, JP, template)
             times[c] = time.perf_counter() - t0
             assert st.calls == len(items)
         before = server.requests
-        _, st = J.judge_pairs(judge, items, J.JudgeCache(Path(tmp) / f"c{concurrency}.jsonl"), seed=0, template=template)
+        _, st = J.judge_pairs(judge, items, J.JudgeCache(Path(tmp) / f"c{concurrency}.jsonl"), JP, template)
         print(f"API judge vs loopback mock server ({latency * 1000:.0f} ms per reply), {len(items)} judgments")
         for c, t in times.items():
             print(f"  concurrency {c:2d}: {len(items) / t:6.1f} judgments/s  (peak in flight {server.peak_in_flight})")
@@ -102,15 +110,24 @@ def protocols_table(model_spec: str, n: int, names: list[str]) -> None:
     judge = J.LocalJudge(model, tok, model_spec)
     template = J.protocol_template(True)
     rows = list(data.load_xalpacaeval("en", data.xalpacaeval_ids(n, 0)))
-    items = [{"key": f"b:{r['id']}", "instruction": r["instruction"], "output": r["reference_output"][: len(r["reference_output"]) // 3],
-              "baseline_output": r["reference_output"]} for r in rows]
-    print(f"per protocol: local judge {model_spec} ({why}, {torch.get_num_threads()} threads), {n} comparisons (X-AlpacaEval en: reference vs its first third)")
+    items = [
+        {
+            "key": f"b:{r['id']}",
+            "instruction": r["instruction"],
+            "output": r["reference_output"][: len(r["reference_output"]) // 3],
+            "baseline_output": r["reference_output"],
+        }
+        for r in rows
+    ]
+    print(
+        f"per protocol: local judge {model_spec} ({why}, {torch.get_num_threads()} threads), {n} comparisons (X-AlpacaEval en: reference vs its first third)"
+    )
     print(f"  {'protocol':16s} {'calls/comparison':>16s} {'judgments/s':>12s} {'comparisons/s':>14s} {'tokens/s':>9s}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             proto = J.Protocol(name)
             t0 = time.perf_counter()
-            recs, st = J.judge_pairs(judge, items, J.JudgeCache(Path(tmp) / f"{name}.jsonl"), seed=0, template=template, protocol=proto, desc=name)
+            recs, st = J.judge_pairs(judge, items, J.JudgeCache(Path(tmp) / f"{name}.jsonl"), JP, template, protocol=proto, desc=name)
             dt = time.perf_counter() - t0
             assert st.unjudgeable == 0 and all(0 <= r["p_model"] <= 1 for r in recs)
             print(f"  {name:16s} {st.calls / n:16.2f} {st.calls / dt:12.3f} {n / dt:14.3f} {st.tokens_in / dt:9.0f}")
@@ -149,12 +166,22 @@ def study_items(k: int, m: int, max_chars: int = 0) -> tuple[list[str], list[dic
             ref = r["reference_output"]
             out = answers[name][r["id"]] if name in answers else ref[: int(len(ref) * cuts[name])]
             ref, out = (ref[:max_chars], out[:max_chars]) if max_chars else (ref, out)
-            items.append({"model": name, "key": f"en:{r['id']}", "id": r["id"], "instruction": r["instruction"], "output": out, "baseline_output": ref})
+            items.append(
+                {
+                    "model": name,
+                    "key": f"en:{r['id']}",
+                    "id": r["id"],
+                    "instruction": r["instruction"],
+                    "output": out,
+                    "baseline_output": ref,
+                }
+            )
     return names, items
 
 
-def study_shape(model_spec: str, k: int, m: int, names: list[str], calls: str, max_chars: int = 0,
-                modes: tuple[str, ...] = ("global", "grouped")) -> None:
+def study_shape(
+    model_spec: str, k: int, m: int, names: list[str], calls: str, max_chars: int = 0, modes: tuple[str, ...] = ("global", "grouped")
+) -> None:
     """The judging stage's shape: K items x M models against the references, per protocol, with the prefix cache of
     before (global: system + template opening) and the grouped one side by side, same model, fresh caches."""
     from xlr.runtime import resolve_dtype
@@ -166,9 +193,13 @@ def study_shape(model_spec: str, k: int, m: int, names: list[str], calls: str, m
     judges = {mode: _TallyJudge(model, tok, model_spec, prefix_cache=mode) for mode in modes}
     judges[modes[0]]([J.render(template, "Say hi.", "Hi!", "Hello.")])  # warm-up (a short prompt)
     groups = [items] if calls == "one" else [[it for it in items if it["model"] == name] for name in models]
-    print(f"study shape: local judge {model_spec} ({why}, {torch.get_num_threads()} threads), {k} items x {len(models)} models "
-          f"({', '.join(models)}) vs the reference{f' (cut to {max_chars} chars)' if max_chars else ''}, {'one judge_pairs call' if calls == 'one' else 'one judge_pairs call per model (xlr.study before issue 15)'}")
-    print(f"  {'protocol':16s} {'prefix':8s} {'judgments':>9s} {'judgments/s':>12s} {'computed/prompt tokens':>23s} {'computed tok/s':>14s} {'prefills':>8s} {'groups':>6s} {'s':>7s}")
+    print(
+        f"study shape: local judge {model_spec} ({why}, {torch.get_num_threads()} threads), {k} items x {len(models)} models "
+        f"({', '.join(models)}) vs the reference{f' (cut to {max_chars} chars)' if max_chars else ''}, {'one judge_pairs call' if calls == 'one' else 'one judge_pairs call per model (xlr.study before issue 15)'}"
+    )
+    print(
+        f"  {'protocol':16s} {'prefix':8s} {'judgments':>9s} {'judgments/s':>12s} {'computed/prompt tokens':>23s} {'computed tok/s':>14s} {'prefills':>8s} {'groups':>6s} {'s':>7s}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             proto = J.Protocol(name)
@@ -179,7 +210,7 @@ def study_shape(model_spec: str, k: int, m: int, names: list[str], calls: str, m
                 t0 = time.perf_counter()
                 recs, calls_made = [], 0
                 for part in groups:  # a shared cache across the calls, as the study's (a reference scored once)
-                    r, st = J.judge_pairs(judge, part, cache, seed=0, template=template, protocol=proto, desc=f"{name}/{mode}")
+                    r, st = J.judge_pairs(judge, part, cache, JP, template, protocol=proto, desc=f"{name}/{mode}")
                     recs += r
                     calls_made += st.calls
                 dt = time.perf_counter() - t0
@@ -187,12 +218,16 @@ def study_shape(model_spec: str, k: int, m: int, names: list[str], calls: str, m
                 t = judge.tally
                 frac = f"{t['computed_tokens'] / t['prompt_tokens']:.3f}" if t.get("prompt_tokens") else "-"
                 rate = f"{t['computed_tokens'] / dt:.0f}" if t.get("prompt_tokens") else "-"
-                print(f"  {name:16s} {mode:8s} {calls_made:9d} {speed[mode]:12.3f} {frac:>23s} {rate:>14s} {t.get('prefills', 0):8d} {t.get('groups', 0):6d} {dt:7.1f}")
+                print(
+                    f"  {name:16s} {mode:8s} {calls_made:9d} {speed[mode]:12.3f} {frac:>23s} {rate:>14s} {t.get('prefills', 0):8d} {t.get('groups', 0):6d} {dt:7.1f}"
+                )
             if not {"global", "grouped"} <= set(res):
                 continue
             diff = max((abs(a["p_model"] - b["p_model"]) for a, b in zip(res["global"], res["grouped"], strict=True)), default=0.0)
-            print(f"  {name:16s} grouped/global: {speed['grouped'] / speed['global']:.2f}x judgments/s; max |p_model difference| {diff:.2e}"
-                  + (" (loglik: the grouped cache does not apply, sequence scoring)" if name == "loglik" else ""))
+            print(
+                f"  {name:16s} grouped/global: {speed['grouped'] / speed['global']:.2f}x judgments/s; max |p_model difference| {diff:.2e}"
+                + (" (loglik: the grouped cache does not apply, sequence scoring)" if name == "loglik" else "")
+            )
 
 
 def main() -> None:
@@ -204,10 +239,19 @@ def main() -> None:
     ap.add_argument("--skip-local", action="store_true")
     ap.add_argument("--skip-api", action="store_true")
     ap.add_argument("--protocols", default="", help="comma-separated judge protocols for the per-protocol table (xlr.judge.PROTOCOLS)")
-    ap.add_argument("--study-shape", action="store_true", help="the study-shaped table: --items x --models, global vs grouped prefix cache, per --protocols")
+    ap.add_argument(
+        "--study-shape",
+        action="store_true",
+        help="the study-shaped table: --items x --models, global vs grouped prefix cache, per --protocols",
+    )
     ap.add_argument("--items", type=int, default=8, help="--study-shape: X-AlpacaEval items")
     ap.add_argument("--models", type=int, default=3, help="--study-shape: models judged per item")
-    ap.add_argument("--calls", choices=("one", "per-model"), default="one", help="--study-shape: all models in one judge_pairs call, or one call per model")
+    ap.add_argument(
+        "--calls",
+        choices=("one", "per-model"),
+        default="one",
+        help="--study-shape: all models in one judge_pairs call, or one call per model",
+    )
     ap.add_argument("--max-chars", type=int, default=0, help="--study-shape: cut answers and references to this many characters (0: whole)")
     ap.add_argument("--modes", default="global,grouped", help="--study-shape: prefix caches to compare (LocalJudge.PREFIX_MODES)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")

@@ -37,7 +37,10 @@ def _pairs(n: int, max_length: int) -> list[dict]:
     from xlr.train import to_conversational
 
     words = max(max_length // 6, 4)  # ~2-3 tokens a word here: chosen + prompt well inside max_length
-    return [to_conversational(f"Write a short note about topic {i}.", " ".join(f"note{i} word{j}" for j in range(words // 2)), "No.") for i in range(n)]
+    return [
+        to_conversational(f"Write a short note about topic {i}.", " ".join(f"note{i} word{j}" for j in range(words // 2)), "No.")
+        for i in range(n)
+    ]
 
 
 def variant(v: dict, args: argparse.Namespace) -> dict:
@@ -46,8 +49,9 @@ def variant(v: dict, args: argparse.Namespace) -> dict:
     from transformers import TrainerCallback
     from trl import DPOTrainer
 
+    from xlr.config import TrainingParams
     from xlr.models import load_model
-    from xlr.train import bf16_cpu_head, compact_fused_head, dpo_args, training_precision
+    from xlr.train import DPOLoss, bf16_cpu_head, compact_fused_head, dpo_args, training_precision
 
     device = args.device
     train_dtype, autocast = training_precision(torch.bfloat16, "full") if v["master"] else (torch.bfloat16, None)
@@ -72,18 +76,42 @@ def variant(v: dict, args: argparse.Namespace) -> dict:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - self.t)
 
-    with tempfile.TemporaryDirectory() as d, (bf16_cpu_head() if args.head == "bf16" else compact_fused_head()):
-        cfg = dpo_args(Path(d), beta=0.1, learning_rate=args.lr, epochs=1, batch_size=1, grad_accum=1, max_length=args.max_length, warmup_ratio=0.0,
-                       loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0], autocast=autocast, device=device, save_steps=10**9, seed=0)
-        trainer = DPOTrainer(model=model, ref_model=ref, args=cfg, train_dataset=Dataset.from_list(_pairs(args.steps, args.max_length)), processing_class=tok,
-                             callbacks=[Clock()])
+    with tempfile.TemporaryDirectory() as d, bf16_cpu_head() if args.head == "bf16" else compact_fused_head():
+        dpo = TrainingParams(
+            beta=0.1,
+            learning_rate=args.lr,
+            epochs=1,
+            batch_size=1,
+            grad_accum=1,
+            max_length=args.max_length,
+            warmup_ratio=0.0,
+            finetune="full",
+            precompute_ref_log_probs=True,
+            checkpoint_steps=10**9,
+        )
+        cfg = dpo_args(Path(d), dpo, loss=DPOLoss.sigmoid_nll(1.0), autocast=autocast, device=device, seed=0)
+        trainer = DPOTrainer(
+            model=model,
+            ref_model=ref,
+            args=cfg,
+            train_dataset=Dataset.from_list(_pairs(args.steps, args.max_length)),
+            processing_class=tok,
+            callbacks=[Clock()],
+        )
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         trainer.train()
     after = dict(trainer.model.named_parameters())[name].detach().to("cpu", torch.bfloat16)
     logs = [h for h in trainer.state.log_history if "loss" in h and "train_runtime" not in h]
-    out = {"s_per_step": sum(times[1:]) / max(len(times) - 1, 1), "first_loss": logs[0]["loss"], "n_params": n_params, "watched": name,
-           "changed": float((after != before).float().mean()), "master_dtype": str(train_dtype).removeprefix("torch."), "autocast": autocast}
+    out = {
+        "s_per_step": sum(times[1:]) / max(len(times) - 1, 1),
+        "first_loss": logs[0]["loss"],
+        "n_params": n_params,
+        "watched": name,
+        "changed": float((after != before).float().mean()),
+        "master_dtype": str(train_dtype).removeprefix("torch."),
+        "autocast": autocast,
+    }
     if device.startswith("cuda"):
         out["peak_gib"], out["peak_what"] = torch.cuda.max_memory_allocated() / 2**30, "CUDA max_memory_allocated"
     else:
@@ -92,13 +120,29 @@ def variant(v: dict, args: argparse.Namespace) -> dict:
 
 
 def run_one(v: dict, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--one", json.dumps(v), "--model", args.model, "--steps", str(args.steps), "--device", args.device,
-           "--max-length", str(args.max_length), "--head", args.head, "--lr", str(args.lr)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--one",
+        json.dumps(v),
+        "--model",
+        args.model,
+        "--steps",
+        str(args.steps),
+        "--device",
+        args.device,
+        "--max-length",
+        str(args.max_length),
+        "--head",
+        args.head,
+        "--lr",
+        str(args.lr),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
         raise RuntimeError(f"variant {v['name']!r} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def main() -> None:
@@ -121,21 +165,35 @@ def main() -> None:
     rows = [(v, run_one(v, args)) for v in VARIANTS]
     n = rows[0][1]["n_params"]
     pure, master = rows[0][1], rows[1][1]
-    print(f"model {args.model} ({n / 1e6:.1f}M parameters), device {args.device}, head {args.head}, full fine-tuning, 1 pair per step, "
-          f"max_length {args.max_length}, {args.steps} steps at lr {args.lr:g} (first step excluded from times)\n")
-    print(f"| way | trained weights | autocast | s/step | peak GiB ({pure['peak_what']}) | first-step loss | entries of {pure['watched']} moved (bf16 grid) |")
+    print(
+        f"model {args.model} ({n / 1e6:.1f}M parameters), device {args.device}, head {args.head}, full fine-tuning, 1 pair per step, "
+        f"max_length {args.max_length}, {args.steps} steps at lr {args.lr:g} (first step excluded from times)\n"
+    )
+    print(
+        f"| way | trained weights | autocast | s/step | peak GiB ({pure['peak_what']}) | first-step loss | entries of {pure['watched']} moved (bf16 grid) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for v, r in rows:
-        print(f"| {v['name']} | {r['master_dtype']} | {r['autocast'] or 'off'} | {r['s_per_step']:.3f} | {r['peak_gib']:.3f} | {r['first_loss']:.4f} "
-              f"| {r['changed']:.2%} |")
-    print(f"\nratios (master / pure): peak memory {master['peak_gib'] / pure['peak_gib']:.2f}x, s/step {master['s_per_step'] / pure['s_per_step']:.2f}x")
+        print(
+            f"| {v['name']} | {r['master_dtype']} | {r['autocast'] or 'off'} | {r['s_per_step']:.3f} | {r['peak_gib']:.3f} | {r['first_loss']:.4f} "
+            f"| {r['changed']:.2%} |"
+        )
+    print(
+        f"\nratios (master / pure): peak memory {master['peak_gib'] / pure['peak_gib']:.2f}x, s/step {master['s_per_step'] / pure['s_per_step']:.2f}x"
+    )
     print("\nanalytic, bytes per parameter (activations and the LM head's tiles not included):")
     for master in (False, True):
         a = ANALYTIC[master]
         total = sum(a.values()) + (AUTOCAST_COPY if master else 0) + REFERENCE
-        parts = " + ".join(f"{k} {b}" for k, b in a.items()) + (f" + autocast bf16 copies {AUTOCAST_COPY}" if master else "") + f" + bf16 reference {REFERENCE}"
-        print(f"  {'fp32 master + autocast' if master else 'pure bf16':<22} {parts} = {total} B -> {total * n / 2**30:.2f} GiB for this model "
-              f"(Llama-3-8B, 8.03e9: {total * 8.03e9 / 2**30:.0f} GiB unsharded)")
+        parts = (
+            " + ".join(f"{k} {b}" for k, b in a.items())
+            + (f" + autocast bf16 copies {AUTOCAST_COPY}" if master else "")
+            + f" + bf16 reference {REFERENCE}"
+        )
+        print(
+            f"  {'fp32 master + autocast' if master else 'pure bf16':<22} {parts} = {total} B -> {total * n / 2**30:.2f} GiB for this model "
+            f"(Llama-3-8B, 8.03e9: {total * 8.03e9 / 2**30:.0f} GiB unsharded)"
+        )
 
 
 if __name__ == "__main__":

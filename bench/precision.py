@@ -41,15 +41,22 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--lang", default="de")
-    ap.add_argument("--pi0", default="qwen2.5-coder-1.5b-instruct", help="default: a stand-in (see docstring); give a real pi0, e.g. runs/cpu/anchor/model")
+    ap.add_argument(
+        "--pi0",
+        default="qwen2.5-coder-1.5b-instruct",
+        help="default: a stand-in (see docstring); give a real pi0, e.g. runs/cpu/anchor/model",
+    )
     ap.add_argument("--pi-ref", default="qwen2.5-coder-0.5b-instruct")
     args = ap.parse_args()
     set_threads()
     rows = data.load_train_prompts([args.lang], args.prompts)
     t0 = time.perf_counter()
     small_bf16, tok = load_model("qwen2.5-coder-0.5b-instruct", dtype=torch.bfloat16)
-    gens = HFBackend(small_bf16, tok).generate([render_prompt(tok, r["instruction"]) for r in rows],
-                                               GenConfig(n=args.n, temperature=0.9, max_new_tokens=args.max_new_tokens, batch_size=16), seed=42)
+    gens = HFBackend(small_bf16, tok).generate(
+        [render_prompt(tok, r["instruction"]) for r in rows],
+        GenConfig(n=args.n, temperature=0.9, max_new_tokens=args.max_new_tokens, batch_size=16),
+        seed=42,
+    )
     del small_bf16
     prompts = [cross_lingual_prompt(r["instruction_en"], args.lang) for r in rows for _ in range(args.n)]
     responses = [g.text for gs in gens for g in gs]

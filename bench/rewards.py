@@ -106,15 +106,22 @@ def main() -> None:
     t_xlr = time.perf_counter() - t0
     rel = max(abs(a - b) / max(abs(b), 1e-9) for m in range(2) for a, b in zip(xlr[m], ref[m], strict=True))
     peak = matmul_peak_gflops(dtype)
-    print(f"model {args.model} ({n_params / 1e6:.0f}M params, {args.dtype}), {threads} threads, {len(prompts)} responses, {len(prompt_lens)} prompts "
-          f"({n_samples} per prompt); tokens per model: {tokens} as pairs, {run_tokens} with each prompt run once")
+    print(
+        f"model {args.model} ({n_params / 1e6:.0f}M params, {args.dtype}), {threads} threads, {len(prompts)} responses, {len(prompt_lens)} prompts "
+        f"({n_samples} per prompt); tokens per model: {tokens} as pairs, {run_tokens} with each prompt run once"
+    )
     print("model FLOP/s count 2 x params per token each way actually runs (all tokens for the reference, shared prompts once for xlr)")
     print(f"{'way':<40}{'wall s':>9}{'pairs tok/s':>13}{'GFLOP/s':>10}{'% of peak':>11}")
-    for name, t, run in (("reference (b=3, unsorted, full head)", t_ref, tokens), ("xlr (shared prompts + buckets, one sweep)", t_xlr, run_tokens)):
+    for name, t, run in (
+        ("reference (b=3, unsorted, full head)", t_ref, tokens),
+        ("xlr (shared prompts + buckets, one sweep)", t_xlr, run_tokens),
+    ):
         flops = 2 * n_params * run * 2  # two models
         print(f"{name:<40}{t:>9.1f}{2 * tokens / t:>13.0f}{flops / t / 1e9:>10.0f}{100 * flops / t / 1e9 / peak:>10.0f}%")
     print(f"speed ratio xlr / reference: {t_ref / t_xlr:.2f}x   (goal >= 3x)")
-    print(f"measured {args.dtype} matmul peak: {peak:.0f} GFLOP/s; xlr reaches {100 * 4 * n_params * run_tokens / t_xlr / 1e9 / peak:.0f}% (goal >= 50%)")
+    print(
+        f"measured {args.dtype} matmul peak: {peak:.0f} GFLOP/s; xlr reaches {100 * 4 * n_params * run_tokens / t_xlr / 1e9 / peak:.0f}% (goal >= 50%)"
+    )
     print(f"max relative difference of log-probs, xlr vs reference: {rel:.2e}  (reference way's log-softmax runs in fp32 too)")
     if args.profile:
         profile(pi0, pi_ref, tok, prompts, responses, args.batch_tokens, run_tokens)
@@ -132,6 +139,7 @@ def profile(pi0, pi_ref, tok, prompts, responses, batch_tokens: int, distinct_to
             if ids is not None:
                 seen[name][0] += 1
                 seen[name][1] += ids.numel()
+
         return count
 
     handles = [m.get_decoder().register_forward_pre_hook(hook(n), with_kwargs=True) for n, m in (("pi0", pi0), ("pi_ref", pi_ref))]
@@ -139,8 +147,10 @@ def profile(pi0, pi_ref, tok, prompts, responses, batch_tokens: int, distinct_to
         score_models([pi0, pi_ref], tok, prompts, responses, batch_tokens=batch_tokens)
     for h in handles:
         h.remove()
-    print(f"\nprofile: decoder runs per model {seen['pi0'][0]} / {seen['pi_ref'][0]}; tokens run per model {seen['pi0'][1]} / {seen['pi_ref'][1]} "
-          f"(padding included) vs {distinct_tokens} distinct input tokens (each shared prompt once): {seen['pi0'][1] / distinct_tokens:.2f}x")
+    print(
+        f"\nprofile: decoder runs per model {seen['pi0'][0]} / {seen['pi_ref'][0]}; tokens run per model {seen['pi0'][1]} / {seen['pi_ref'][1]} "
+        f"(padding included) vs {distinct_tokens} distinct input tokens (each shared prompt once): {seen['pi0'][1] / distinct_tokens:.2f}x"
+    )
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 

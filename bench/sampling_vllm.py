@@ -83,14 +83,28 @@ def attempt(cfg: dict[str, Any], seeded: bool) -> dict[str, Any]:
     for k in ("max_num_batched_tokens", "max_num_seqs"):
         if cfg.get(k):
             extra[k] = int(cfg[k])
-    llm = LLM(model=cfg["model_path"], dtype=cfg["dtype"], seed=int(cfg["seed"]), enforce_eager=True,
-              max_model_len=int(cfg.get("max_model_len", 4096)), disable_log_stats=True, **extra)
+    llm = LLM(
+        model=cfg["model_path"],
+        dtype=cfg["dtype"],
+        seed=int(cfg["seed"]),
+        enforce_eager=True,
+        max_model_len=int(cfg.get("max_model_len", 4096)),
+        disable_log_stats=True,
+        **extra,
+    )
     t2 = time.perf_counter()
     stop = [int(t) for t in cfg["stop_token_ids"]]
 
     def params(seed: int | None, n: int, max_tokens: int) -> Any:
-        return SamplingParams(n=n, temperature=float(cfg["temperature"]), top_p=float(cfg["top_p"]), top_k=int(cfg.get("top_k", 0)),
-                              max_tokens=max_tokens, seed=seed, stop_token_ids=stop)
+        return SamplingParams(
+            n=n,
+            temperature=float(cfg["temperature"]),
+            top_p=float(cfg["top_p"]),
+            top_k=int(cfg.get("top_k", 0)),
+            max_tokens=max_tokens,
+            seed=seed,
+            stop_token_ids=stop,
+        )
 
     warmup_s = 0.0
     if cfg.get("warmup", True):  # first-call costs (allocations, thread pool) out of the timed generation
@@ -111,9 +125,20 @@ def attempt(cfg: dict[str, Any], seeded: bool) -> dict[str, Any]:
             generated += len(o.token_ids)
             eos += o.finish_reason == "stop"
             samples.append({"prompt_idx": i, "sample_idx": j, "text": o.text, "n_tokens": k, "finish_reason": o.finish_reason})
-    return {"wall_s": round(wall, 3), "startup_s": round(t2 - t1, 2), "import_s": round(t1 - t0, 2), "warmup_s": round(warmup_s, 3),
-            "useful_tokens": useful, "generated_tokens": generated, "tokens_per_s": round(useful / wall, 2) if wall else None,
-            "ended_by_eos": eos, "n_samples": len(samples), "samples": samples, "seeded": seeded, "vllm_version": vllm.__version__}
+    return {
+        "wall_s": round(wall, 3),
+        "startup_s": round(t2 - t1, 2),
+        "import_s": round(t1 - t0, 2),
+        "warmup_s": round(warmup_s, 3),
+        "useful_tokens": useful,
+        "generated_tokens": generated,
+        "tokens_per_s": round(useful / wall, 2) if wall else None,
+        "ended_by_eos": eos,
+        "n_samples": len(samples),
+        "samples": samples,
+        "seeded": seeded,
+        "vllm_version": vllm.__version__,
+    }
 
 
 def run_child(cfg_path: Path, seeded: bool, timeout_s: float | None, log_path: Path) -> tuple[dict[str, Any] | None, str]:

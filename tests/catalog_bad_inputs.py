@@ -27,6 +27,7 @@ def case(title):
     def deco(fn):
         CASES.append((title, fn))
         return fn
+
     return deco
 
 
@@ -88,14 +89,20 @@ def _():
 def _():
     from xlr import data
 
-    data.load_train_prompts(["en", "de"], 3, data_dir=fake_root([{"instruction": f"Deutsch {i}", "instruction_id": f"id{i}"} for i in (0, 1, 3, 2)]))
+    data.load_train_prompts(
+        ["en", "de"], 3, data_dir=fake_root([{"instruction": f"Deutsch {i}", "instruction_id": f"id{i}"} for i in (0, 1, 3, 2)])
+    )
 
 
 @case("duplicate ids")
 def _():
     from xlr import data
 
-    rows = [{"instruction": "a", "instruction_id": "id0"}, {"instruction": "b", "instruction_id": "id1"}, {"instruction": "c", "instruction_id": "id0"}]
+    rows = [
+        {"instruction": "a", "instruction_id": "id0"},
+        {"instruction": "b", "instruction_id": "id1"},
+        {"instruction": "c", "instruction_id": "id0"},
+    ]
     data.load_train_prompts(["de"], 1, data_dir=fake_root(rows))
 
 
@@ -157,12 +164,13 @@ def _():
 
 @case("disk full while writing")
 def _():
-    import xlr.runs as runs
     from test_bad_inputs import disk_full
+
+    import xlr.files as runs
 
     target = TMP / "stage" / "pairs.json"
     runs.atomic_write_json(target, {"old": True})
-    with disk_full("xlr.runs"):
+    with disk_full("xlr.files"):
         runs.atomic_write_text(target, "{}")
 
 
@@ -173,7 +181,10 @@ def judge_case(mode):
 
         os.environ["XLR_CATALOG_KEY"] = "sk-catalog-fake"
         with MockServer(default=mode) as server:
-            J.APIJudge(server.base_url, "mock-judge", "XLR_CATALOG_KEY", concurrency=1, max_retries=2, timeout_s=2.0)(["<|im_start|>user\nhi<|im_end|>"])
+            J.APIJudge(server.base_url, "mock-judge", "XLR_CATALOG_KEY", concurrency=1, max_retries=2, timeout_s=2.0)(
+                ["<|im_start|>user\nhi<|im_end|>"]
+            )
+
     return run
 
 
@@ -182,7 +193,9 @@ def _():
     from xlr import judge as J
 
     os.environ["XLR_CATALOG_KEY"] = "sk-catalog-fake"
-    J.APIJudge("http://127.0.0.1:9/v1", "mock-judge", "XLR_CATALOG_KEY", concurrency=1, max_retries=1, timeout_s=1.0)(["<|im_start|>user\nhi<|im_end|>"])
+    J.APIJudge("http://127.0.0.1:9/v1", "mock-judge", "XLR_CATALOG_KEY", concurrency=1, max_retries=1, timeout_s=1.0)(
+        ["<|im_start|>user\nhi<|im_end|>"]
+    )
 
 
 for title, mode in [("judge 401", "401"), ("judge 429 storm", "429"), ("judge malformed reply", "malformed")]:
@@ -192,6 +205,7 @@ for title, mode in [("judge 401", "401"), ("judge 429 storm", "429"), ("judge ma
 @case("NaN in a log-prob")
 def _():
     from test_bad_inputs import non_finite_log_probs
+
     from xlr import rewards
     from xlr.models import load_model
 
@@ -204,9 +218,12 @@ def pairs_case(texts):
     def run():
         from xlr.pairs import select_pairs
 
-        rows = [{"id": "p", "lang": "de", "sample_idx": k, "response": t, "reward": float(k), "len_chars": len(t)} for k, t in enumerate(texts)]
+        rows = [
+            {"id": "p", "lang": "de", "sample_idx": k, "response": t, "reward": float(k), "len_chars": len(t)} for k, t in enumerate(texts)
+        ]
         _, stats = select_pairs(rows, {"p": "Frage"})
         return f"no error (a skip, counted in pairs_stats.json, the manifest and the report): {stats['drops']}"
+
     return run
 
 

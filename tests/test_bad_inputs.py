@@ -9,10 +9,10 @@ from contextlib import contextmanager
 from unittest import mock
 
 import pytest
-
 from conftest import write_jsonl
+
 from xlr import data
-from xlr.runs import DiskFull, atomic_write_json, atomic_write_text
+from xlr.files import DiskFull, atomic_write_json, atomic_write_text
 
 
 def test_language_without_an_xalpacaeval_file(tmp_path):
@@ -29,7 +29,7 @@ def _enospc(*_a, **_k):
 
 @contextmanager
 def disk_full(module: str) -> Iterator[None]:
-    """Every fsync in ``module`` (e.g. "xlr.runs") fails as on a full disk (also used by catalog_bad_inputs.py)."""
+    """Every fsync in ``module`` (e.g. "xlr.files") fails as on a full disk (also used by catalog_bad_inputs.py)."""
     with mock.patch(f"{module}.os.fsync", _enospc):
         yield
 
@@ -53,7 +53,7 @@ def non_finite_log_probs(value: float = math.nan) -> Iterator[None]:
 def test_disk_full_keeps_the_old_file_and_leaves_no_temp(tmp_path):
     target = tmp_path / "stage" / "pairs.json"
     atomic_write_json(target, {"old": True})
-    with disk_full("xlr.runs"):
+    with disk_full("xlr.files"):
         with pytest.raises(DiskFull) as e:
             atomic_write_text(target, "x" * 1000)
         msg = str(e.value)

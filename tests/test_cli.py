@@ -82,14 +82,25 @@ def test_smoke_study_two_iterations_end_to_end(capsys, tmp_path):
     # rerun: every stage is skipped (no attempt added), the reports are rebuilt
     assert main(["run", str(REPO / "params/smoke.yaml")]) == 0
     again = json.loads((run / "manifest.json").read_text())
-    assert all(again["stages"][k]["attempts"] == m["stages"][k]["attempts"] and again["stages"][k]["finished"] == m["stages"][k]["finished"] for k in keys)
+    assert all(
+        again["stages"][k]["attempts"] == m["stages"][k]["attempts"] and again["stages"][k]["finished"] == m["stages"][k]["finished"]
+        for k in keys
+    )
 
 
 def check_reports(rep, run):
     import nbformat
 
-    pages = ["01_data", "02_anchor", "03_sampling_rewards-iter1", "04_pairs_dpo-iter1", "03_sampling_rewards-iter2", "04_pairs_dpo-iter2",
-             "05_xalpacaeval", "06_summary"]
+    pages = [
+        "01_data",
+        "02_anchor",
+        "03_sampling_rewards-iter1",
+        "04_pairs_dpo-iter1",
+        "03_sampling_rewards-iter2",
+        "04_pairs_dpo-iter2",
+        "05_xalpacaeval",
+        "06_summary",
+    ]
     figures = {"02_anchor": 2, "03_sampling_rewards-iter1": 1, "04_pairs_dpo-iter1": 4, "05_xalpacaeval": 4, "06_summary": 2}
     for page in pages:
         nb = nbformat.read(run / "notebooks" / f"{page}.ipynb", as_version=4)
@@ -97,17 +108,34 @@ def check_reports(rep, run):
         assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)  # papermill ran it
         html = (rep / f"{page}.html").read_text()
         assert "these are OUR numbers, not the paper's" in html
-        assert "report.run_stages(" not in html  # code hidden by default
+        assert "study.run_stages(" not in html  # code hidden by default
         assert html.count("data:image/png;base64") >= figures.get(page, 0), page
         assert "Traceback" not in html
     index = (rep / "index.html").read_text()
-    for text in ("X-AlpacaEval: win rate (WR) and length-controlled win rate (LC)", "length_controlled_noreg", "agreement with held-out English",
-                 "held-out English reward accuracy", "Wall time and peak memory per stage", "peak RSS [GiB]", "pi_ref", "tiny:0", "tiny:1", "a weak local judge", "seed 42", "git SHA",
-                 # the first screen: the four answers in order, the judge labelled, the paper's rows apart
-                 "1. Is pi0 a usable English reward here?", "2. Does its reward transfer across languages?", "3. Did the iterations change the policy?",
-                 "NOT INFORMATIVE", "4. The paper&#x27;s numbers for the same rows", "ICR iteration 2 (pi2)", "Language Confusion Benchmark"):
+    for text in (
+        "X-AlpacaEval: win rate (WR) and length-controlled win rate (LC)",
+        "length_controlled_noreg",
+        "agreement with held-out English",
+        "held-out English reward accuracy",
+        "Wall time and peak memory per stage",
+        "peak RSS [GiB]",
+        "pi_ref",
+        "tiny:0",
+        "tiny:1",
+        "a weak local judge",
+        "seed 42",
+        "git SHA",
+        # the first screen: the four answers in order, the judge labelled, the paper's rows apart
+        "1. Is pi0 a usable English reward here?",
+        "2. Does its reward transfer across languages?",
+        "3. Did the iterations change the policy?",
+        "NOT INFORMATIVE",
+        "4. The paper&#x27;s numbers for the same rows",
+        "ICR iteration 2 (pi2)",
+        "Language Confusion Benchmark",
+    ):
         assert text in index, text
-    first = index[index.index("id='first-screen'"):]
+    first = index[index.index("id='first-screen'") :]
     assert first.index("1. Is pi0") < first.index("2. Does its reward") < first.index("3. Did the iterations") < first.index("4. The paper")
     assert index.count("data:image/png;base64") == 13
     assert all(f"href='{p}.html'" in index for p in pages)
@@ -116,7 +144,9 @@ def check_reports(rep, run):
 def test_failed_notebook_names_the_cell_and_keeps_the_partial_notebook(capsys, tmp_path):
     assert main(["run", str(REPO / "params/smoke.yaml"), "--set", "judge.model=tiny-no-such-model"]) == 2
     err = capsys.readouterr().err
-    assert "notebook 01_data.ipynb" in err and "failed in cell" in err and "ModelError" in err and "partial executed notebook is kept" in err
+    assert (
+        "notebook 01_data.ipynb" in err and "failed in cell" in err and "ModelError" in err and "partial executed notebook is kept" in err
+    )
     partial = tmp_path / "runs/smoke/notebooks/01_data.ipynb"
     assert partial.is_file() and "tiny-no-such-model" in partial.read_text()
     m = json.loads((tmp_path / "runs/smoke/manifest.json").read_text())
@@ -129,7 +159,7 @@ def check_evaluation(run):
 
     import numpy as np
 
-    from xlr.runs import read_jsonl
+    from xlr.files import read_jsonl
 
     models = ["pi_ref", "pi0", "pi1", "pi2"]
     ids = None
@@ -162,11 +192,30 @@ def check_evaluation(run):
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")
 def test_run_with_a_given_pi0_checks_core_artifacts(capsys, tmp_path):
-    from xlr.runs import read_jsonl
+    from xlr.files import read_jsonl
 
-    assert main(["run", str(REPO / "params/smoke.yaml"), "--set", "models.pi0=tiny:1", "--set", "iterations=1", "--only", "pairs", "--direct"]) == 2
+    assert (
+        main(["run", str(REPO / "params/smoke.yaml"), "--set", "models.pi0=tiny:1", "--set", "iterations=1", "--only", "pairs", "--direct"])
+        == 2
+    )
     assert "needs the earlier stages done first" in capsys.readouterr().err  # --only pairs with nothing before it
-    assert main(["run", str(REPO / "params/smoke.yaml"), "--set", "models.pi0=tiny:1", "--set", "iterations=1", "--set", "judge.backend=none", "--force", "--direct"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(REPO / "params/smoke.yaml"),
+                "--set",
+                "models.pi0=tiny:1",
+                "--set",
+                "iterations=1",
+                "--set",
+                "judge.backend=none",
+                "--force",
+                "--direct",
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "runs/smoke"
     samples = [r for p in sorted((run / "iter1/sampling").glob("*/shard-*.jsonl")) for r in read_jsonl(p)]
     rewards = read_jsonl(run / "iter1/rewards/rewards.jsonl")
@@ -218,9 +267,11 @@ def test_fidelity_command_json_shape(capsys, tmp_path):
     import csv
 
     path = tmp_path / "outputs.csv"
-    rows = [("0", "m", "Die Katze schläft auf dem Sofa. Sie ist sehr müde und träumt von Mäusen.", "monolingual", "okapi", "de"),
-            ("1", "m", "The cat is sleeping on the sofa. It is very tired and dreams of mice.", "monolingual", "okapi", "de"),
-            ("2", "m", "Кошка спит на диване. Она очень устала и видит сны о мышах.", "crosslingual", "okapi", "ru")]
+    rows = [
+        ("0", "m", "Die Katze schläft auf dem Sofa. Sie ist sehr müde und träumt von Mäusen.", "monolingual", "okapi", "de"),
+        ("1", "m", "The cat is sleeping on the sofa. It is very tired and dreams of mice.", "monolingual", "okapi", "de"),
+        ("2", "m", "Кошка спит на диване. Она очень устала и видит сны о мышах.", "crosslingual", "okapi", "ru"),
+    ]
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["id", "model", "completion", "task", "source", "language"])
@@ -262,10 +313,22 @@ def test_only_and_from_take_a_stage_or_one_step_of_an_iteration():
 def test_r_t_in_the_study_leaves_english_out_as_the_reference_and_says_so(tmp_path):
     """reward.variant R_t (reference style, issue 16): the rewards stage gives English no R_t reward and counts its
     samples; the pairs stage records English's prompts as dropped for that reason instead of a silent zero."""
-    from xlr.runs import read_jsonl
+    from xlr.files import read_jsonl
 
-    sets = ["--set", "models.pi0=tiny:1", "--set", "iterations=1", "--set", "probe.enabled=false", "--set", "judge.backend=none",
-            "--set", "reward.variant=R_t", "--set", "reward.rt_max_new_tokens=8"]
+    sets = [
+        "--set",
+        "models.pi0=tiny:1",
+        "--set",
+        "iterations=1",
+        "--set",
+        "probe.enabled=false",
+        "--set",
+        "judge.backend=none",
+        "--set",
+        "reward.variant=R_t",
+        "--set",
+        "reward.rt_max_new_tokens=8",
+    ]
     for step in ("data", "models", "iter1/sampling", "iter1/rewards", "iter1/pairs"):
         assert main(["run", str(REPO / "params/smoke.yaml"), "--direct", *sets, "--only", step]) == 0, step
     run = tmp_path / "runs/smoke"

@@ -27,7 +27,13 @@ def test_paper_file_has_the_papers_settings():
     p = load_params(REPO / "params/paper-llama3-8b.yaml")
     assert (p.models.pi_ref, p.models.pi0) == ("princeton-nlp/Llama-3-Base-8B-SFT", "princeton-nlp/Llama-3-Base-8B-SFT-DPO")
     assert p.languages.train == ["en", "es", "ru", "de", "fr"]
-    assert (p.data.n_train_prompts, p.sampling.n_samples, p.sampling.temperature, p.sampling.top_p, p.sampling.max_new_tokens) == (3000, 10, 0.9, 1.0, 2400)
+    assert (p.data.n_train_prompts, p.sampling.n_samples, p.sampling.temperature, p.sampling.top_p, p.sampling.max_new_tokens) == (
+        3000,
+        10,
+        0.9,
+        1.0,
+        2400,
+    )
     assert (p.training.beta, p.training.nll_weight, p.iterations) == (0.1, 1.0, 2)
     assert (p.judge.backend, p.judge.model, p.evaluation.reference_generator) == ("api", "gpt-4-1106-preview", "gpt-4-turbo-2024-04-09")
     low = load_params(REPO / "params/paper-lowres.yaml")
@@ -115,7 +121,12 @@ def test_overrides(tmp_path):
     iters=st.integers(-2, 5),
 )
 def test_property_loader_accepts_exactly_the_valid_region(tmp_path_factory, n, temp, top_p, iters):
-    raw = {"name": "h", "models": {"pi_ref": "tiny:0"}, "iterations": iters, "sampling": {"n_samples": n, "temperature": temp, "top_p": top_p}}
+    raw = {
+        "name": "h",
+        "models": {"pi_ref": "tiny:0"},
+        "iterations": iters,
+        "sampling": {"n_samples": n, "temperature": temp, "top_p": top_p},
+    }
     f = tmp_path_factory.mktemp("h") / "h.yaml"
     f.write_text(yaml.safe_dump(raw))
     valid = n >= 2 and temp > 0 and 0 < top_p <= 1 and iters >= 0
@@ -135,13 +146,17 @@ def test_schema_is_documented():
 
 def test_extends_merges_the_base_file_key_by_key(tmp_path):
     (tmp_path / "sub").mkdir()
-    (tmp_path / "base.yaml").write_text("name: base\nmodels: {pi_ref: tiny:0}\nanchor: {n_train: 8, beta: 0.2}\nlanguages: {train: [en, de, fr]}\n")
+    (tmp_path / "base.yaml").write_text(
+        "name: base\nmodels: {pi_ref: tiny:0}\nanchor: {n_train: 8, beta: 0.2}\nlanguages: {train: [en, de, fr]}\n"
+    )
     (tmp_path / "sub" / "child.yaml").write_text("extends: ../base.yaml\nname: child\nanchor: {n_train: 500}\nlanguages: {train: [en]}\n")
     p = load_params(tmp_path / "sub" / "child.yaml")
     assert (p.name, p.models.pi_ref, p.anchor.n_train, p.anchor.beta, p.languages.train) == ("child", "tiny:0", 500, 0.2, ["en"])
     shipped = load_params(REPO / "params/cpu-pi0.yaml")
     cpu = load_params(REPO / "params/cpu.yaml")
-    assert shipped.anchor.n_train == 500 and shipped.anchor.n_eval == 200 and shipped.sampling == cpu.sampling and shipped.judge == cpu.judge
+    assert (
+        shipped.anchor.n_train == 500 and shipped.anchor.n_eval == 200 and shipped.sampling == cpu.sampling and shipped.judge == cpu.judge
+    )
 
 
 def test_extends_errors_name_the_file_and_the_fix(tmp_path):
@@ -155,3 +170,65 @@ def test_extends_errors_name_the_file_and_the_fix(tmp_path):
     (tmp_path / "d.yaml").write_text("extends: [x]\nname: d\n")
     with pytest.raises(ParamsError, match=r"d.yaml: field 'extends' must be the path"):
         load_params(tmp_path / "d.yaml")
+
+
+# the order of each DPO params' fields before the shared base (DPOParams) existed: the manifest's params are dumped in it
+ANCHOR_FIELDS = [
+    "n_train",
+    "n_eval",
+    "min_score_margin",
+    "beta",
+    "learning_rate",
+    "epochs",
+    "batch_size",
+    "grad_accum",
+    "max_length",
+    "warmup_ratio",
+    "finetune",
+    "lora",
+    "bootstrap",
+    "head",
+    "checkpoint_steps",
+    "score_dtype",
+]
+TRAINING_FIELDS = [
+    "beta",
+    "nll_weight",
+    "learning_rate",
+    "epochs",
+    "batch_size",
+    "grad_accum",
+    "max_length",
+    "warmup_ratio",
+    "finetune",
+    "lora",
+    "dpo_reference",
+    "precompute_ref_log_probs",
+    "prompts_per_iteration",
+    "save_merged",
+    "head",
+    "checkpoint_steps",
+]
+
+
+def test_dpo_params_share_a_base_and_keep_their_dump_and_schema_order():
+    from xlr.config import AnchorParams, DPOParams, TrainingParams
+
+    p = load_params(REPO / "params/cpu.yaml")
+    assert isinstance(p.anchor, DPOParams) and isinstance(p.training, DPOParams)
+    for section, fields in (("anchor", ANCHOR_FIELDS), ("training", TRAINING_FIELDS)):
+        assert list(p.model_dump()[section]) == list(p.model_dump(mode="json")[section]) == fields
+        assert list(Params.model_json_schema()["$defs"][f"{section.capitalize()}Params"]["properties"]) == fields
+    # each keeps its own defaults where they differ
+    a, t = AnchorParams(), TrainingParams()
+    assert (a.learning_rate, a.batch_size, a.grad_accum, a.max_length) == (5e-5, 4, 1, 512)
+    assert (t.learning_rate, t.batch_size, t.grad_accum, t.max_length) == (5e-6, 1, 8, 2048)
+    # the anchor always writes its merged model (pi0 is anchor/model): a class constant, not a settable field
+    assert AnchorParams.save_merged is True and "save_merged" not in AnchorParams.model_fields
+    with pytest.raises(ValueError, match="save_merged"):
+        AnchorParams(save_merged=False)
+    with pytest.raises(TypeError, match="field_order"):
+
+        class Incomplete(DPOParams):
+            field_order = ("beta",)
+            learning_rate: float = 1.0

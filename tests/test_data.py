@@ -3,8 +3,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import write_jsonl
+
 from xlr import data
 from xlr.languages import LANGUAGE_NAMES, language_name
 from xlr.paths import DataRootNotFound, data_root
@@ -61,7 +61,14 @@ def test_misaligned_prompts_name_both_languages(tmp_path):
 
 
 def test_duplicate_id_names_both_lines(tmp_path):
-    root = _fake_root(tmp_path, [{"instruction": "a", "instruction_id": "id0"}, {"instruction": "b", "instruction_id": "id1"}, {"instruction": "c", "instruction_id": "id0"}])
+    root = _fake_root(
+        tmp_path,
+        [
+            {"instruction": "a", "instruction_id": "id0"},
+            {"instruction": "b", "instruction_id": "id1"},
+            {"instruction": "c", "instruction_id": "id0"},
+        ],
+    )
     with pytest.raises(data.DataError, match=r"de.jsonl: duplicate instruction_id id0 on lines 1 and 3"):
         data.load_train_prompts(["de"], 1, data_dir=root)
 
@@ -103,8 +110,12 @@ def test_subset_ids_are_seeded_and_shared():
 def test_reference_instruction_mismatch_is_an_error(tmp_path):
     (tmp_path / "x-alpacaeval/prompts").mkdir(parents=True)
     (tmp_path / "x-alpacaeval/references/g").mkdir(parents=True)
-    (tmp_path / "x-alpacaeval/prompts/en.json").write_text(json.dumps([{"id": 1, "dataset": "d", "instruction": "A"}, {"id": 2, "dataset": "d", "instruction": "B"}]))
-    (tmp_path / "x-alpacaeval/references/g/en.json").write_text(json.dumps([{"instruction": "B", "output": "x"}, {"instruction": "A", "output": "y"}]))
+    (tmp_path / "x-alpacaeval/prompts/en.json").write_text(
+        json.dumps([{"id": 1, "dataset": "d", "instruction": "A"}, {"id": 2, "dataset": "d", "instruction": "B"}])
+    )
+    (tmp_path / "x-alpacaeval/references/g/en.json").write_text(
+        json.dumps([{"instruction": "B", "output": "x"}, {"instruction": "A", "output": "y"}])
+    )
     with pytest.raises(data.DataError, match=r"en.json record 0 \(id 1\): instruction differs.*row order"):
         data.load_xalpacaeval("en", reference_generator="g", data_dir=tmp_path)
 
@@ -122,7 +133,11 @@ def test_ultrafeedback_pairs_counted_not_dropped():
 @needs_shared
 def test_ultrafeedback_score_margin_and_ties_from_the_ratings():
     ds = data.load_english_preferences("ultrafeedback", "eval", data_dir=SHARED)
-    raw = [r for r in _jsonl(SHARED / "english-preferences/ultrafeedback/eval.jsonl") if r["chosen"].strip() and r["rejected"].strip() and r["chosen"].strip() != r["rejected"].strip()]
+    raw = [
+        r
+        for r in _jsonl(SHARED / "english-preferences/ultrafeedback/eval.jsonl")
+        if r["chosen"].strip() and r["rejected"].strip() and r["chosen"].strip() != r["rejected"].strip()
+    ]
     want = [r["metadata"]["score_chosen"] - r["metadata"]["score_rejected"] for r in raw]
     assert list(ds["score_margin"]) == want and list(ds["tie"]) == [m == 0 for m in want] and 0 < sum(ds["tie"]) < len(want)
     hh = data.load_english_preferences("hh-rlhf-helpful", "eval", data_dir=SHARED)
@@ -132,8 +147,12 @@ def test_ultrafeedback_score_margin_and_ties_from_the_ratings():
 def test_ultrafeedback_bad_score_is_an_error_naming_file_and_field(tmp_path):
     d = tmp_path / "english-preferences/ultrafeedback"
     d.mkdir(parents=True)
-    (d / "train.jsonl").write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b", "metadata": {"score_chosen": "high", "score_rejected": 2}}) + "\n")
-    with pytest.raises(data.DataError, match=r"train.jsonl \(line 1\): fields 'score_chosen' and 'score_rejected' must both be numbers.*Fix"):
+    (d / "train.jsonl").write_text(
+        json.dumps({"prompt": "p", "chosen": "a", "rejected": "b", "metadata": {"score_chosen": "high", "score_rejected": 2}}) + "\n"
+    )
+    with pytest.raises(
+        data.DataError, match=r"train.jsonl \(line 1\): fields 'score_chosen' and 'score_rejected' must both be numbers.*Fix"
+    ):
         data.load_english_preferences("ultrafeedback", "train", data_dir=tmp_path)
 
 
@@ -143,7 +162,11 @@ def test_hh_prompt_is_shared_prefix_to_last_assistant():
     prompt, c, r = data.split_hh_dialogue(chosen, rejected)
     assert prompt == "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke\n\nAssistant:"
     assert (c, r) == ("Why did...", "No.")
-    assert data.hh_to_messages(prompt) == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Tell me a joke"}]
+    assert data.hh_to_messages(prompt) == [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Tell me a joke"},
+    ]
     assert data.split_hh_dialogue(chosen, "\n\nHuman: Other\n\nAssistant: x") is None
 
 
@@ -199,7 +222,9 @@ def test_xalpacaeval_outputs_join_by_id_and_match_the_files():
 def test_xalpacaeval_outputs_bad_files_name_the_problem(tmp_path):
     (tmp_path / "x-alpacaeval/prompts").mkdir(parents=True)
     (tmp_path / "x-alpacaeval/outputs/g").mkdir(parents=True)
-    (tmp_path / "x-alpacaeval/prompts/de.json").write_text(json.dumps([{"id": 1, "dataset": "d", "instruction": "A"}, {"id": 2, "dataset": "d", "instruction": "B"}]))
+    (tmp_path / "x-alpacaeval/prompts/de.json").write_text(
+        json.dumps([{"id": 1, "dataset": "d", "instruction": "A"}, {"id": 2, "dataset": "d", "instruction": "B"}])
+    )
     out = tmp_path / "x-alpacaeval/outputs/g/de.json"
     out.write_text(json.dumps([{"id": 1, "instruction": "A", "output": "x"}, {"id": 2, "instruction": "Z", "output": "y"}]))
     with pytest.raises(data.DataError, match=r"de.json record 1 \(id 2\): instruction differs"):
@@ -247,8 +272,13 @@ def test_data_root_search_ends_with_the_fetch_cache(tmp_path, monkeypatch):
     with pytest.raises(DataRootNotFound) as e:
         data_root()
     msg = str(e.value)
-    places = ["params data.data_dir", "env XLR_DATA_DIR", str(tmp_path / "a" / "shared" / "data"), str(tmp_path / "b" / "shared" / "data"),
-              str(cache)]
+    places = [
+        "params data.data_dir",
+        "env XLR_DATA_DIR",
+        str(tmp_path / "a" / "shared" / "data"),
+        str(tmp_path / "b" / "shared" / "data"),
+        str(cache),
+    ]
     assert all(p in msg for p in places) and [msg.index(p) for p in places] == sorted(msg.index(p) for p in places), msg
     assert "Fix: run `xlr data fetch`" in msg and not (tmp_path / "cache").exists()
     cache.mkdir(parents=True)
@@ -359,4 +389,6 @@ def test_a_root_of_links_to_the_shared_files(tmp_path):
     assert len(ds) == 805 and ds[0]["instruction"] == first["instruction"]
     _, rows = data.check_data(root)
     assert {r["file"]: r["sha256"] for r in rows if r["sha256"] != "missing"} == {
-        "x-alpacaeval/prompts/de.json": "ok", "x-alpacaeval/references/gpt-4-turbo-2024-04-09/de.json": "ok"}
+        "x-alpacaeval/prompts/de.json": "ok",
+        "x-alpacaeval/references/gpt-4-turbo-2024-04-09/de.json": "ok",
+    }

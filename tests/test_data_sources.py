@@ -69,8 +69,13 @@ def test_every_source_is_well_formed():
     assert not set(targets) & set(ds.NOT_FETCHABLE)
     # the README's counts: 9 + 9 prompts/references, 3 x 5 outputs; 9 training files; 4 English pair files;
     # 52 annotations + leaderboard + LICENSE; 66 test sets + words + 4 outputs + LICENSE
-    assert Counter(s.group for s in ds.SOURCES) == {"x-alpacaeval": 33, "ultrafeedback-prompts": 9, "english-preferences": 4,
-                                                   "alpaca-eval": 54, "language-confusion": 72}
+    assert Counter(s.group for s in ds.SOURCES) == {
+        "x-alpacaeval": 33,
+        "ultrafeedback-prompts": 9,
+        "english-preferences": 4,
+        "alpaca-eval": 54,
+        "language-confusion": 72,
+    }
 
 
 def test_sources_helpers():

@@ -1,5 +1,6 @@
-"""Several processes: the shard plan of reward annotation, the rows of two gloo processes against one process, and the
-run manifest written by the main process only."""
+"""Several processes: the shard plan of reward annotation (xlr.rewards.scoring_units / annotate_sharded on
+xlr.distributed's collectives), the rows of two gloo processes against one process, and the run manifest written by the
+main process only."""
 
 from __future__ import annotations
 
@@ -13,15 +14,28 @@ from pathlib import Path
 import pytest
 
 from xlr import distributed
-from xlr.distributed import annotate_sharded, scoring_units, shard_units
+from xlr.config import RewardParams
+from xlr.distributed import shard_units
 from xlr.models import load_model
-from xlr.rewards import annotate
+from xlr.rewards import annotate, annotate_sharded, scoring_units
 
 REPO = Path(__file__).resolve().parents[1]
-ENGLISH = {"a": "Name three colours.", "b": "What is the capital of France?", "c": "Write a haiku about the sea.", "d": "Explain photosynthesis briefly."}
-PROMPTS = {("a", "de"): "Nenne drei Farben.", ("b", "de"): "Was ist die Hauptstadt von Frankreich?", ("c", "de"): "Schreibe ein Haiku über das Meer.",
-           ("d", "de"): "Erkläre kurz die Photosynthese.", ("a", "fr"): "Nomme trois couleurs.", ("b", "fr"): "Quelle est la capitale de la France ?",
-           ("c", "fr"): "Écris un haïku sur la mer.", ("d", "fr"): "Explique brièvement la photosynthèse."}
+ENGLISH = {
+    "a": "Name three colours.",
+    "b": "What is the capital of France?",
+    "c": "Write a haiku about the sea.",
+    "d": "Explain photosynthesis briefly.",
+}
+PROMPTS = {
+    ("a", "de"): "Nenne drei Farben.",
+    ("b", "de"): "Was ist die Hauptstadt von Frankreich?",
+    ("c", "de"): "Schreibe ein Haiku über das Meer.",
+    ("d", "de"): "Erkläre kurz die Photosynthese.",
+    ("a", "fr"): "Nomme trois couleurs.",
+    ("b", "fr"): "Quelle est la capitale de la France ?",
+    ("c", "fr"): "Écris un haïku sur la mer.",
+    ("d", "fr"): "Explique brièvement la photosynthèse.",
+}
 
 
 def make_samples(seed: int = 0) -> list[dict]:
@@ -51,7 +65,7 @@ def models():
 
 def test_shard_units_partition_every_unit_once_and_balance():
     rng = random.Random(1)
-    for trial in range(50):
+    for _trial in range(50):
         costs = [rng.randint(1, 1000) for _ in range(rng.randint(0, 40))]
         world = rng.randint(1, 5)
         shards = shard_units(costs, world)
@@ -70,7 +84,7 @@ def test_shard_units_partition_every_unit_once_and_balance():
 def test_scoring_units_keep_every_reward_prompt_whole(models, variant):
     pol, ref, tok = models
     samples = make_samples()
-    units, costs = scoring_units(samples, ENGLISH, tok, (pol, ref), variant=variant, batch_tokens=200)
+    units, costs = scoring_units(samples, ENGLISH, tok, (pol, ref), RewardParams(variant=variant, batch_tokens=200), None)
     assert sorted(i for u in units for i in u) == list(range(len(samples))) and len(costs) == len(units)
     unit_of = {i: k for k, u in enumerate(units) for i in u}
     # the reward prompt of each variant, written out here: R_c/R_m per (id, lang); R_t the English instruction, shared by every language
@@ -87,14 +101,14 @@ def test_a_shard_of_whole_units_scores_bitwise_as_one_process(models):
     pol, ref, tok = models
     samples = make_samples(2)
     for share in (True, False):
-        kw = dict(variant="R_c", batch_tokens=200, share_prompts=share)
-        full = annotate(samples, ENGLISH, pol, ref, tok, **kw)
-        units, _ = scoring_units(samples, ENGLISH, tok, (pol, ref), **kw)
+        rp = RewardParams(variant="R_c", batch_tokens=200, share_prompts=share)
+        full = annotate(samples, ENGLISH, pol, ref, tok, rp, None, fp32_head=False)
+        units, _ = scoring_units(samples, ENGLISH, tok, (pol, ref), rp, None)
         assert len(units) > 3  # several batches / groups, so the subsets below split them up
         rng = random.Random(3)
         for _ in range(3):
             chosen = sorted(i for u in units if rng.random() < 0.5 for i in u)
-            part = annotate([samples[i] for i in chosen], ENGLISH, pol, ref, tok, **kw)
+            part = annotate([samples[i] for i in chosen], ENGLISH, pol, ref, tok, rp, None, fp32_head=False)
             assert part == [full[i] for i in chosen]
 
 
@@ -102,10 +116,13 @@ def test_single_process_annotate_sharded_is_annotate(models, monkeypatch):
     pol, ref, tok = models
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     samples = make_samples(4)
-    kw = dict(variant="R_m", batch_tokens=256)
-    assert annotate_sharded(samples, ENGLISH, pol, ref, tok, **kw) == annotate(samples, ENGLISH, pol, ref, tok, **kw)
+    rp = RewardParams(variant="R_m", batch_tokens=256)
+    assert annotate_sharded(samples, ENGLISH, pol, ref, tok, rp, None, fp32_head=False) == annotate(
+        samples, ENGLISH, pol, ref, tok, rp, None, fp32_head=False
+    )
     assert distributed.world() == (0, 1, 0) and distributed.is_main() and distributed.init() is False
     distributed.barrier()  # a no-op, no process group
+    assert distributed.all_gather_object("x") == distributed.gather_object("x") == ["x"]  # one rank: its own object
 
 
 def test_local_device_is_this_ranks_gpu(monkeypatch):
@@ -114,7 +131,11 @@ def test_local_device_is_this_ranks_gpu(monkeypatch):
     assert distributed.local_device("cuda") == "cuda"  # one process: as configured
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "3")
-    assert (distributed.local_device("cuda"), distributed.local_device("cpu"), distributed.local_device("cuda:0")) == ("cuda:1", "cpu", "cuda:0")
+    assert (distributed.local_device("cuda"), distributed.local_device("cpu"), distributed.local_device("cuda:0")) == (
+        "cuda:1",
+        "cpu",
+        "cuda:0",
+    )
     assert not distributed.is_main() and distributed.world() == (3, 4, 1)
 
 
@@ -140,10 +161,11 @@ CHILD = r"""
 import json, os, sys
 from pathlib import Path
 from xlr import distributed
-from xlr.config import load_params
-from xlr.distributed import annotate_sharded
+from xlr.config import RewardParams, load_params
 from xlr.models import load_model
-from xlr.runs import Run, atomic_write_json
+from xlr.rewards import annotate_sharded
+from xlr.runs import Run
+from xlr.files import atomic_write_json
 
 work = Path(sys.argv[1])
 spec = json.loads((work / "spec.json").read_text())
@@ -152,7 +174,8 @@ ref, _ = load_model("tiny:1", progress=False)
 rank, size, local = distributed.world()
 seen = {"world": [rank, size, local]}
 for name, kw in spec["calls"].items():
-    rows = annotate_sharded(spec["samples"], spec["english"], pol, ref, tok, **kw)
+    names = kw.pop("names", None)
+    rows = annotate_sharded(spec["samples"], spec["english"], pol, ref, tok, RewardParams(**kw), names, fp32_head=False)
     seen[name] = rows if rank == 0 else (rows is None)
 
 # the manifest: written by rank 0 alone, read by rank 1 after sync()
@@ -179,20 +202,38 @@ def test_two_gloo_processes_give_the_rows_of_one_process(models, tmp_path):
     rank 1 gets None, writes no manifest, and sees the stage done after ``Run.sync``."""
     pol, ref, tok = models
     samples = make_samples(5)
-    calls = {"rc": dict(variant="R_c", batch_tokens=200), "rm_unshared": dict(variant="R_m", batch_tokens=300, share_prompts=False),
-             "rc_parity": dict(variant="R_c", batch_tokens=4096, parity="icr", names={"de": "German", "fr": "French"})}
-    (tmp_path / "spec.json").write_text(json.dumps({"samples": samples, "english": ENGLISH, "calls": calls, "params": str(REPO / "params/smoke.yaml")}))
+    calls = {
+        "rc": dict(variant="R_c", batch_tokens=200),
+        "rm_unshared": dict(variant="R_m", batch_tokens=300, share_prompts=False),
+        "rc_parity": dict(variant="R_c", batch_tokens=4096, parity="icr", names={"de": "German", "fr": "French"}),
+    }  # names: beside the reward params
+    (tmp_path / "spec.json").write_text(
+        json.dumps({"samples": samples, "english": ENGLISH, "calls": calls, "params": str(REPO / "params/smoke.yaml")})
+    )
     (tmp_path / "child.py").write_text(CHILD)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "XLR_DIST_TIMEOUT_S": "120", "PYTHONPATH": str(REPO)}
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2", str(tmp_path / "child.py"), str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        str(tmp_path / "child.py"),
+        str(tmp_path),
+    ]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
     main, other = (json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1))
     assert main["world"] == [0, 2, 0] and other["world"] == [1, 2, 1]
     for name, kw in calls.items():
-        want = annotate(samples, ENGLISH, pol, ref, tok, **kw)
+        kw = dict(kw)
+        names = kw.pop("names", None)
+        want = annotate(samples, ENGLISH, pol, ref, tok, RewardParams(**kw), names, fp32_head=False)
         assert main[name] == json.loads(json.dumps(want)), name  # through JSON as the child's rows came
         assert other[name] is True, name  # rank 1 got None
     assert main["manifest_after_open"] == other["manifest_after_open"] is not None
@@ -259,8 +300,14 @@ def test_xlr_run_under_torchrun_writes_the_rewards_of_one_process(tmp_path):
     import shutil
 
     base = ["--set", "models.pi0=tiny:1", "--set", "iterations=1", "--set", "probe.enabled=false", "--set", "judge.backend=none"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "XLR_DIST_TIMEOUT_S": "120", "PYTHONPATH": str(REPO),
-           "XLR_RUNS_DIR": str(tmp_path / "one")}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "XLR_DIST_TIMEOUT_S": "120",
+        "PYTHONPATH": str(REPO),
+        "XLR_RUNS_DIR": str(tmp_path / "one"),
+    }
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
     xlr = [sys.executable, "-m", "xlr.cli", "run", str(REPO / "params/smoke.yaml"), "--direct", *base]
@@ -270,11 +317,28 @@ def test_xlr_run_under_torchrun_writes_the_rewards_of_one_process(tmp_path):
     shutil.copytree(tmp_path / "one", tmp_path / "two")
     r = subprocess.run([*xlr, "--only", "iter1/rewards"], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2", "-m", "xlr.cli", "run",
-              str(REPO / "params/smoke.yaml"), *base, "--only", "iter1/rewards"]  # no --direct: implied under several processes
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "xlr.cli",
+        "run",
+        str(REPO / "params/smoke.yaml"),
+        *base,
+        "--only",
+        "iter1/rewards",
+    ]  # no --direct: implied under several processes
     r = subprocess.run(launch, env={**env, "XLR_RUNS_DIR": str(tmp_path / "two")}, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    assert "notebooks and reports are not built" in r.stdout and r.stdout.count("notebooks and reports are not built") == 1  # main speaks alone
+    assert (
+        "notebooks and reports are not built" in r.stdout and r.stdout.count("notebooks and reports are not built") == 1
+    )  # main speaks alone
     one, two = (tmp_path / d / "smoke/iter1/rewards/rewards.jsonl" for d in ("one", "two"))
     assert one.read_bytes() == two.read_bytes() and one.read_text().count("\n") == 2 * 4 * 3
     m = json.loads((tmp_path / "two/smoke/manifest.json").read_text())

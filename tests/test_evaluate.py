@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from xlr import data, evaluate
+from xlr.config import EvalParams
 from xlr.models import load_model
 from xlr.sampling import GenConfig, HFBackend
 
@@ -45,14 +46,18 @@ def test_generation_is_resumable_and_in_alpacaeval_format(tmp_path, tiny_dir):
 def test_model_metrics_from_judgments_equal_an_independent_computation():
     rng = np.random.default_rng(0)
     n = 24
-    texts = {"en": "The capital of France is Paris, a city on the Seine with many museums.",
-             "de": "Die Hauptstadt von Frankreich ist Paris, eine Stadt an der Seine mit vielen Museen."}
-    outputs = [{"id": i + 1, "lang": "de", "instruction": f"q{i}", "output": texts["de" if i % 4 else "en"] * (1 + i % 3)} for i in range(n)]
+    texts = {
+        "en": "The capital of France is Paris, a city on the Seine with many museums.",
+        "de": "Die Hauptstadt von Frankreich ist Paris, eine Stadt an der Seine mit vielen Museen.",
+    }
+    outputs = [
+        {"id": i + 1, "lang": "de", "instruction": f"q{i}", "output": texts["de" if i % 4 else "en"] * (1 + i % 3)} for i in range(n)
+    ]
     refs = {i + 1: "Referenz " * (5 + i) for i in range(n)}
     judgments = [{"key": f"de:{i + 1}", "model_first": bool(i % 2), "p_model": float(rng.uniform()), "identical": False} for i in range(n)]
     judgments[3]["p_model"] = math.nan  # unjudgeable: counted, left out
     h2h = [{"key": f"de:{i + 1}", "model_first": first, "p_model": float(rng.uniform())} for i in range(n) for first in (True, False)]
-    m = evaluate.model_metrics(outputs, judgments, refs, "de", h2h=h2h, n_boot=200, lc_boot=5, seed=0)
+    m = evaluate.model_metrics(outputs, judgments, refs, "de", EvalParams(bootstrap=200, lc_bootstrap=5), seed=0, h2h=h2h)
     p = [j["p_model"] for j in judgments if not math.isnan(j["p_model"])]
     assert m["n_judged"] == n - 1 and m["unjudgeable"] == 1
     assert m["win_rate"] == pytest.approx(100 * np.mean(p))

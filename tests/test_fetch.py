@@ -156,8 +156,15 @@ SOURCES = [
     _gh("grp-a/plain.json", "grp-a", "data/plain.json", PLAIN),
     _gh("grp-a/lines.jsonl.gz", "grp-a", "data/lines.jsonl", LINES, transform="gzip"),
     *(_gh(f"grp-b/{m}", "grp-b", "test_sets.zip", ZIP, transform=f"zip-member:{m}", target_sha256=_sha(d)) for m, d in MEMBERS.items()),
-    Source(target="grp-hub/difficulty.csv", group="grp-hub", kind="hub", repo=HUB_REPO, revision=HUB_REV, path="sub/difficulty.csv",
-           sha256=_sha(HUBFILE)),
+    Source(
+        target="grp-hub/difficulty.csv",
+        group="grp-hub",
+        kind="hub",
+        repo=HUB_REPO,
+        revision=HUB_REV,
+        path="sub/difficulty.csv",
+        sha256=_sha(HUBFILE),
+    ),
 ]
 GH = f"/{OWNER_REPO}/{COMMIT}"
 HUB = f"/datasets/{HUB_REPO}/resolve/{HUB_REV}/sub/difficulty.csv"
@@ -373,7 +380,9 @@ def test_the_real_table_fetched_from_a_mirror_of_the_public_files_loads_as_a_dat
     to = tmp_path / "fetched"
     rep = F.fetch(wanted, to, github_base=mirror.base, progress=False)
     assert rep["ok"] and rep["counts"]["fetched"] == len(wanted), rep["failed"]
-    assert len(data.load_english_preferences("ultrafeedback", "train", to)) == len(data.load_english_preferences("ultrafeedback", "train", SHARED))
+    assert len(data.load_english_preferences("ultrafeedback", "train", to)) == len(
+        data.load_english_preferences("ultrafeedback", "train", SHARED)
+    )
     assert len(data.load_alpaca_leaderboard(to)) == len(data.load_alpaca_leaderboard(SHARED))
     gamed = next(s for s in wanted if s.transform == "gzip")
     assert gzip.decompress((to / gamed.target).read_bytes()) == gzip.decompress((SHARED / gamed.target).read_bytes())

@@ -75,8 +75,12 @@ def test_verdicts_and_rates_by_hand(fake_detector):
 
 
 def test_aggregate_means_over_sources_then_languages():
-    rates = {("monolingual", "s1", "ru"): {"lpr": 0.5, "wpr": 1.0}, ("monolingual", "s2", "ru"): {"lpr": 1.0, "wpr": 0.5},
-             ("monolingual", "s1", "de"): {"lpr": 0.2, "wpr": None}, ("crosslingual", "s1", "fr"): {"lpr": 0.9, "wpr": None}}
+    rates = {
+        ("monolingual", "s1", "ru"): {"lpr": 0.5, "wpr": 1.0},
+        ("monolingual", "s2", "ru"): {"lpr": 1.0, "wpr": 0.5},
+        ("monolingual", "s1", "de"): {"lpr": 0.2, "wpr": None},
+        ("crosslingual", "s1", "fr"): {"lpr": 0.9, "wpr": None},
+    }
     a = F.aggregate(rates)
     assert list(a) == ["monolingual", "crosslingual"] and list(a["monolingual"]) == ["all", "de", "ru"]
     ru, de, al = a["monolingual"]["ru"], a["monolingual"]["de"], a["monolingual"]["all"]
@@ -110,8 +114,12 @@ def test_a_language_the_detector_cannot_detect_is_reported_not_scored(caplog):
     # the same language is scored by the detector that has it
     assert all(x["unsupported"] is None and x["line_pass"] is not None for x in F.output_passes([am], "am", detector="fasttext"))
     zu = "Namuhla izulu lihle kakhulu futhi sihamba siye emakethe"
-    df = pd.DataFrame([{"task": "monolingual", "source": "s", "language": lang, "completion": c}
-                       for lang, c in (("zu", zu), ("zu", zu), ("de", "Das Wetter ist heute schön und wir gehen spazieren."))])
+    df = pd.DataFrame(
+        [
+            {"task": "monolingual", "source": "s", "language": lang, "completion": c}
+            for lang, c in (("zu", zu), ("zu", zu), ("de", "Das Wetter ist heute schön und wir gehen spazieren."))
+        ]
+    )
     a = F.aggregate(F.group_rates(df, "fasttext"))["monolingual"]
     assert set(a) == {"all", "de", "zu"}  # present, not dropped
     assert a["zu"]["lpr"] is None and a["zu"]["lcpr"] is None and "lid.176 has no label 'zu'" in a["zu"]["unsupported"]
@@ -145,10 +153,15 @@ def test_published_figures_reproduced_on_a_shipped_file():
     published = {"monolingual": (48.27, 97.94), "crosslingual": (38.38, 84.20)}
     for task, (lpr, wpr) in published.items():
         assert abs(m[task]["all"]["lpr"] - lpr) <= 1.5 and abs(m[task]["all"]["wpr"] - wpr) <= 1.5
-    assert m["monolingual"]["all"]["lpr"] == pytest.approx(48.37, abs=0.01) and m["crosslingual"]["all"]["wpr"] == pytest.approx(84.33, abs=0.01)
+    assert m["monolingual"]["all"]["lpr"] == pytest.approx(48.37, abs=0.01) and m["crosslingual"]["all"]["wpr"] == pytest.approx(
+        84.33, abs=0.01
+    )
     # JSON shape: task -> "all" and each language -> lpr / wpr / lcpr (percent; wpr, lcpr None for Latin scripts)
     assert set(m) == {"monolingual", "crosslingual"}
-    assert set(m["monolingual"]) == {"all", *lcb_languages("monolingual")} and set(m["crosslingual"]) == {"all", *lcb_languages("crosslingual")}
+    assert set(m["monolingual"]) == {"all", *lcb_languages("monolingual")} and set(m["crosslingual"]) == {
+        "all",
+        *lcb_languages("crosslingual"),
+    }
     for by_lang in m.values():
         assert next(iter(by_lang)) == "all"
         for lang, v in by_lang.items():
@@ -202,7 +215,11 @@ def test_fidelity_summary_by_hand():
     passes = [_p(True, True), _p(True, False), _p(True, True), _p(False), _p(None)]
     s = F.fidelity_summary(passes, n_boot=200, seed=1)
     assert (s["n"], s["n_scored"], s["n_wpr"]) == (5, 4, 3)
-    assert s["lpr"] == pytest.approx(75.0) and s["wpr"] == pytest.approx(200 / 3) and s["lcpr"] == pytest.approx(2 * 75 * (200 / 3) / (75 + 200 / 3))
+    assert (
+        s["lpr"] == pytest.approx(75.0)
+        and s["wpr"] == pytest.approx(200 / 3)
+        and s["lcpr"] == pytest.approx(2 * 75 * (200 / 3) / (75 + 200 / 3))
+    )
     assert s["lpr_ci95"][0] <= s["lpr"] <= s["lpr_ci95"][1] and s == F.fidelity_summary(passes, n_boot=200, seed=1)
     latin = F.fidelity_summary([_p(True), _p(False)], n_boot=50)
     assert latin["lpr"] == 50.0 and latin["wpr"] is None and latin["lcpr"] is None and latin["wpr_ci95"] is None

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from xlr import judge as J
+from xlr.config import JudgeParams
 from xlr.mock_openai import MockServer, label_logprobs
 from xlr.models import load_model
 
@@ -22,7 +23,22 @@ def key(monkeypatch):
 
 
 def items(n=6):
-    return [{"key": f"en:{i}", "id": i, "instruction": f"Question {i}?", "output": f"model answer {i}", "baseline_output": f"reference answer {i}"} for i in range(n)]
+    return [
+        {
+            "key": f"en:{i}",
+            "id": i,
+            "instruction": f"Question {i}?",
+            "output": f"model answer {i}",
+            "baseline_output": f"reference answer {i}",
+        }
+        for i in range(n)
+    ]
+
+
+def jp(order_seed=0, **kw):
+    """The params' judge section judge_pairs takes: AlpacaEval's pairwise protocol (what these tests judge with unless
+    they name another), one random order per item drawn with ``order_seed``."""
+    return JudgeParams(protocol="pairwise", order_seed=order_seed, **kw)
 
 
 def test_template_is_alpaca_evals_with_the_clause_once():
@@ -75,9 +91,11 @@ A good output should be in the same language as the instruction, except when the
 # What the paper's alpaca_eval sends for that template (utils.prompt_to_chatml: each message's content stripped), with
 # instruction "Wie spät ist es?", output_1 (alpaca_eval's unswitched order: the reference) "Es ist drei Uhr." and
 # output_2 (the model) "It is three o'clock.".
-PAPER_SYSTEM_MESSAGE = ("You are a highly efficient assistant, who evaluates and selects the best large language model (LLMs) based on the "
-                        "quality of their responses to a given instruction. This process will be used to create a leaderboard reflecting the "
-                        "most accurate and human-preferred answers.")
+PAPER_SYSTEM_MESSAGE = (
+    "You are a highly efficient assistant, who evaluates and selects the best large language model (LLMs) based on the "
+    "quality of their responses to a given instruction. This process will be used to create a leaderboard reflecting the "
+    "most accurate and human-preferred answers."
+)
 PAPER_USER_MESSAGE = '''I require a leaderboard for various large language models. I'll provide you with prompts given to these models and their corresponding outputs. Your task is to assess these responses, and select the model that produces the best output from a human perspective.
 
 ## Instruction
@@ -123,16 +141,31 @@ def test_the_judge_request_is_the_papers_rendered_prompt_and_settings(key, tmp_p
     def create(**kw):
         sent.append(kw)
         top = [SimpleNamespace(token="m", logprob=-0.3), SimpleNamespace(token="M", logprob=-1.4)]
-        return SimpleNamespace(choices=[SimpleNamespace(logprobs=SimpleNamespace(content=[SimpleNamespace(top_logprobs=top)]))],
-                               usage=SimpleNamespace(prompt_tokens=300, completion_tokens=1))
+        return SimpleNamespace(
+            choices=[SimpleNamespace(logprobs=SimpleNamespace(content=[SimpleNamespace(top_logprobs=top)]))],
+            usage=SimpleNamespace(prompt_tokens=300, completion_tokens=1),
+        )
 
     judge.client = SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=create)))
     it = {"key": "de:0", "instruction": "Wie spät ist es?", "output": "It is three o'clock.", "baseline_output": "Es ist drei Uhr."}
-    recs, _ = J.judge_pairs(judge, [it], J.JudgeCache(tmp_path / "c.jsonl"), seed=0, template=J.protocol_template(True), orders="both")
+    recs, _ = J.judge_pairs(judge, [it], J.JudgeCache(tmp_path / "c.jsonl"), jp(0), template=J.protocol_template(True), orders="both")
     # the other order: the two outputs trade places
-    swapped = PAPER_USER_MESSAGE.replace("Es ist drei Uhr.", "@@").replace("It is three o'clock.", "Es ist drei Uhr.").replace("@@", "It is three o'clock.")
-    want = [{"model": "gpt-4-1106-preview", "messages": [{"role": "system", "content": PAPER_SYSTEM_MESSAGE}, {"role": "user", "content": user}],
-             "max_tokens": 1, "temperature": 1, "logprobs": True, "top_logprobs": 5} for user in (PAPER_USER_MESSAGE, swapped)]
+    swapped = (
+        PAPER_USER_MESSAGE.replace("Es ist drei Uhr.", "@@")
+        .replace("It is three o'clock.", "Es ist drei Uhr.")
+        .replace("@@", "It is three o'clock.")
+    )
+    want = [
+        {
+            "model": "gpt-4-1106-preview",
+            "messages": [{"role": "system", "content": PAPER_SYSTEM_MESSAGE}, {"role": "user", "content": user}],
+            "max_tokens": 1,
+            "temperature": 1,
+            "logprobs": True,
+            "top_logprobs": 5,
+        }
+        for user in (PAPER_USER_MESSAGE, swapped)
+    ]
     assert sorted(sent, key=repr) == sorted(want, key=repr)
     assert [r["model_first"] for r in recs] == [True, False]
     assert recs[1]["p_model"] == pytest.approx(1 - math.exp(-0.3) / (math.exp(-0.3) + math.exp(-1.4)))  # reference first: P(M)
@@ -205,7 +238,7 @@ def test_orders_are_seeded_and_flipped_correctly_and_cache_makes_reruns_free(tmp
     its[3]["output"] = its[3]["baseline_output"]  # identical: 0.5, no call
     judge = CountingJudge()
     cache = J.JudgeCache(tmp_path / "c.jsonl")
-    recs, st = J.judge_pairs(judge, its, cache, seed=1, template=template)
+    recs, st = J.judge_pairs(judge, its, cache, jp(1), template=template)
     assert st.calls == judge.calls == 39 and st.identical_outputs == 1
     firsts = [r["model_first"] for r in recs]
     assert 10 < sum(firsts) < 30  # both orders occur
@@ -219,10 +252,10 @@ def test_orders_are_seeded_and_flipped_correctly_and_cache_makes_reruns_free(tmp
         pm = math.exp(lm) / (math.exp(lm) + math.exp(lM))
         assert r["p_model"] == pytest.approx(pm if r["model_first"] else 1 - pm, abs=1e-9)
     # same seed: same orders; other seed: different orders
-    again, st2 = J.judge_pairs(judge, its, J.JudgeCache(tmp_path / "c.jsonl"), seed=1, template=template)
+    again, st2 = J.judge_pairs(judge, its, J.JudgeCache(tmp_path / "c.jsonl"), jp(1), template=template)
     assert st2.calls == 0 and st2.cache_hits == 39 and judge.calls == 39
     assert [r["p_model"] for r in again] == [r["p_model"] for r in recs]
-    other, _ = J.judge_pairs(judge, its, J.JudgeCache(tmp_path / "other.jsonl"), seed=2, template=template)
+    other, _ = J.judge_pairs(judge, its, J.JudgeCache(tmp_path / "other.jsonl"), jp(2), template=template)
     assert [r["model_first"] for r in other] != firsts
 
 
@@ -245,8 +278,13 @@ def test_random_order_switches_the_items_alpaca_eval_switches(tmp_path, seed):
     its = items(24)
     cols = {"instruction": ("instruction",), "instruction_outputs": ("instruction", "output_1", "output_2")}
     for name, columns in cols.items():
-        recs, _ = J.judge_pairs(CountingJudge(), its, J.JudgeCache(tmp_path / f"{name}.jsonl"), seed=seed, template=J.protocol_template(True),
-                                order_seed_columns=name)
+        recs, _ = J.judge_pairs(
+            CountingJudge(),
+            its,
+            J.JudgeCache(tmp_path / f"{name}.jsonl"),
+            jp(seed, order_seed_columns=name),
+            template=J.protocol_template(True),
+        )
         want = [alpaca_eval_switch(it["instruction"], it["baseline_output"], it["output"], seed, columns) for it in its]
         assert [r["model_first"] for r in recs] == want
         assert 0 < sum(want) < len(want)
@@ -262,8 +300,9 @@ def test_the_order_draw_equals_alpaca_evals_own_processor():
     its = items(16)
     df = pd.DataFrame([{"instruction": it["instruction"], "output_1": it["baseline_output"], "output_2": it["output"]} for it in its])
     for name, columns in (("instruction", ["instruction"]), ("instruction_outputs", ["instruction", "output_1", "output_2"])):
-        proc = RandomSwitchTwoColumnsProcessor(two_columns_to_switch=["output_1", "output_2"], random_seed_columns=columns,
-                                               _switch_column="is_switched_outputs", seed=0)
+        proc = RandomSwitchTwoColumnsProcessor(
+            two_columns_to_switch=["output_1", "output_2"], random_seed_columns=columns, _switch_column="is_switched_outputs", seed=0
+        )
         theirs = proc.preprocess(df)["is_switched_outputs"].tolist()
         assert [J.model_shown_first(it["instruction"], it["output"], it["baseline_output"], 0, name) for it in its] == theirs
 
@@ -277,26 +316,29 @@ def test_two_models_on_the_same_items_get_their_own_orders_when_the_outputs_seed
     pattern = {}
     for cols in ("instruction", "instruction_outputs"):
         for who, its in (("a", base), ("b", model_b)):
-            recs, _ = J.judge_pairs(CountingJudge(), its, J.JudgeCache(tmp_path / f"{cols}{who}.jsonl"), seed=0, template=template, order_seed_columns=cols)
+            recs, _ = J.judge_pairs(
+                CountingJudge(), its, J.JudgeCache(tmp_path / f"{cols}{who}.jsonl"), jp(0, order_seed_columns=cols), template=template
+            )
             pattern[cols, who] = [r["model_first"] for r in recs]
     assert pattern["instruction", "a"] == pattern["instruction", "b"]
     assert pattern["instruction_outputs", "a"] != pattern["instruction_outputs", "b"]
+    unknown = jp(0).model_copy(update={"order_seed_columns": "key"})  # params refuse it; judge_pairs checks again
     with pytest.raises(J.JudgeError, match="order_seed_columns"):
-        J.judge_pairs(CountingJudge(), base, J.JudgeCache(tmp_path / "x.jsonl"), seed=0, template=template, order_seed_columns="key")
+        J.judge_pairs(CountingJudge(), base, J.JudgeCache(tmp_path / "x.jsonl"), unknown, template=template)
 
 
 def test_both_orders_and_a_truncated_cache_line(tmp_path):
     template = J.protocol_template(False)
     judge = CountingJudge()
     path = tmp_path / "c.jsonl"
-    recs, st = J.judge_pairs(judge, items(5), J.JudgeCache(path), seed=0, template=template, orders="both")
+    recs, st = J.judge_pairs(judge, items(5), J.JudgeCache(path), jp(0), template=template, orders="both")
     assert len(recs) == 10 and st.calls == 10
     assert [r["model_first"] for r in recs[:2]] == [True, False]
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])  # a kill mid-write
     cache = J.JudgeCache(path)
     assert cache.bad_lines == 1 and len(cache.entries) == 9
-    _, st = J.judge_pairs(judge, items(5), cache, seed=0, template=template, orders="both")
+    _, st = J.judge_pairs(judge, items(5), cache, jp(0), template=template, orders="both")
     assert st.calls == 1 and st.cache_hits == 9 and st.cache_bad_lines == 1
     again = J.JudgeCache(path)  # the new judgment started a line of its own instead of gluing onto the cut one
     assert len(again.entries) == 10 and again.bad_lines == 1
@@ -314,7 +356,8 @@ def test_api_success_matches_the_servers_logprobs_with_bounded_concurrency(key, 
     with MockServer(latency_s=0.05) as server:
         judge = api(server, concurrency=3)
         template = J.protocol_template(True)
-        recs, st = J.judge_pairs(judge, items(12), J.JudgeCache(tmp_path / "c.jsonl"), seed=0, template=template, price_per_1k=(10.0, 30.0))
+        priced = jp(0, price_per_1k_input=10.0, price_per_1k_output=30.0)
+        recs, st = J.judge_pairs(judge, items(12), J.JudgeCache(tmp_path / "c.jsonl"), priced, template=template)
         assert server.requests == 12 and server.peak_in_flight <= 3 and server.peak_in_flight >= 2
         for it, r in zip(items(12), recs, strict=True):
             o1, o2 = (it["output"], it["baseline_output"]) if r["model_first"] else (it["baseline_output"], it["output"])
@@ -322,7 +365,7 @@ def test_api_success_matches_the_servers_logprobs_with_bounded_concurrency(key, 
             assert (r["logprob_m"], r["logprob_M"]) == pytest.approx((lm, lM))
         assert st.tokens_in > 0 and st.tokens_out == 12
         assert st.cost_usd == pytest.approx(st.tokens_in / 1000 * 10.0 + 12 / 1000 * 30.0)
-        _, st2 = J.judge_pairs(judge, items(12), J.JudgeCache(tmp_path / "c.jsonl"), seed=0, template=template)
+        _, st2 = J.judge_pairs(judge, items(12), J.JudgeCache(tmp_path / "c.jsonl"), jp(0), template=template)
         assert server.requests == 12 and st2.calls == 0 and st2.cache_hits == 12  # a rerun costs nothing
 
 
@@ -333,7 +376,7 @@ def test_debug_logging_of_the_api_judge_never_shows_the_key(key, tmp_path, caplo
     caplog.set_level(logging.DEBUG)  # every logger, openai's and httpx's included
     with MockServer() as server:
         server.script.extend(["429", "500"])  # the retry paths log too
-        J.judge_pairs(api(server, concurrency=2), items(4), J.JudgeCache(tmp_path / "c.jsonl"), seed=0, template=J.protocol_template(True))
+        J.judge_pairs(api(server, concurrency=2), items(4), J.JudgeCache(tmp_path / "c.jsonl"), jp(0), template=J.protocol_template(True))
     assert any(r.name.startswith(("openai", "httpx", "httpcore")) for r in caplog.records)  # the debug logs were on
     out, err = capfd.readouterr()
     assert FAKE_KEY not in caplog.text + out + err and FAKE_KEY[-10:] not in caplog.text
@@ -358,11 +401,13 @@ def test_api_failure_midway_keeps_every_judgment_already_made(key, tmp_path):
         server.script.extend(["ok"] * 5 + ["500"] * 10)
         cache = J.JudgeCache(tmp_path / "c.jsonl")
         with pytest.raises(J.JudgeError, match="HTTP 500"):
-            J.judge_pairs(api(server, concurrency=1, max_retries=1), items(8), cache, seed=0, template=J.protocol_template(True))
+            J.judge_pairs(api(server, concurrency=1, max_retries=1), items(8), cache, jp(0), template=J.protocol_template(True))
         assert len(J.JudgeCache(tmp_path / "c.jsonl").entries) == 5  # the five paid judgments survived the failure
         server.script.clear()  # the endpoint recovers
         before = server.requests
-        recs, st = J.judge_pairs(api(server, concurrency=1), items(8), J.JudgeCache(tmp_path / "c.jsonl"), seed=0, template=J.protocol_template(True))
+        recs, st = J.judge_pairs(
+            api(server, concurrency=1), items(8), J.JudgeCache(tmp_path / "c.jsonl"), jp(0), template=J.protocol_template(True)
+        )
         assert st.cache_hits == 5 and st.calls == 3 and server.requests - before == 3
 
 
@@ -394,11 +439,11 @@ def test_api_reply_without_logprobs(key):
 
 def test_api_label_missing_from_top_logprobs(key, tmp_path):
     with MockServer(default="missing_M") as server:
-        recs, st = J.judge_pairs(api(server), items(4), J.JudgeCache(tmp_path / "c.jsonl"), seed=0, template=J.protocol_template(True))
+        recs, st = J.judge_pairs(api(server), items(4), J.JudgeCache(tmp_path / "c.jsonl"), jp(0), template=J.protocol_template(True))
         # alpaca_eval's rule: a label absent from top_logprobs has probability 0, so P(m) = 1
         assert all(r["p_model"] == (1.0 if r["model_first"] else 0.0) for r in recs) and st.unjudgeable == 0
     with MockServer(default="nolabels") as server:
-        recs, st = J.judge_pairs(api(server), items(4), J.JudgeCache(tmp_path / "d.jsonl"), seed=0, template=J.protocol_template(True))
+        recs, st = J.judge_pairs(api(server), items(4), J.JudgeCache(tmp_path / "d.jsonl"), jp(0), template=J.protocol_template(True))
         assert all(math.isnan(r["p_model"]) for r in recs) and st.unjudgeable == 4
 
 
@@ -482,7 +527,9 @@ def test_pointwise_prompt_keeps_braces_and_the_clause():
     p = J.Protocol("pointwise_score", score_max=7)
     text = p.render_pointwise("Say {output} please", "Here is {instruction}")
     assert "Say {output} please" in text and "Here is {instruction}" in text and "1 to 7" in text
-    assert J.SAME_LANGUAGE_CLAUSE in text and J.SAME_LANGUAGE_CLAUSE not in J.Protocol("pointwise_yes", same_language_clause=False).render_pointwise("a", "b")
+    assert J.SAME_LANGUAGE_CLAUSE in text and J.SAME_LANGUAGE_CLAUSE not in J.Protocol(
+        "pointwise_yes", same_language_clause=False
+    ).render_pointwise("a", "b")
     assert J.to_messages(text)[0]["role"] == "system" and J.to_messages(text)[1]["content"].endswith("nothing else.")
 
 
@@ -498,7 +545,9 @@ def test_local_pointwise_logprobs_equal_a_plain_forward_pass_and_loglik_equals_s
     for p, g in zip(prompts, got, strict=True):
         text = tok.apply_chat_template(J.to_messages(p), tokenize=False, add_generation_prompt=True)
         with torch.no_grad():
-            logp = torch.log_softmax(model(input_ids=torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])).logits[0, -1].double(), -1)
+            logp = torch.log_softmax(
+                model(input_ids=torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])).logits[0, -1].double(), -1
+            )
         assert [g["logprobs"][t] for t in proto.labels] == pytest.approx([float(logp[i]) for i in ids], abs=1e-4)
     with pytest.raises(J.JudgeError, match="not single distinct tokens"):
         judge.token_ids(["10", "1"])
@@ -516,9 +565,13 @@ def test_every_protocol_through_judge_pairs_on_the_tiny_model(tiny_dir, tmp_path
     its = items(4)
     its[2]["output"] = its[2]["baseline_output"]
     template = J.protocol_template(True)
-    recs, st = J.judge_pairs(judge, its, J.JudgeCache(tmp_path / "c.jsonl"), seed=0, template=template, protocol=protocol)
+    recs, st = J.judge_pairs(judge, its, J.JudgeCache(tmp_path / "c.jsonl"), jp(0), template=template, protocol=protocol)
     assert len(recs) == (8 if protocol == "pairwise_both" else 4)
-    assert all(0 <= r["p_model"] <= 1 for r in recs) and st.unjudgeable == 0 and st.identical_outputs == (2 if protocol == "pairwise_both" else 1)
+    assert (
+        all(0 <= r["p_model"] <= 1 for r in recs)
+        and st.unjudgeable == 0
+        and st.identical_outputs == (2 if protocol == "pairwise_both" else 1)
+    )
     assert [r["p_model"] for r in recs if r["identical"]] == [0.5] * st.identical_outputs
     if protocol in J.PAIRWISE_PROTOCOLS:
         assert st.calls == (6 if protocol == "pairwise_both" else 3)
@@ -526,7 +579,7 @@ def test_every_protocol_through_judge_pairs_on_the_tiny_model(tiny_dir, tmp_path
         assert st.calls == 6 and all(r["model_first"] is None for r in recs)  # 3 judged items x 2 outputs
         r = recs[0]
         assert r["score_model"] is not None and r["score_baseline"] is not None
-    _, again = J.judge_pairs(judge, its, J.JudgeCache(tmp_path / "c.jsonl"), seed=0, template=template, protocol=protocol)
+    _, again = J.judge_pairs(judge, its, J.JudgeCache(tmp_path / "c.jsonl"), jp(0), template=template, protocol=protocol)
     assert again.calls == 0  # a rerun costs nothing
 
 
@@ -558,21 +611,35 @@ def test_a_reference_is_scored_once_across_models(tmp_path):
     cache = J.JudgeCache(tmp_path / "c.jsonl")
     ref = "the reference answer"
     its = [{"key": f"{m}:1", "instruction": "Q?", "output": f"answer of model {m}", "baseline_output": ref} for m in "abc"]
-    recs, st = J.judge_pairs(stub, its, cache, seed=0, template=J.protocol_template(True), protocol="pointwise_score")
+    recs, st = J.judge_pairs(stub, its, cache, jp(0), template=J.protocol_template(True), protocol="pointwise_score")
     assert st.calls == 4 and st.scores_reused == 2 and sum(ref in p for p in stub.prompts) == 1
     assert len({r["score_baseline"] for r in recs}) == 1
     # a fourth model later: only its own output is scored; the reference comes from the cache
-    _, st2 = J.judge_pairs(stub, [{"key": "d:1", "instruction": "Q?", "output": "answer of d", "baseline_output": ref}], cache, seed=0,
-                           template=J.protocol_template(True), protocol="pointwise_score")
+    _, st2 = J.judge_pairs(
+        stub,
+        [{"key": "d:1", "instruction": "Q?", "output": "answer of d", "baseline_output": ref}],
+        cache,
+        jp(0),
+        template=J.protocol_template(True),
+        protocol="pointwise_score",
+    )
     assert st2.calls == 1 and st2.cache_hits == 1 and sum(ref in p for p in stub.prompts) == 1
     # another protocol is another score: not reused
-    _, st3 = J.judge_pairs(stub, its[:1], cache, seed=0, template=J.protocol_template(True), protocol=J.Protocol("pointwise_score", score_max=9))
+    _, st3 = J.judge_pairs(
+        stub, its[:1], cache, jp(0), template=J.protocol_template(True), protocol=J.Protocol("pointwise_score", score_max=9)
+    )
     assert st3.calls == 2
 
 
 def test_an_unusable_pointwise_label_is_counted_unjudgeable(tmp_path):
-    recs, st = J.judge_pairs(PointwiseStub(unusable=True), items(3), J.JudgeCache(tmp_path / "c.jsonl"), seed=0,
-                             template=J.protocol_template(True), protocol="pointwise_yes")
+    recs, st = J.judge_pairs(
+        PointwiseStub(unusable=True),
+        items(3),
+        J.JudgeCache(tmp_path / "c.jsonl"),
+        jp(0),
+        template=J.protocol_template(True),
+        protocol="pointwise_yes",
+    )
     assert st.unjudgeable == 3 and all(math.isnan(r["p_model"]) for r in recs) and len(recs) == 3
 
 
@@ -581,10 +648,12 @@ def test_api_pointwise_against_the_mock_and_loglik_refused(key, tmp_path):
         judge = api(server)
         out = judge.next_token_logprobs(["<|im_start|>user\nhi<|im_end|>"], ["Yes", "No", "m"])
         assert out[0]["logprobs"]["Yes"] == -math.inf and math.isfinite(out[0]["logprobs"]["m"])  # the mock only knows m / M
-        recs, st = J.judge_pairs(judge, items(3), J.JudgeCache(tmp_path / "c.jsonl"), seed=0, template=J.protocol_template(True), protocol="pointwise_yes")
+        recs, st = J.judge_pairs(
+            judge, items(3), J.JudgeCache(tmp_path / "c.jsonl"), jp(0), template=J.protocol_template(True), protocol="pointwise_yes"
+        )
         assert st.unjudgeable == 3 and st.calls == 6
         with pytest.raises(J.JudgeError, match="loglik"):
-            J.judge_pairs(judge, items(2), J.JudgeCache(tmp_path / "d.jsonl"), seed=0, template=J.protocol_template(True), protocol="loglik")
+            J.judge_pairs(judge, items(2), J.JudgeCache(tmp_path / "d.jsonl"), jp(0), template=J.protocol_template(True), protocol="loglik")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -694,21 +763,36 @@ def test_grouped_prefix_cache_on_a_study_shaped_call_through_judge_pairs(tiny_di
     model, tok = load_model(str(tiny_dir), dtype=torch.float32)
     template = J.protocol_template(True)
     refs = {i: f"Reference answer {i}: " + "a careful and detailed explanation of the topic, " * 6 for i in range(2)}
-    its = [{"key": f"{m}:{i}", "instruction": f"Question {i}: explain the water cycle to a child, in a few sentences.",
-            "output": f"Model {m} answers: " + "rain " * (3 + 4 * m), "baseline_output": refs[i]} for i in range(2) for m in range(3)]
+    its = [
+        {
+            "key": f"{m}:{i}",
+            "instruction": f"Question {i}: explain the water cycle to a child, in a few sentences.",
+            "output": f"Model {m} answers: " + "rain " * (3 + 4 * m),
+            "baseline_output": refs[i],
+        }
+        for i in range(2)
+        for m in range(3)
+    ]
     recs, stats = {}, {}
     for mode in ("global", "grouped"):
         judge = J.LocalJudge(model, tok, "tiny", prefix_cache=mode)
-        recs[mode], st = J.judge_pairs(judge, its, J.JudgeCache(tmp_path / f"{mode}.jsonl"), seed=0, template=template, orders="both")
+        recs[mode], st = J.judge_pairs(judge, its, J.JudgeCache(tmp_path / f"{mode}.jsonl"), jp(0), template=template, orders="both")
         stats[mode] = judge.last_stats
         assert st.calls == 12
     for key in ("logprob_m", "logprob_M", "p_model"):
         assert [r[key] for r in recs["grouped"]] == pytest.approx([r[key] for r in recs["global"]], abs=1e-4)
     assert stats["grouped"]["prompt_tokens"] == stats["global"]["prompt_tokens"]
     assert stats["grouped"]["groups"] >= 4  # per item: the instruction, and inside it the reference presented first
-    prompts = [J.render(template, it["instruction"], *((it["output"], it["baseline_output"]) if first else (it["baseline_output"], it["output"])))
-               for it in its for first in (True, False)]
-    assert stats["grouped"]["computed_tokens"] == expected_computed([judge.encode(p) for p in prompts]) < 0.75 * stats["global"]["computed_tokens"]
+    prompts = [
+        J.render(template, it["instruction"], *((it["output"], it["baseline_output"]) if first else (it["baseline_output"], it["output"])))
+        for it in its
+        for first in (True, False)
+    ]
+    assert (
+        stats["grouped"]["computed_tokens"]
+        == expected_computed([judge.encode(p) for p in prompts])
+        < 0.75 * stats["global"]["computed_tokens"]
+    )
 
 
 def test_prefix_cache_modes_are_validated(tiny_dir):

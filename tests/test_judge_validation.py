@@ -9,6 +9,7 @@ import pytest
 
 from xlr import judge as J
 from xlr import judge_validation as V
+from xlr.config import JudgeParams
 from xlr.mock_openai import MockServer
 
 KEY_ENV = "XLR_TEST_JUDGE_KEY"
@@ -23,8 +24,21 @@ def frame(n_models=6, per_cell=30, seed=0):
             for k in range(per_cell):
                 p = float(rng.uniform())
                 lm, lb = int(rng.integers(50, 2000)), int(rng.integers(50, 2000))
-                rows.append({"key": f"m{m}:{d}:{k}", "model": f"m{m}", "record": k, "dataset": f"d{d}", "instruction": f"q{d}-{k}",
-                             "output": "x" * lm, "baseline_output": "y" * lb, "preference": 1 + p, "p_gpt4": p, "len_model": lm, "len_baseline": lb})
+                rows.append(
+                    {
+                        "key": f"m{m}:{d}:{k}",
+                        "model": f"m{m}",
+                        "record": k,
+                        "dataset": f"d{d}",
+                        "instruction": f"q{d}-{k}",
+                        "output": "x" * lm,
+                        "baseline_output": "y" * lb,
+                        "preference": 1 + p,
+                        "p_gpt4": p,
+                        "len_model": lm,
+                        "len_baseline": lb,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -73,11 +87,15 @@ def test_balanced_sample_stays_balanced_when_a_class_runs_short_and_orders_are_t
     want = [alpaca_eval_switch(r.instruction, r.baseline_output, r.output, 0) for r in s.itertuples()]
     assert s["model_first"].tolist() == want
     # another order seed and the outputs in the draw: still what judge_pairs presents
-    s2 = V.balanced_sample(df, 40, seed=0, order_seed=7, order_seed_columns="instruction_outputs")
-    assert s2["model_first"].tolist() == [alpaca_eval_switch(r.instruction, r.baseline_output, r.output, 7, ("instruction", "output_1", "output_2"))
-                                          for r in s2.itertuples()]
-    items = [{"key": r.key, "instruction": r.instruction, "output": r.output, "baseline_output": r.baseline_output} for r in s2.itertuples()]
-    recs, _ = J.judge_pairs(_LabelStub(), items, J.JudgeCache(tmp_path / "c.jsonl"), 7, J.protocol_template(True), order_seed_columns="instruction_outputs")
+    jp = JudgeParams(protocol="pairwise", order_seed=7, order_seed_columns="instruction_outputs")
+    s2 = V.balanced_sample(df, 40, seed=0, jp=jp)
+    assert s2["model_first"].tolist() == [
+        alpaca_eval_switch(r.instruction, r.baseline_output, r.output, 7, ("instruction", "output_1", "output_2")) for r in s2.itertuples()
+    ]
+    items = [
+        {"key": r.key, "instruction": r.instruction, "output": r.output, "baseline_output": r.baseline_output} for r in s2.itertuples()
+    ]
+    recs, _ = J.judge_pairs(_LabelStub(), items, J.JudgeCache(tmp_path / "c.jsonl"), jp, J.protocol_template(True))
     assert [r["model_first"] for r in recs] == s2["model_first"].tolist()
 
 
@@ -163,7 +181,9 @@ def test_ranking_metrics_are_spearman_of_per_model_win_rates():
 
     df = frame(n_models=5, per_cell=4)
     r = V.ranking_sample(df, 4, seed=0)
-    board = pd.DataFrame({"win_rate": [10, 20, 30, 40, 50], "length_controlled_winrate": [50, 40, 30, 20, 10]}, index=[f"m{i}" for i in range(5)])
+    board = pd.DataFrame(
+        {"win_rate": [10, 20, 30, 40, 50], "length_controlled_winrate": [50, 40, 30, 20, 10]}, index=[f"m{i}" for i in range(5)]
+    )
     p = np.random.default_rng(0).uniform(size=len(r))
     out = V.ranking_metrics(r, p, board, n_boot=50)
     wr = pd.Series(p).groupby(r["model"].to_numpy()).mean()
@@ -175,7 +195,11 @@ def test_ranking_metrics_are_spearman_of_per_model_win_rates():
 def test_baselines_and_the_informative_rule():
     s = pd.DataFrame({"len_model": [10, 5, 7], "len_baseline": [5, 10, 7], "model_first": [True, False, True]})
     b = V.baseline_preferences(s)
-    assert b["length"].tolist() == [1.0, 0.0, 0.5] and b["always_first"].tolist() == [1.0, 0.0, 1.0] and b["always_baseline"].tolist() == [0, 0, 0]
+    assert (
+        b["length"].tolist() == [1.0, 0.0, 0.5]
+        and b["always_first"].tolist() == [1.0, 0.0, 1.0]
+        and b["always_baseline"].tolist() == [0, 0, 0]
+    )
     yes = V.informative({"agreement": 0.8, "ci95": [0.72, 0.88]}, {"agreement": 0.5, "ci95": [0.3, 0.7]}, 0.678)
     assert yes["informative"] and "above the length baseline" in yes["reason"]
     lm = V.informative({"agreement": 0.6, "ci95": [0.5, 0.7]}, {"agreement": 0.7, "ci95": [0.55, 0.85]}, 0.678)
@@ -199,11 +223,10 @@ def smoke_params():
 
 def test_validate_with_the_tiny_judge_writes_results_and_reruns_free(smoke_params, tmp_path):
     protocols = ["pairwise", "pairwise_both", "pointwise_score"]
-    kw = dict(n_items=6, protocols=protocols, xae_items=1, rank_items=1, rank_models=4,
-              uf_items=2, max_chars=800, n_boot=50)
-    res = V.validate(smoke_params, out_dir=tmp_path / "out", **kw)
+    kw = dict(n_items=6, protocols=protocols, xae_items=1, rank_items=1, rank_models=4, uf_items=2, max_chars=800, n_boot=50)
+    res = V.validate(smoke_params, V.ValidationSettings.from_params(smoke_params, **kw), out_dir=tmp_path / "out")
     assert set(res["protocols"]) == set(protocols) and res["sizes"]["balanced"] == 6 and res["sizes"]["balanced_model_won"] == 3
-    for name, e in res["protocols"].items():
+    for e in res["protocols"].values():
         assert e["balanced"]["n_items"] + e["balanced"]["unjudgeable"] == 6
         assert isinstance(e["informative"], bool) and e["reason"]
         assert e["ultrafeedback"]["n_items"] == 2
@@ -216,9 +239,17 @@ def test_validate_with_the_tiny_judge_writes_results_and_reruns_free(smoke_param
     names = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"judge_validation.json", "judge_validation_sample.jsonl", "judge_validation_pairwise.jsonl"} <= names
     text = V.format_report(res)
-    for needle in ("agreement (balanced)", "(length)", "(always first)", "Held-out UltraFeedback", "X-AlpacaEval (pairwise", "paper WR", "comparisons/s"):
+    for needle in (
+        "agreement (balanced)",
+        "(length)",
+        "(always first)",
+        "Held-out UltraFeedback",
+        "X-AlpacaEval (pairwise",
+        "paper WR",
+        "comparisons/s",
+    ):
         assert needle in text
-    again = V.validate(smoke_params, **kw)  # everything from the judge cache
+    again = V.validate(smoke_params, V.ValidationSettings.from_params(smoke_params, **kw))  # everything from the judge cache
     assert all(e["stats"]["calls"] == 0 for e in again["protocols"].values())
     assert again["protocols"]["pointwise_score"]["balanced"] == res["protocols"]["pointwise_score"]["balanced"]
 
@@ -230,17 +261,25 @@ def test_validate_through_the_api_judge_on_the_mock(smoke_params, tmp_path, monk
     with MockServer() as server:
         judge = J.APIJudge(server.base_url, "mock-judge", KEY_ENV, concurrency=4, max_retries=0, timeout_s=5)
         cache = J.JudgeCache(tmp_path / "c.jsonl")
-        res = V.validate(smoke_params, n_items=6, protocols="all", xae_items=0, rank_items=0, uf_items=0, judge=judge, cache=cache, n_boot=50)
+        only = {"xae_items": 0, "rank_items": 0, "uf_items": 0}
+        settings = V.ValidationSettings.from_params(smoke_params, n_items=6, protocols="all", n_boot=50, **only)
+        res = V.validate(smoke_params, settings, judge=judge, cache=cache)
         assert "loglik" not in res["protocols"]  # an endpoint gives no log-likelihood of a given text
         with pytest.raises(V.ValidationError, match="local judge"):
-            V.validate(smoke_params, n_items=6, protocols=["loglik"], xae_items=0, rank_items=0, uf_items=0, judge=judge, cache=cache)
+            V.validate(
+                smoke_params,
+                V.ValidationSettings.from_params(smoke_params, n_items=6, protocols=["loglik"], **only),
+                judge=judge,
+                cache=cache,
+            )
         assert res["protocols"]["pairwise"]["balanced"]["n_items"] == 6
         assert res["protocols"]["pairwise"]["stats"]["calls"] == 2 * res["sizes"]["judged_comparisons"]  # both orders of each
         sc = res["protocols"]["pointwise_score"]
         assert sc["balanced"]["n_items"] == 0 and sc["balanced"]["unjudgeable"] == 6 and sc["stats"]["unjudgeable"] > 0
         assert "unjudgeable" in V.format_report(res)
         server.default = "nolabels"
-        res2 = V.validate(smoke_params, n_items=8, protocols=["pairwise"], xae_items=0, rank_items=0, uf_items=0, judge=judge, cache=cache, n_boot=50)
+        settings = V.ValidationSettings.from_params(smoke_params, n_items=8, protocols=["pairwise"], n_boot=50, **only)
+        res2 = V.validate(smoke_params, settings, judge=judge, cache=cache)
         assert res2["protocols"]["pairwise"]["stats"]["unjudgeable"] > 0
         m = res2["protocols"]["pairwise"]["balanced"]
         assert m["n_items"] + m["unjudgeable"] == 8 and m["unjudgeable"] >= 1
@@ -254,10 +293,18 @@ def test_spread_models_spans_the_leaderboard():
 
 def test_validate_defaults_come_from_the_params(smoke_params, tmp_path):
     """Sizes left None come from judge.validation_*; protocols None is judge.protocol (the study's own)."""
-    p = smoke_params.model_copy(update={"judge": smoke_params.judge.model_copy(update={"validation_items": 4, "validation_rank_items": 0,
-                                                                                         "validation_xae_items": 0, "protocol": "pointwise_yes"})})
-    res = V.validate(p, uf_items=0, n_boot=20)
+    p = smoke_params.model_copy(
+        update={
+            "judge": smoke_params.judge.model_copy(
+                update={"validation_items": 4, "validation_rank_items": 0, "validation_xae_items": 0, "protocol": "pointwise_yes"}
+            )
+        }
+    )
+    res = V.validate(p, V.ValidationSettings.from_params(p, uf_items=0, n_boot=20))
     assert list(res["protocols"]) == ["pointwise_yes"] and res["sizes"]["balanced"] == 4 and res["sizes"]["ranking_items"] == 0
+    s = V.ValidationSettings.from_params(p, n_items=None, seed=None, protocols=["pairwise", "loglik"])  # None keeps the params' value
+    assert (s.n_items, s.seed, s.protocols) == (4, p.seed, ("pairwise", "loglik"))
+    assert (s.uf_items, s.n_boot, s.max_chars) == (p.judge.n_validation_pairs, p.evaluation.bootstrap, None)
 
 
 def test_the_informative_rule_does_not_trust_a_collapsed_bootstrap_at_small_n():
@@ -270,5 +317,7 @@ def test_the_informative_rule_does_not_trust_a_collapsed_bootstrap_at_small_n():
     assert abs(lo - 1 / (1 + z * z / 2)) < 1e-9 and hi == 1.0
     small = V.informative({"agreement": 0.33, "ci95": [0.0, 0.67], "n_items": 6}, {"agreement": 1.0, "ci95": [1.0, 1.0], "n_items": 2}, 0.5)
     assert not small["informative"] and "length-matched CI lower end 0.342 <= 0.5" in small["reason"]
-    large = V.informative({"agreement": 0.33, "ci95": [0.0, 0.67], "n_items": 6}, {"agreement": 0.9, "ci95": [0.82, 0.96], "n_items": 60}, 0.5)
+    large = V.informative(
+        {"agreement": 0.33, "ci95": [0.0, 0.67], "n_items": 6}, {"agreement": 0.9, "ci95": [0.82, 0.96], "n_items": 60}, 0.5
+    )
     assert large["informative"] and "length-matched" in large["reason"]  # at n 60 Wilson's lower end (0.80) is also above 0.5

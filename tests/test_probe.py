@@ -6,7 +6,6 @@ import math
 
 import pytest
 from conftest import independent_seq_logp
-import torch
 
 from xlr.config import load_params
 from xlr.languages import LANGUAGE_NAMES
@@ -32,9 +31,15 @@ WEAK_ANS = {
     "de": {i: ("Rot." if i != 3 else ANS["de"][3]) for i in IDS},  # id 3: identical to the reference (a counted skip)
 }
 # AlpacaEval-style annotations of English instructions: (id, output_1, output_2, preference)
-ANNOTATIONS = [(1, "Blue, because of the sky.", "no", 1.0), (1, "Red and blue.", "Blue and red.", 1.5), (2, "Green and red.", "idk", 1.02),
-               (3, "a", "Three colours: cyan, magenta and yellow, all vivid.", 2.0), (4, "x", "Four: red, blue, green, black.", 1.95),
-               (5, "Five colours, all lovely.", "five", 1.2), (6, "?", "Six colours, listed with reasons.", 1.99)]
+ANNOTATIONS = [
+    (1, "Blue, because of the sky.", "no", 1.0),
+    (1, "Red and blue.", "Blue and red.", 1.5),
+    (2, "Green and red.", "idk", 1.02),
+    (3, "a", "Three colours: cyan, magenta and yellow, all vivid.", 2.0),
+    (4, "x", "Four: red, blue, green, black.", 1.95),
+    (5, "Five colours, all lovely.", "five", 1.2),
+    (6, "?", "Six colours, listed with reasons.", 1.99),
+]
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +54,31 @@ def data_root(tmp_path_factory):
     for lang, ins in INSTR.items():
         dump(f"x-alpacaeval/prompts/{lang}.json", [{"id": i, "dataset": "toy", "instruction": ins[i]} for i in IDS])
     for lang, ans in ANS.items():  # no bn references; the English file has no ids (joined by row order, as the shipped one)
-        dump(f"x-alpacaeval/references/{REF}/{lang}.json",
-             [{"generator": REF, "dataset": "toy", **({} if lang == "en" else {"id": i}), "instruction": INSTR[lang][i], "output": ans[i]} for i in IDS])
+        dump(
+            f"x-alpacaeval/references/{REF}/{lang}.json",
+            [
+                {"generator": REF, "dataset": "toy", **({} if lang == "en" else {"id": i}), "instruction": INSTR[lang][i], "output": ans[i]}
+                for i in IDS
+            ],
+        )
     for lang, ans in WEAK_ANS.items():  # no sw outputs
-        dump(f"x-alpacaeval/outputs/{WEAK}/{lang}.json", [{"generator": WEAK, "dataset": "toy", "id": i, "instruction": INSTR[lang][i], "output": ans[i]} for i in IDS])
-    ann = [{"instruction": INSTR["en"][i], "output_1": o1, "generator_1": "gpt4_1106_preview", "output_2": o2, "generator_2": "toy", "dataset": "toy",
-            "annotator": "weighted_alpaca_eval_gpt4_turbo", "preference": str(p)} for i, o1, o2, p in ANNOTATIONS]
+        dump(
+            f"x-alpacaeval/outputs/{WEAK}/{lang}.json",
+            [{"generator": WEAK, "dataset": "toy", "id": i, "instruction": INSTR[lang][i], "output": ans[i]} for i in IDS],
+        )
+    ann = [
+        {
+            "instruction": INSTR["en"][i],
+            "output_1": o1,
+            "generator_1": "gpt4_1106_preview",
+            "output_2": o2,
+            "generator_2": "toy",
+            "dataset": "toy",
+            "annotator": "weighted_alpaca_eval_gpt4_turbo",
+            "preference": str(p),
+        }
+        for i, o1, o2, p in ANNOTATIONS
+    ]
     path = root / "alpaca-eval/annotations/toy.json.gz"
     path.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(path, "wt", encoding="utf-8") as f:
@@ -63,9 +87,20 @@ def data_root(tmp_path_factory):
 
 
 def _params(root, **probe):
-    over = {"data": {"data_dir": str(root)}, "languages": {"train": probe.pop("train", ["en", "de", "sw"])}, "reward": probe.pop("reward", {}),
-            "probe": {"n_items": 6, "english_label_files": ["toy"], "n_english_label_pairs": 4, "translate_max_new_tokens": 6, "bootstrap": 200,
-                      "permutations": 200, **probe}}
+    over = {
+        "data": {"data_dir": str(root)},
+        "languages": {"train": probe.pop("train", ["en", "de", "sw"])},
+        "reward": probe.pop("reward", {}),
+        "probe": {
+            "n_items": 6,
+            "english_label_files": ["toy"],
+            "n_english_label_pairs": 4,
+            "translate_max_new_tokens": 6,
+            "bootstrap": 200,
+            "permutations": 200,
+            **probe,
+        },
+    }
     from xlr.paths import REPO_ROOT
 
     return load_params(REPO_ROOT / "params" / "smoke.yaml", over)
@@ -122,7 +157,11 @@ def test_prompts_per_variant_and_fractions_match_an_independent_computation(prob
         a, b = _texts(r)
         ra = _logp(pi0, tok, r["reward_prompt"], a) - _logp(ref, tok, r["reward_prompt"], a)
         rb = _logp(pi0, tok, r["reward_prompt"], b) - _logp(ref, tok, r["reward_prompt"], b)
-        assert math.isclose(r["score_a"], ra, rel_tol=1e-4, abs_tol=1e-3) and math.isclose(r["score_b"], rb, rel_tol=1e-4, abs_tol=1e-3), (r, ra, rb)
+        assert math.isclose(r["score_a"], ra, rel_tol=1e-4, abs_tol=1e-3) and math.isclose(r["score_b"], rb, rel_tol=1e-4, abs_tol=1e-3), (
+            r,
+            ra,
+            rb,
+        )
         wins.setdefault((r["test"], r["lang"], r["variant"]), []).append(1.0 if ra > rb else 0.5 if ra == rb else 0.0)
     summary = {(s["test"], s["lang"], s["variant"]): s for s in res["summary"]}
     assert set(wins) <= set(summary) and len(wins) >= 8
@@ -148,7 +187,9 @@ def test_length_score_and_english_skipped_in_language_test(probe_run):
     for r in items:
         if r["variant"] == "length":
             a, b = _texts(r)
-            assert (r["score_a"], r["score_b"]) == (len(a), len(b)) and r["win"] == (1.0 if len(a) > len(b) else 0.5 if len(a) == len(b) else 0.0)
+            assert (r["score_a"], r["score_b"]) == (len(a), len(b)) and r["win"] == (
+                1.0 if len(a) > len(b) else 0.5 if len(a) == len(b) else 0.0
+            )
     assert ("language", "en") not in {(s["test"], s["lang"]) for s in res["summary"]}
 
 
@@ -198,16 +239,31 @@ def test_r_t_translates_with_pi0_and_scores_under_the_english_instruction(probe_
         a, _ = _texts(r)
         if checked < 3:
             want = translate_to_english(backend, [a], [r["lang"]], params.probe.translate_max_new_tokens, style=params.reward.rt_style)
-            assert (r["translation_a"], r["translation_status_a"], r["translation_truncated_a"]) == (want.texts[0], want.status[0], want.truncated[0])
+            assert (r["translation_a"], r["translation_status_a"], r["translation_truncated_a"]) == (
+                want.texts[0],
+                want.status[0],
+                want.truncated[0],
+            )
             ra = _logp(pi0, tok, r["reward_prompt"], r["translation_a"]) - _logp(ref, tok, r["reward_prompt"], r["translation_a"])
             assert math.isclose(r["score_a"], ra, rel_tol=1e-4, abs_tol=1e-3)
             checked += 1
     assert checked == 3
     c = res["counts"]
-    assert c["translation_settings"] == {"style": "reference", "max_new_tokens": 6}  # the default style; the cap of probe.translate_max_new_tokens
+    assert c["translation_settings"] == {
+        "style": "reference",
+        "max_new_tokens": 6,
+    }  # the default style; the cap of probe.translate_max_new_tokens
     # style reference: the request names no source language, so an answer is translated once whatever its L
-    assert c["translations"] == len({t for r in rows if r["lang"] != "en" for t in _texts(r)}) and 0 <= c["translations_truncated"] <= c["translations"]
-    assert sum(c["translation_status"].values()) == c["translations"] and set(c["translation_status"]) <= {"tagged", "tagged_empty", "untagged", "error"}
+    assert (
+        c["translations"] == len({t for r in rows if r["lang"] != "en" for t in _texts(r)})
+        and 0 <= c["translations_truncated"] <= c["translations"]
+    )
+    assert sum(c["translation_status"].values()) == c["translations"] and set(c["translation_status"]) <= {
+        "tagged",
+        "tagged_empty",
+        "untagged",
+        "error",
+    }
 
 
 def test_probe_r_t_translates_in_the_training_style_with_the_params_cap(data_root, tmp_path, monkeypatch):
@@ -225,9 +281,19 @@ def test_probe_r_t_translates_in_the_training_style_with_the_params_cap(data_roo
     fps = {}
     for style in ("reference", "plain"):
         calls.clear()
-        params = _params(data_root, train=["en", "de"], variants=["R_t"], tests=["language"], n_items=2, translate_max_new_tokens=None,
-                         reward={"rt_style": style, "rt_max_new_tokens": 5})
-        assert translation_settings(params) == {"style": style, "max_new_tokens": 5}  # probe.translate_max_new_tokens None: reward.rt_max_new_tokens
+        params = _params(
+            data_root,
+            train=["en", "de"],
+            variants=["R_t"],
+            tests=["language"],
+            n_items=2,
+            translate_max_new_tokens=None,
+            reward={"rt_style": style, "rt_max_new_tokens": 5},
+        )
+        assert translation_settings(params) == {
+            "style": style,
+            "max_new_tokens": 5,
+        }  # probe.translate_max_new_tokens None: reward.rt_max_new_tokens
         out = tmp_path / style
         res = run_probe(params, "tiny:1", "tiny:0", out)
         prompts = [p for ps, _ in calls for p in ps]
@@ -293,8 +359,17 @@ def test_select_ids_is_the_eval_subset_rule():
 
 def test_summarize_ties_and_transfer_definitions():
     def item(test, lang, k, sa, sb, variant="R_c"):
-        return {"test": test, "lang": lang, "id": k, "pair": k, "variant": variant, "score_a": sa, "score_b": sb,
-                "win": 1.0 if sa > sb else 0.5 if sa == sb else 0.0, "cluster": k}
+        return {
+            "test": test,
+            "lang": lang,
+            "id": k,
+            "pair": k,
+            "variant": variant,
+            "score_a": sa,
+            "score_b": sb,
+            "win": 1.0 if sa > sb else 0.5 if sa == sb else 0.0,
+            "cluster": k,
+        }
 
     en = [item("quality", "en", k, s, 0.0) for k, s in enumerate([1, 1, 1, -1])]  # acc_en 0.75
     de = [item("quality", "de", k, s, 0.0) for k, s in enumerate([1, 0, -1, -1])]  # acc_de (1 + 0.5 + 0) / 4 = 0.375

@@ -11,8 +11,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _summary(root: Path, wr: dict[str, float]) -> None:
-    rows = [{"model": m, "lang": lang, "win_rate": w + (m == "pi1"), "win_rate_ci95": [w - 2, w + 2], "length_controlled_winrate": w - 1,
-             "lc_ci95": [w - 3, w + 1]} for lang, w in wr.items() for m in ("pi_ref", "pi0", "pi1")]
+    rows = [
+        {
+            "model": m,
+            "lang": lang,
+            "win_rate": w + (m == "pi1"),
+            "win_rate_ci95": [w - 2, w + 2],
+            "length_controlled_winrate": w - 1,
+            "lc_ci95": [w - 3, w + 1],
+        }
+        for lang, w in wr.items()
+        for m in ("pi_ref", "pi0", "pi1")
+    ]
     (root / "eval").mkdir(parents=True, exist_ok=True)
     (root / "eval/summary.json").write_text(json.dumps({"rows": rows}))
 
@@ -41,7 +51,11 @@ def test_the_token_mask_choice_is_visible_in_the_provenance(tmp_path, monkeypatc
     """Issue 16: the paper files set reward.parity icr deliberately; the report's provenance row 'reward' names the mask
     (icr: the reference code's) so a reader sees which one a run used; the CPU files keep the corrected one."""
     monkeypatch.setenv("XLR_RUNS_DIR", str(tmp_path / "runs"))
-    for name, mask in (("paper-llama3-8b", "'icr': the reference code's"), ("paper-lowres", "'icr': the reference code's"), ("cpu", "'none'")):
+    for name, mask in (
+        ("paper-llama3-8b", "'icr': the reference code's"),
+        ("paper-lowres", "'icr': the reference code's"),
+        ("cpu", "'none'"),
+    ):
         params = load_params(REPO / f"params/{name}.yaml")
         row = dict(report.provenance_rows(params, Run.open(params)))["reward"]
         assert mask in row, (name, row)
@@ -50,14 +64,14 @@ def test_the_token_mask_choice_is_visible_in_the_provenance(tmp_path, monkeypatc
 def test_the_model_check_counts_the_languages_it_has_no_prompt_for(tmp_path, monkeypatch, caplog):
     """Issue 16 fix 11: a language without a check prompt is counted in the stage and named in a warning, not skipped
     without a word."""
-    from xlr import study
+    from xlr import stages
 
     monkeypatch.setenv("XLR_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setattr(study, "CHECK_PROMPTS", {k: v for k, v in study.CHECK_PROMPTS.items() if k != "de"})
+    monkeypatch.setattr(stages, "CHECK_PROMPTS", {k: v for k, v in stages.CHECK_PROMPTS.items() if k != "de"})
     params = load_params(REPO / "params/smoke.yaml", {"judge": {"backend": "none"}})
     run = Run.open(params)
     with caplog.at_level("WARNING"):
-        answers = study.stage_models(params, run)
+        answers = stages.stage_models(params, run)
     counts = run.manifest["stages"]["models"]["counts"]
     assert counts["languages_not_checked"] == ["de"] and counts["languages_checked"] == 2 and set(answers["pi_ref"]) == {"en", "zh"}
     assert "no check prompt for de" in caplog.text

@@ -5,9 +5,9 @@ uninterrupted run with the same seeds; finished shards, training steps and judgm
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
-import math
 import subprocess
 import sys
 from collections import Counter
@@ -37,11 +37,35 @@ KILLS = [
     "metrics:finish",
 ]
 # fields that legitimately differ between two runs (times, attempts, whether this process resumed)
-VOLATILE = {"wall_s", "started", "finished", "created", "reopened", "attempts", "peak_rss_mib", "resumed", "train_runtime",
-            "train_samples_per_second", "train_steps_per_second", "seconds", "judgments_per_s", "error", "corrupt_moved_aside",
-            "shards_written", "shards_skipped",
-            # judge bookkeeping: a resumed judging stage counts cache hits where the uninterrupted one made calls (checked below)
-            "calls", "cache_hits", "tokens_in", "tokens_out", "cost_usd", "cached", "calls_per_s", "comparisons_per_s", "calls_per_comparison"}
+VOLATILE = {
+    "wall_s",
+    "started",
+    "finished",
+    "created",
+    "reopened",
+    "attempts",
+    "peak_rss_mib",
+    "resumed",
+    "train_runtime",
+    "train_samples_per_second",
+    "train_steps_per_second",
+    "seconds",
+    "judgments_per_s",
+    "error",
+    "corrupt_moved_aside",
+    "shards_written",
+    "shards_skipped",
+    # judge bookkeeping: a resumed judging stage counts cache hits where the uninterrupted one made calls (checked below)
+    "calls",
+    "cache_hits",
+    "tokens_in",
+    "tokens_out",
+    "cost_usd",
+    "cached",
+    "calls_per_s",
+    "comparisons_per_s",
+    "calls_per_comparison",
+}
 
 
 def xlr_run(runs: Path, reports: Path, *extra: str, kill_at: str | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -49,7 +73,9 @@ def xlr_run(runs: Path, reports: Path, *extra: str, kill_at: str | None = None, 
     env.pop("XLR_KILL_AT", None)
     if kill_at:
         env["XLR_KILL_AT"] = kill_at
-    return subprocess.run([str(XLR), "run", str(REPO / "params/smoke.yaml"), *extra], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(XLR), "run", str(REPO / "params/smoke.yaml"), *extra], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def strip(obj):
@@ -89,7 +115,9 @@ def artifacts(run: Path) -> dict[str, Path]:
     cache is named by the models' fingerprint, which holds the run directory's path: its results are compared in
     probe.json / probe_items.jsonl."""
     skip = ("checkpoints", "incomplete-checkpoints", "notebooks", "corrupt", "cache")
-    return {str(p.relative_to(run)): p for p in run.rglob("*") if p.is_file() and not any(part in skip for part in p.relative_to(run).parts)}
+    return {
+        str(p.relative_to(run)): p for p in run.rglob("*") if p.is_file() and not any(part in skip for part in p.relative_to(run).parts)
+    }
 
 
 def _compare(base: Path, other: Path, rel: str, pa: Path, pb: Path) -> None:
@@ -100,8 +128,11 @@ def _compare(base: Path, other: Path, rel: str, pa: Path, pb: Path) -> None:
         if pa.name == "manifest.json":
             ma, mb = load(pa), load(pb)
             # the paths of the two run dirs differ; compare per-stage status, artifact hashes and counts
-            same({k: (v["status"], v.get("counts")) for k, v in ma["stages"].items()},
-                 {k: (v["status"], v.get("counts")) for k, v in mb["stages"].items()}, rel)
+            same(
+                {k: (v["status"], v.get("counts")) for k, v in ma["stages"].items()},
+                {k: (v["status"], v.get("counts")) for k, v in mb["stages"].items()},
+                rel,
+            )
             return
         ta, tb = pa.read_text().replace(str(base), "<run>"), pb.read_text().replace(str(other), "<run>")
         if pa.suffix == ".jsonl":
@@ -148,7 +179,9 @@ def test_kill_anywhere_then_resume_gives_the_same_artifacts(tmp_path):
 
     for kill in KILLS:
         r = xlr_run(runs, reports, "--direct", kill_at=kill)
-        assert r.returncode == -signal.SIGKILL, f"{kill}: expected the run to be killed there, got rc {r.returncode}\n{r.stdout[-2000:]}{r.stderr[-2000:]}"
+        assert r.returncode == -signal.SIGKILL, (
+            f"{kill}: expected the run to be killed there, got rc {r.returncode}\n{r.stdout[-2000:]}{r.stderr[-2000:]}"
+        )
         stage = kill.split(":")[0]
         m = json.loads((runs / "smoke/manifest.json").read_text())
         assert m["stages"][stage]["status"] == "running", kill  # killed inside the stage, not after it
@@ -168,7 +201,11 @@ def test_kill_anywhere_then_resume_gives_the_same_artifacts(tmp_path):
         assert entry["attempts"] == 1 + kills[key], (key, entry["attempts"])
     # finished units were not redone: sampling shards and eval shards skipped, training resumed from its checkpoint
     assert m["stages"]["iter1/sampling"]["counts"]["en"]["shards_skipped"] == 2
-    assert m["stages"]["iter1/sampling"]["counts"]["de"] == {**m["stages"]["iter1/sampling"]["counts"]["de"], "shards_skipped": 1, "shards_written": 1}
+    assert m["stages"]["iter1/sampling"]["counts"]["de"] == {
+        **m["stages"]["iter1/sampling"]["counts"]["de"],
+        "shards_skipped": 1,
+        "shards_written": 1,
+    }
     assert m["stages"]["generation"]["counts"]["pi_ref/en"]["shards_skipped"] == 6
     for key in ("anchor", "iter1/training"):
         rec = json.loads((run / key / "train_record.json").read_text())

@@ -4,7 +4,8 @@ import os
 import pytest
 
 from xlr.config import load_params, parse_override
-from xlr.runs import Run, RunMismatch, atomic_write_json, atomic_write_text, read_jsonl, sha256_file
+from xlr.files import atomic_write_json, atomic_write_text, read_jsonl, sha256_file
+from xlr.runs import Run, RunMismatch
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from xlr import report, runtime, study
+from xlr import report, runtime, stages
 from xlr.config import load_params
 from xlr.runs import Run
 
@@ -70,14 +70,14 @@ def test_fallback_reaches_manifest_and_report(slow_bf16, tmp_path, monkeypatch):
     monkeypatch.setenv("XLR_RUNS_DIR", str(tmp_path / "runs"))
     params = load_params(REPO / "params/smoke.yaml", {"reward": {"dtype": "bf16-fp32head"}, "anchor": {"score_dtype": "bf16"}})
     run = Run.open(params)
-    assert study.scoring_precision(params, params.reward.dtype, "reward.dtype", run)[:3] == (torch.float32, True, "fp32")
-    study.scoring_precision(params, params.anchor.score_dtype, "anchor.score_dtype", run)
+    assert stages.scoring_precision(params, params.reward.dtype, "reward.dtype", run)[:3] == (torch.float32, True, "fp32")
+    stages.scoring_precision(params, params.anchor.score_dtype, "anchor.score_dtype", run)
     prec = run.manifest["runtime"]["precision"]
     assert prec["reward.dtype"]["requested"] == "bf16-fp32head" and prec["reward.dtype"]["used"] == "fp32"
     assert prec["anchor.score_dtype"]["used"] == "fp32" and "0.01x" in prec["anchor.score_dtype"]["reason"]
     row = dict(report.provenance_rows(params, run))["precision"]
     assert "reward.dtype: fp32 (FELL BACK from bf16-fp32head)" in row and "anchor.score_dtype: fp32 (FELL BACK from bf16)" in row
-    study.record_precision(run, "runtime.dtype", "auto", "fp32", "fp32 (auto: ...)")  # auto -> fp32 is a choice, not a fallback
+    stages.record_precision(run, "runtime.dtype", "auto", "fp32", "fp32 (auto: ...)")  # auto -> fp32 is a choice, not a fallback
     assert run.manifest["runtime"]["precision"]["runtime.dtype"]["fell_back"] is False
     assert "runtime.dtype: fp32 —" in dict(report.provenance_rows(params, run))["precision"]
 
@@ -86,4 +86,4 @@ def test_require_in_params_stops_the_stage(slow_bf16, tmp_path, monkeypatch):
     monkeypatch.setenv("XLR_RUNS_DIR", str(tmp_path / "runs"))
     params = load_params(REPO / "params/smoke.yaml", {"reward": {"dtype": "bf16"}, "runtime": {"bf16": "require"}})
     with pytest.raises(runtime.PrecisionError, match="reward.dtype"):
-        study.scoring_precision(params, params.reward.dtype, "reward.dtype", Run.open(params))
+        stages.scoring_precision(params, params.reward.dtype, "reward.dtype", Run.open(params))

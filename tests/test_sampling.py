@@ -10,8 +10,18 @@ def backend():
     return HFBackend(model, tok)
 
 
-ROWS = [{"instruction_id": f"id{i}", "instruction": q} for i, q in enumerate(
-    ["Hallo!", "Wie spät ist es in Berlin, wenn es in New York Mittag ist?", "Nenne eine Farbe.", "Erkläre kurz die Photosynthese.", "Zähle bis drei."])]
+ROWS = [
+    {"instruction_id": f"id{i}", "instruction": q}
+    for i, q in enumerate(
+        [
+            "Hallo!",
+            "Wie spät ist es in Berlin, wenn es in New York Mittag ist?",
+            "Nenne eine Farbe.",
+            "Erkläre kurz die Photosynthese.",
+            "Zähle bis drei.",
+        ]
+    )
+]
 CFG = GenConfig(n=3, do_sample=True, temperature=0.9, top_p=1.0, max_new_tokens=6, batch_size=6)
 
 
@@ -84,8 +94,10 @@ def test_greedy_equals_transformers_generate(backend):
         text = render_prompt(tok, r["instruction"])
         enc = tok(text, return_tensors="pt", add_special_tokens=False)
         with torch.no_grad():
-            ref = backend.model.generate(**enc, max_new_tokens=7, do_sample=False, eos_token_id=backend.stop_ids, pad_token_id=tok.pad_token_id)
-        ref_ids = [t for t in ref[0, enc["input_ids"].shape[1]:].tolist() if t not in backend.stop_ids]
+            ref = backend.model.generate(
+                **enc, max_new_tokens=7, do_sample=False, eos_token_id=backend.stop_ids, pad_token_id=tok.pad_token_id
+            )
+        ref_ids = [t for t in ref[0, enc["input_ids"].shape[1] :].tolist() if t not in backend.stop_ids]
         ours = backend.generate([text], GenConfig(n=1, do_sample=False, max_new_tokens=7))[0][0]
         assert ours.text == tok.decode(ref_ids, skip_special_tokens=True).strip()
 
@@ -155,7 +167,10 @@ def test_continuous_outputs_do_not_depend_on_batch_size(early_stopping):
     cfg = GenConfig(n=3, do_sample=True, temperature=0.9, top_p=0.95, max_new_tokens=16)
     runs = {}
     for bs in (1, 7, 64):
-        runs[bs] = [[(g.text, g.n_tokens, g.truncated) for g in gs] for gs in early_stopping.generate(prompts, GenConfig(**{**cfg.__dict__, "batch_size": bs}), seed=5)]
+        runs[bs] = [
+            [(g.text, g.n_tokens, g.truncated) for g in gs]
+            for gs in early_stopping.generate(prompts, GenConfig(**{**cfg.__dict__, "batch_size": bs}), seed=5)
+        ]
         if bs == 7:
             assert early_stopping.last_stats["prefills"] > 3  # rows were refilled mid-run, several times
     assert runs[1] == runs[7] == runs[64]
@@ -170,8 +185,10 @@ def test_continuous_loop_equals_an_uncached_unbatched_decoding(early_stopping):
 
     tok = early_stopping.tokenizer
     prompts = [render_prompt(tok, q) for q in MANY[:6]]
-    for cfg in (GenConfig(n=2, do_sample=True, temperature=0.9, max_new_tokens=12, batch_size=5),
-                GenConfig(n=1, do_sample=False, max_new_tokens=12, batch_size=4)):
+    for cfg in (
+        GenConfig(n=2, do_sample=True, temperature=0.9, max_new_tokens=12, batch_size=5),
+        GenConfig(n=1, do_sample=False, max_new_tokens=12, batch_size=4),
+    ):
         got = early_stopping.generate(prompts, cfg, seed=11)
         for i, p in enumerate(prompts):
             ids = tok(p, add_special_tokens=False)["input_ids"]
@@ -195,7 +212,9 @@ def test_resume_with_another_batch_size_gives_identical_shards(early_stopping, t
         raise Killed
 
     with pytest.raises(Killed):
-        sample_language(early_stopping, rows, "de", part, GenConfig(**{**cfg.__dict__, "batch_size": 64}), seed=3, shard_size=4, on_shard_written=die)
+        sample_language(
+            early_stopping, rows, "de", part, GenConfig(**{**cfg.__dict__, "batch_size": 64}), seed=3, shard_size=4, on_shard_written=die
+        )
     sample_language(early_stopping, rows, "de", part, GenConfig(**{**cfg.__dict__, "batch_size": 3}), seed=3, shard_size=4)
     assert _files(part) == _files(full)
 

@@ -12,8 +12,12 @@ from xlr.sampling import EngineConfig, EngineError, GenConfig, SamplingTask, eng
 
 CFG = GenConfig(n=2, do_sample=True, temperature=0.9, max_new_tokens=5, batch_size=4)
 DE = ["Hallo!", "Nenne eine Farbe.", "Zähle bis drei.", "Was ist Licht?", "Erkläre Regen."]
-ROWS = {"de": [{"instruction_id": f"de{i}", "instruction": q} for i, q in enumerate(DE)],
-        "fr": [{"instruction_id": i, "instruction": q} for i, q in enumerate(["Bonjour !", "Compte jusqu'à trois.", "Qu'est-ce que la pluie ?"])]}
+ROWS = {
+    "de": [{"instruction_id": f"de{i}", "instruction": q} for i, q in enumerate(DE)],
+    "fr": [
+        {"instruction_id": i, "instruction": q} for i, q in enumerate(["Bonjour !", "Compte jusqu'à trois.", "Qu'est-ce que la pluie ?"])
+    ],
+}
 ENGINE = {"backend": "hf", "spec": "tiny:0", "dtype": "float64", "device": "cpu", "seed": 1}  # float64: no thread-count-dependent rounding
 SHARD = 2  # de: 3 shards, fr: 2; dealt round-robin in task order to 2 engines: engine 0 de0 de2 fr1, engine 1 de1 fr0
 
@@ -47,16 +51,23 @@ def test_two_engines_write_the_shards_of_one_engine(one_engine, tmp_path):
     counts = sample_tasks(EngineConfig(**ENGINE, data_parallel_size=2), _tasks(tmp_path), SHARD, work, poll_s=0.2)
     assert _files(tmp_path) == _files(ref_root) and len(_files(tmp_path)) == 5
     assert counts == ref_counts
-    assert [(r["id"], r["sample_idx"]) for r in load_samples(tmp_path / "fr")] == [(i, s) for i in range(3) for s in range(2)]  # prompt order
+    assert [(r["id"], r["sample_idx"]) for r in load_samples(tmp_path / "fr")] == [
+        (i, s) for i in range(3) for s in range(2)
+    ]  # prompt order
     results = [json.loads((work / f"engine-{k}.result.json").read_text()) for k in (0, 1)]
     assert [r["cuda_visible_devices"] for r in results] == ["0", "1"]  # engine k: GPUs [k*tp, (k+1)*tp), tp 1
-    assert [sorted(p.rsplit("/", 2)[-2] + p[-7:-6] for p in r["shards_written"]) for r in results] == [["de0", "de2", "fr1"], ["de1", "fr0"]]
+    assert [sorted(p.rsplit("/", 2)[-2] + p[-7:-6] for p in r["shards_written"]) for r in results] == [
+        ["de0", "de2", "fr1"],
+        ["de1", "fr0"],
+    ]
     record = json.loads((work / "engines.json").read_text())
     assert [(e["engine"], e["exit_code"], e["cuda_visible_devices"]) for e in record["engines"]] == [(0, 0, "0"), (1, 0, "1")]
     logs = {k: (work / f"engine-{k}.log").read_text() for k in (0, 1)}
     assert "CUDA_VISIBLE_DEVICES='1'" in logs[1]
     again = sample_tasks(EngineConfig(**ENGINE, data_parallel_size=2), _tasks(tmp_path), SHARD, work, poll_s=0.2)
-    assert all(c["shards_written"] == 0 for c in again.values()) and {k: (work / f"engine-{k}.log").read_text() for k in (0, 1)} == logs  # no launch
+    assert (
+        all(c["shards_written"] == 0 for c in again.values()) and {k: (work / f"engine-{k}.log").read_text() for k in (0, 1)} == logs
+    )  # no launch
 
 
 def test_a_failed_and_a_killed_engine_are_reported_and_a_rerun_samples_only_the_missing_shards(one_engine, tmp_path, monkeypatch):
@@ -78,9 +89,16 @@ def test_a_failed_and_a_killed_engine_are_reported_and_a_rerun_samples_only_the_
     obstacle.rmdir()
     monkeypatch.delenv(faults.ENV)
     counts = sample_tasks(engine, _tasks(tmp_path), SHARD, work, poll_s=0.2)
-    assert (counts["de"]["shards_written"], counts["de"]["shards_skipped"], counts["fr"]["shards_written"], counts["fr"]["shards_skipped"]) == (0, 3, 2, 0)
-    assert [json.loads((work / f"engine-{k}.result.json").read_text())["shards_written"] for k in (0, 1)] == [[str(tmp_path / "fr" / "shard-00000.jsonl")],
-                                                                                                          [str(tmp_path / "fr" / "shard-00001.jsonl")]]
+    assert (
+        counts["de"]["shards_written"],
+        counts["de"]["shards_skipped"],
+        counts["fr"]["shards_written"],
+        counts["fr"]["shards_skipped"],
+    ) == (0, 3, 2, 0)
+    assert [json.loads((work / f"engine-{k}.result.json").read_text())["shards_written"] for k in (0, 1)] == [
+        [str(tmp_path / "fr" / "shard-00000.jsonl")],
+        [str(tmp_path / "fr" / "shard-00001.jsonl")],
+    ]
     assert _files(tmp_path) == _files(ref_root)
 
 
@@ -89,7 +107,9 @@ def test_one_engine_with_every_shard_done_starts_no_backend(one_engine, tmp_path
     for lang in ROWS:
         shutil.copytree(ref_root / lang, tmp_path / lang)
     counts = sample_tasks(EngineConfig(**{**ENGINE, "backend": "no-such-backend"}), _tasks(tmp_path), SHARD, tmp_path / "engines")
-    assert counts == {k: {**c, "shards_written": 0, "shards_skipped": c["shards_written"] + c["shards_skipped"]} for k, c in ref_counts.items()}
+    assert counts == {
+        k: {**c, "shards_written": 0, "shards_skipped": c["shards_written"] + c["shards_skipped"]} for k, c in ref_counts.items()
+    }
     with pytest.raises(ValueError, match="own key and out_dir"):
         sample_tasks(EngineConfig(**ENGINE), _tasks(tmp_path) * 2, SHARD, tmp_path / "engines")
 
@@ -100,7 +120,9 @@ def test_engine_devices():
     assert engine_devices(4, 2, gpus) == ["0,1", "2,3", "4,5", "6,7"]
     assert engine_devices(2, 2, ["4", "5", "6", "7"]) == ["4,5", "6,7"]  # a subset made visible to the run: its own GPUs in turn
     assert engine_devices(1, 3, gpus) == ["0,1,2"]
-    with pytest.raises(EngineError, match=r"evaluation\.data_parallel_size 3 x evaluation\.tensor_parallel_size 2 = 6 GPUs, but 4 are visible.*Fix: lower"):
+    with pytest.raises(
+        EngineError, match=r"evaluation\.data_parallel_size 3 x evaluation\.tensor_parallel_size 2 = 6 GPUs, but 4 are visible.*Fix: lower"
+    ):
         engine_devices(3, 2, gpus[:4], section="evaluation")
 
 
@@ -116,7 +138,15 @@ def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
 def test_engine_config_is_plain_json_and_checks_its_sizes():
     import torch
 
-    e = EngineConfig("vllm", "owner/m@rev", dtype=torch.bfloat16, device="cuda", tensor_parallel_size=2, data_parallel_size=4, options={"max_num_seqs": 8})
+    e = EngineConfig(
+        "vllm",
+        "owner/m@rev",
+        dtype=torch.bfloat16,
+        device="cuda",
+        tensor_parallel_size=2,
+        data_parallel_size=4,
+        options={"max_num_seqs": 8},
+    )
     assert e.dtype == "bfloat16" and EngineConfig(**json.loads(json.dumps(e.__dict__))) == e
     with pytest.raises(ValueError, match=r"evaluation\.data_parallel_size: 0.*Fix"):
         EngineConfig("hf", "tiny:0", field="evaluation.backend", data_parallel_size=0)
@@ -144,7 +174,17 @@ def test_params_parallel_fields():
 def test_an_engine_gets_its_gpus_and_no_launcher_ranks():
     from xlr.sampling import _engine_env
 
-    parent = {"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "0,1,2,3", "RANK": "0", "WORLD_SIZE": "8", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-              "MASTER_PORT": "29500", "TORCHELASTIC_RUN_ID": "x", "PYTHONPATH": "/extra", "XLR_CACHE": "/c"}
+    parent = {
+        "PATH": "/bin",
+        "CUDA_VISIBLE_DEVICES": "0,1,2,3",
+        "RANK": "0",
+        "WORLD_SIZE": "8",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29500",
+        "TORCHELASTIC_RUN_ID": "x",
+        "PYTHONPATH": "/extra",
+        "XLR_CACHE": "/c",
+    }
     env = _engine_env(parent, "2,3", "/src")
     assert env == {"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "2,3", "PYTHONPATH": "/src:/extra", "XLR_CACHE": "/c"}

@@ -14,9 +14,30 @@ FAKE_KEY = "sk-xlr-leak-canary-5f3a9c0e7d"
 def test_api_key_reaches_no_run_file_report_or_notebook(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("XLR_CANARY_KEY", FAKE_KEY)
     with MockServer() as server:
-        code = main(["run", str(REPO / "params/smoke.yaml"), "--set", "name=smoke-api", "--set", "models.pi0=tiny:1", "--set", "iterations=0",
-                     "--set", "judge.backend=api", "--set", f"judge.base_url={server.base_url}", "--set", "judge.model=mock-gpt",
-                     "--set", "judge.api_key_env=XLR_CANARY_KEY", "--set", "judge.price_per_1k_input=0.01", "--set", "judge.orders=both"])
+        code = main(
+            [
+                "run",
+                str(REPO / "params/smoke.yaml"),
+                "--set",
+                "name=smoke-api",
+                "--set",
+                "models.pi0=tiny:1",
+                "--set",
+                "iterations=0",
+                "--set",
+                "judge.backend=api",
+                "--set",
+                f"judge.base_url={server.base_url}",
+                "--set",
+                "judge.model=mock-gpt",
+                "--set",
+                "judge.api_key_env=XLR_CANARY_KEY",
+                "--set",
+                "judge.price_per_1k_input=0.01",
+                "--set",
+                "judge.orders=both",
+            ]
+        )
         assert code == 0, capsys.readouterr().err
         calls = server.requests
     out = capsys.readouterr()

@@ -7,12 +7,11 @@ import sys
 import time
 
 import pytest
-from conftest import independent_seq_logp
 import torch
 
-from xlr.config import LoraParams, TrainingParams
+from xlr.config import AnchorParams, LoraParams, TrainingParams
 from xlr.models import load_model
-from xlr.train import bootstrap_ci, reward_accuracy, to_conversational, train_dpo
+from xlr.train import DPOLoss, to_conversational, train_dpo
 
 PAIRS = [
     ("Name a colour.", "Blue.", "I like turtles and many other animals."),
@@ -64,9 +63,20 @@ def test_tiled_head_log_probs_and_gradients_equal_plain_autograd(train_weight):
 @pytest.mark.parametrize("head", ["trl-compact", "bf16"])
 def test_first_logged_loss_is_dpo_plus_nll(tmp_path, head):
     pairs = [to_conversational(*p) for p in PAIRS]
-    rec = train_dpo("tiny:0", pairs, tmp_path, beta=0.1, learning_rate=1e-3, epochs=1, batch_size=4, grad_accum=1, max_length=128,
-                    finetune="lora", lora=LoraParams(r=4, alpha=8, dropout=0.0), loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.7], warmup_ratio=0.0,
-                    seed=0, head=head)
+    dpo = TrainingParams(
+        beta=0.1,
+        learning_rate=1e-3,
+        epochs=1,
+        batch_size=4,
+        grad_accum=1,
+        max_length=128,
+        finetune="lora",
+        lora=LoraParams(r=4, alpha=8, dropout=0.0),
+        warmup_ratio=0.0,
+        head=head,
+        save_merged=True,
+    )
+    rec = train_dpo("tiny:0", pairs, tmp_path, dpo, loss=DPOLoss.sigmoid_nll(0.7), seed=0, dtype=None, device="cpu")
     first = json.loads((tmp_path / "metrics.json").read_text())[0]
     model, tok = load_model("tiny:0")
     # At step 1 the LoRA update is zero, so policy == reference: DPO sigmoid loss = -log sigmoid(0) = log 2.
@@ -89,8 +99,10 @@ def test_first_logged_loss_is_dpo_plus_nll(tmp_path, head):
 def test_full_fine_tuning_with_bf16_head_trains_the_tied_head(tmp_path):
     # full fine-tuning through the tiled head (d/d weight itself is checked in the test above): loss, tying, movement
     pairs = [to_conversational(*p) for p in PAIRS]
-    rec = train_dpo("tiny:0", pairs, tmp_path, beta=0.1, learning_rate=1e-3, epochs=1, batch_size=2, grad_accum=1, max_length=128,
-                    finetune="full", lora=LoraParams(), loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0], warmup_ratio=0.0, seed=0, head="bf16")
+    dpo = TrainingParams(
+        beta=0.1, learning_rate=1e-3, epochs=1, batch_size=2, grad_accum=1, max_length=128, finetune="full", warmup_ratio=0.0, head="bf16"
+    )
+    rec = train_dpo("tiny:0", pairs, tmp_path, dpo, loss=DPOLoss.sigmoid_nll(1.0), seed=0, dtype=None, device="cpu")
     first = json.loads((tmp_path / "metrics.json").read_text())[0]
     start, tok = load_model("tiny:0")
     chosen_tokens = [lp for p in pairs[:2] for lp in _token_logps(start, tok, p["prompt"], p["chosen"])]
@@ -102,50 +114,32 @@ def test_full_fine_tuning_with_bf16_head_trains_the_tied_head(tmp_path):
 
 def test_too_long_prompts_are_counted_not_silently_dropped(tmp_path):
     pairs = [to_conversational(*PAIRS[0]), to_conversational("word " * 200, "a", "b")]
-    rec = train_dpo("tiny:0", pairs, tmp_path, beta=0.1, learning_rate=1e-4, epochs=1, batch_size=1, grad_accum=1, max_length=64,
-                    finetune="lora", lora=LoraParams(r=2, alpha=4), warmup_ratio=0.0, seed=0)
+    dpo = AnchorParams(
+        beta=0.1,
+        learning_rate=1e-4,
+        epochs=1,
+        batch_size=1,
+        grad_accum=1,
+        max_length=64,
+        finetune="lora",
+        lora=LoraParams(r=2, alpha=4),
+        warmup_ratio=0.0,
+    )
+    rec = train_dpo("tiny:0", pairs, tmp_path, dpo, loss=DPOLoss.sigmoid(), seed=0, dtype=None, device="cpu")
     assert rec["pairs"] == 1 and rec["dropped_prompt_too_long"] == 1
-
-
-def test_reward_accuracy_equals_independent_computation():
-    pol, tok = load_model("tiny:0")
-    ref, _ = load_model("tiny:1")
-    margins = [0.5, 1.5, 3.0, 1.0]
-    rows = [{"prompt": "x", "chosen": "y", "rejected": "z", "tie": True, "score_margin": 0.0}]
-    rows += [{"prompt": p, "chosen": c, "rejected": r, "tie": False, "score_margin": m} for (p, c, r), m in zip(PAIRS, margins, strict=True)]
-    got = reward_accuracy(pol, ref, tok, rows, n_boot=200, seed=0)
-    want = []
-    for p, c, r in PAIRS:
-        rc = independent_seq_logp(pol, tok, p, c) - independent_seq_logp(ref, tok, p, c)
-        rr = independent_seq_logp(pol, tok, p, r) - independent_seq_logp(ref, tok, p, r)
-        want.append(rc > rr)
-    assert got["n"] == 4 and got["ties_excluded"] == 1
-    assert got["accuracy"] == sum(want) / 4
-    # per pair: rows of the input (the tie, row 0, left out), the rewards, and the bins of the labels' margin
-    assert [q["row"] for q in got["per_pair"]] == [1, 2, 3, 4] and [q["correct"] for q in got["per_pair"]] == want
-    assert [q["score_margin"] for q in got["per_pair"]] == margins
-    assert got["by_score_margin"] == {"(0, 1]": {"n": 2, "accuracy": (want[0] + want[3]) / 2}, "(1, 2]": {"n": 1, "accuracy": float(want[1])},
-                                      "(2, inf]": {"n": 1, "accuracy": float(want[2])}}
-    assert got["ci95"][0] <= got["accuracy"] <= got["ci95"][1]
-
-
-def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
-    v = [1, 0, 1, 1, 0, 1, 1, 1, 0, 1] * 5
-    a, b = bootstrap_ci(v, 500, seed=3), bootstrap_ci(v, 500, seed=3)
-    assert a == b and a[0] < 0.7 < a[1] and a[1] - a[0] < 0.3
-    assert all(math.isnan(x) for x in bootstrap_ci([], 10))
 
 
 RESUME_SCRIPT = """
 import sys, json
 from pathlib import Path
-from xlr.config import LoraParams
+from xlr.config import AnchorParams, LoraParams
 from xlr.runtime import set_threads
-from xlr.train import to_conversational, train_dpo
+from xlr.train import DPOLoss, to_conversational, train_dpo
 set_threads(1)
 pairs = [to_conversational("Question %d?" % i, "Answer %d." % i, "No.") for i in range(12)]
-rec = train_dpo("tiny:0", pairs, Path(sys.argv[1]), beta=0.1, learning_rate=1e-3, epochs=1, batch_size=2, grad_accum=1, max_length=64,
-                finetune="lora", lora=LoraParams(r=2, alpha=4, dropout=0.0), warmup_ratio=0.0, seed=0, save_steps=1)
+dpo = AnchorParams(beta=0.1, learning_rate=1e-3, epochs=1, batch_size=2, grad_accum=1, max_length=64, finetune="lora",
+                   lora=LoraParams(r=2, alpha=4, dropout=0.0), warmup_ratio=0.0, checkpoint_steps=1)
+rec = train_dpo("tiny:0", pairs, Path(sys.argv[1]), dpo, loss=DPOLoss.sigmoid(), seed=0, dtype=None, device="cpu")
 print(json.dumps(rec))
 """
 
@@ -153,7 +147,9 @@ print(json.dumps(rec))
 def test_resume_after_kill_mid_training(tmp_path):
     out = tmp_path / "train"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RESUME_SCRIPT, str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.time() + 240
     while time.time() < deadline and not (out / "checkpoints/checkpoint-2").is_dir():
         if proc.poll() is not None:
@@ -186,14 +182,17 @@ def test_incomplete_checkpoint_is_moved_aside_not_resumed(tmp_path):
 def test_select_by_score_margin_keeps_order_counts_drops_and_refuses_unscored_sources():
     import datasets
 
-    from xlr.study import StudyError, select_by_score_margin
+    from xlr.data import DataError, select_by_score_margin
 
     ds = datasets.Dataset.from_list([{"prompt": f"p{i}", "score_margin": m} for i, m in enumerate([0.0, 2.0, 0.5, 1.5, 1.0])])
     kept, dropped = select_by_score_margin(ds, 1.0, "ultrafeedback")
     assert kept["prompt"] == ["p1", "p3", "p4"] and dropped == 2
     assert select_by_score_margin(ds, 0.0, "ultrafeedback") == (ds, 0)
     unscored = datasets.Dataset.from_list([{"prompt": "p", "score_margin": None}])
-    with pytest.raises(StudyError, match=r"anchor.min_score_margin 0.5: source 'hh-rlhf-helpful' has pairs without rating scores.*Fix: set anchor.min_score_margin: 0"):
+    with pytest.raises(
+        DataError,
+        match=r"anchor.min_score_margin 0.5: source 'hh-rlhf-helpful' has pairs without rating scores.*Fix: set anchor.min_score_margin: 0",
+    ):
         select_by_score_margin(unscored, 0.5, "hh-rlhf-helpful")
     assert select_by_score_margin(unscored, 0.0, "hh-rlhf-helpful")[1] == 0
 
@@ -285,13 +284,17 @@ def bf16_start(tmp_path_factory):
     return folder
 
 
-MASTER_PAIRS = [to_conversational(f"Question {i}: name a thing?", f"Answer number {i} is this one here.", "No." * (i + 1)) for i in range(8)]
+MASTER_PAIRS = [
+    to_conversational(f"Question {i}: name a thing?", f"Answer number {i} is this one here.", "No." * (i + 1)) for i in range(8)
+]
 MASTER_LR = 5e-6  # AdamW moves a weight ~lr per step, well below half a bf16 ulp of weights ~0.02 (6e-5): only accumulated steps cross it
 
 
 def _full_ft(start, out, dtype, head="trl-compact"):
-    return train_dpo(str(start), MASTER_PAIRS, out, beta=0.1, learning_rate=MASTER_LR, epochs=1, batch_size=1, grad_accum=1, max_length=64, finetune="full",
-                     lora=LoraParams(), loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0], warmup_ratio=0.0, seed=0, dtype=dtype, head=head)
+    dpo = TrainingParams(
+        beta=0.1, learning_rate=MASTER_LR, epochs=1, batch_size=1, grad_accum=1, max_length=64, finetune="full", warmup_ratio=0.0, head=head
+    )
+    return train_dpo(str(start), MASTER_PAIRS, out, dpo, loss=DPOLoss.sigmoid_nll(1.0), seed=0, dtype=dtype, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -328,8 +331,18 @@ def test_full_fine_tuning_in_bf16_moves_the_weights_as_an_fp32_run_does(tmp_path
 def test_lora_in_bf16_keeps_a_bf16_base_and_fp32_adapters_without_autocast(tmp_path, bf16_start):
     from safetensors import safe_open
 
-    rec = train_dpo(str(bf16_start), MASTER_PAIRS[:1], tmp_path, beta=0.1, learning_rate=1e-3, epochs=1, batch_size=1, grad_accum=1, max_length=64,
-                    finetune="lora", lora=LoraParams(r=2, alpha=4), warmup_ratio=0.0, seed=0, dtype=torch.bfloat16)
+    dpo = AnchorParams(
+        beta=0.1,
+        learning_rate=1e-3,
+        epochs=1,
+        batch_size=1,
+        grad_accum=1,
+        max_length=64,
+        finetune="lora",
+        lora=LoraParams(r=2, alpha=4),
+        warmup_ratio=0.0,
+    )
+    rec = train_dpo(str(bf16_start), MASTER_PAIRS[:1], tmp_path, dpo, loss=DPOLoss.sigmoid(), seed=0, dtype=torch.bfloat16, device="cpu")
     assert rec["master_dtype"] == "fp32" and rec["autocast"] is None  # peft's adapters (the trained weights) in fp32
     with safe_open(str(tmp_path / "model/model.safetensors"), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
@@ -352,11 +365,25 @@ def test_warmup_is_the_ratio_of_the_optimizer_steps_with_every_process_counted(t
     monkeypatch.setattr(Accelerator, "num_processes", property(lambda self: world))
     n, bs, ga, ratio, lr = 96, 1, 2, 0.25, 1e-3
     model, tok = load_model("tiny:0")
-    args = dpo_args(tmp_path, beta=0.1, learning_rate=lr, epochs=1, batch_size=bs, grad_accum=ga, max_length=64, warmup_ratio=ratio,
-                    precompute_ref_log_probs=False)
+    dpo = TrainingParams(
+        beta=0.1,
+        learning_rate=lr,
+        epochs=1,
+        batch_size=bs,
+        grad_accum=ga,
+        max_length=64,
+        warmup_ratio=ratio,
+        precompute_ref_log_probs=False,
+    )
+    args = dpo_args(tmp_path, dpo, loss=DPOLoss.sigmoid(), autocast=None, device="cpu", seed=42)
     with compact_fused_head():
-        trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list([to_conversational(f"Q{i}?", "A.", "B.") for i in range(n)]),
-                             processing_class=tok, peft_config=lora_config(LoraParams(r=2, alpha=4)))
+        trainer = DPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list([to_conversational(f"Q{i}?", "A.", "B.") for i in range(n)]),
+            processing_class=tok,
+            peft_config=lora_config(LoraParams(r=2, alpha=4)),
+        )
     # what transformers' training loop does before its first step
     max_steps = trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1]
     assert max_steps == math.ceil(math.ceil(n / (bs * world)) / ga)  # independent: the optimizer steps of one process
@@ -369,6 +396,39 @@ def test_warmup_is_the_ratio_of_the_optimizer_steps_with_every_process_counted(t
     assert lrs.index(max(lrs)) == math.ceil(ratio * max_steps) and max(lrs) == pytest.approx(lr)  # linear warmup peaks where it ends
 
 
+def test_dpo_args_take_the_stage_params_whole(tmp_path):
+    """Every DPO setting comes from the stage's params object; the anchor's fields it lacks are constants of its class
+    (the merged model always written: it is pi0), equal to what train_dpo's keyword defaults were."""
+    from xlr.train import dpo_args
+
+    a = AnchorParams(checkpoint_steps=3, warmup_ratio=0.2)
+    args = dpo_args(tmp_path, a, loss=DPOLoss.sigmoid(), autocast=None, device="cpu", seed=7)
+    assert (
+        args.beta,
+        args.learning_rate,
+        args.num_train_epochs,
+        args.per_device_train_batch_size,
+        args.gradient_accumulation_steps,
+        args.max_length,
+        args.warmup_steps,
+        args.save_steps,
+        args.seed,
+        args.data_seed,
+    ) == (0.1, 5e-5, 1.0, 4, 1, 512, 0.2, 3, 7, 7)
+    assert args.precompute_ref_log_probs is True and args.loss_type == ["sigmoid"] and args.loss_weights is None
+    assert AnchorParams.save_merged is True and AnchorParams.precompute_ref_log_probs is True
+    tp = TrainingParams(nll_weight=0.5, precompute_ref_log_probs=False)
+    args = dpo_args(tmp_path, tp, loss=DPOLoss.sigmoid_nll(tp.nll_weight), autocast=None, device="cpu", seed=0)
+    assert (args.learning_rate, args.per_device_train_batch_size, args.gradient_accumulation_steps, args.max_length) == (5e-6, 1, 8, 2048)
+    assert args.precompute_ref_log_probs is False and args.loss_type == ["sigmoid", "sft"] and args.loss_weights == [1.0, 0.5]
+    assert DPOLoss.sigmoid_nll(0.0) == DPOLoss(("sigmoid",), (1.0,)) and DPOLoss.sigmoid_nll(0.0).as_record() == {
+        "loss_type": ["sigmoid"],
+        "loss_weights": [1.0],
+    }
+    with pytest.raises(ValueError, match="warmup_ratio=1.5"):  # model_copy(update=...) skips the schema's check; dpo_args does not
+        dpo_args(tmp_path, a.model_copy(update={"warmup_ratio": 1.5}), loss=DPOLoss.sigmoid(), autocast=None, device="cpu", seed=0)
+
+
 def test_default_micro_batches_give_the_reference_per_sequence_mean_nll(tmp_path):
     """The reference's NLL term (LLaMA-Factory's pref_ftx: -sum log p / length of each chosen response, averaged over
     the pairs) under TrainingParams' default batching: trl's sft term is a token mean per micro-batch, and transformers
@@ -376,18 +436,29 @@ def test_default_micro_batches_give_the_reference_per_sequence_mean_nll(tmp_path
     micro-batch one optimizer step averages per-sequence means. The logged loss is the objective backpropagated."""
     tp = TrainingParams()
     assert tp.batch_size * tp.grad_accum == 8
-    answers = ["Yes.", "Blue.", "A long and winding answer that goes on for quite a few words, far more than the others do.", "4",
-               "Hallo!", "An apple, a pear and a plum.", "No.", "The quick brown fox jumps over the lazy dog, twice over."]
+    answers = [
+        "Yes.",
+        "Blue.",
+        "A long and winding answer that goes on for quite a few words, far more than the others do.",
+        "4",
+        "Hallo!",
+        "An apple, a pear and a plum.",
+        "No.",
+        "The quick brown fox jumps over the lazy dog, twice over.",
+    ]
     pairs = [to_conversational(f"Question {i}?", a, "Rock.") for i, a in enumerate(answers)]
-    train_dpo("tiny:0", pairs, tmp_path, beta=tp.beta, learning_rate=1e-3, epochs=1, batch_size=tp.batch_size, grad_accum=tp.grad_accum, max_length=128,
-              finetune="lora", lora=LoraParams(r=2, alpha=4, dropout=0.0), loss_type=["sigmoid", "sft"], loss_weights=[1.0, tp.nll_weight], warmup_ratio=0.0,
-              seed=0)
+    dpo = tp.model_copy(
+        update={"learning_rate": 1e-3, "max_length": 128, "lora": LoraParams(r=2, alpha=4, dropout=0.0), "warmup_ratio": 0.0}
+    )
+    train_dpo("tiny:0", pairs, tmp_path, dpo, loss=DPOLoss.sigmoid_nll(tp.nll_weight), seed=0, dtype=None, device="cpu")
     first = json.loads((tmp_path / "metrics.json").read_text())[0]
     model, tok = load_model("tiny:0")
     tokens = [_token_logps(model, tok, p["prompt"], p["chosen"]) for p in pairs]
     per_sequence = sum(-sum(t) / len(t) for t in tokens) / len(tokens)
     pooled = -sum(sum(t) for t in tokens) / sum(len(t) for t in tokens)  # a token mean over the accumulated batch
-    want = math.log(2) + tp.nll_weight * per_sequence  # all 8 micro-batches run before the first update: policy == reference, DPO term log 2
+    want = (
+        math.log(2) + tp.nll_weight * per_sequence
+    )  # all 8 micro-batches run before the first update: policy == reference, DPO term log 2
     # the random tiny model's per-token NLL is nearly log(vocabulary) everywhere, yet the poolings differ 20x the tolerance below
     assert abs(per_sequence - pooled) * tp.nll_weight > 20 * 1e-4 * want
     assert first["loss"] == pytest.approx(want, rel=1e-4)

@@ -46,8 +46,13 @@ def _fake_outputs(prompt, sp):
         key = "unseeded" if sp.seed is None else sp.seed + j  # vLLM: child j of a seeded request gets seed + j
         toks = [derive_seed(prompt, key, k) % 1000 + 10 for k in range(min(3, sp.max_tokens))]
         stopped = len(toks) < sp.max_tokens
-        outs.append(types.SimpleNamespace(text=f" {' '.join(map(str, toks))} ", token_ids=toks + ([EOS] if stopped else []),
-                                          finish_reason="stop" if stopped else "length"))
+        outs.append(
+            types.SimpleNamespace(
+                text=f" {' '.join(map(str, toks))} ",
+                token_ids=toks + ([EOS] if stopped else []),
+                finish_reason="stop" if stopped else "length",
+            )
+        )
     return types.SimpleNamespace(prompt=prompt, outputs=outs)
 
 
@@ -86,8 +91,11 @@ def fake_vllm(monkeypatch):
 
 
 CFG = GenConfig(n=3, do_sample=True, temperature=0.9, top_p=0.95, top_k=0, max_new_tokens=16)
-PROMPTS = ["<|im_start|>user\nHallo<|im_end|>\n<|im_start|>assistant\n", "<|im_start|>user\nZähle bis drei.<|im_end|>\n<|im_start|>assistant\n",
-           "<|im_start|>user\nNenne eine Farbe.<|im_end|>\n<|im_start|>assistant\n"]
+PROMPTS = [
+    "<|im_start|>user\nHallo<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nZähle bis drei.<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nNenne eine Farbe.<|im_end|>\n<|im_start|>assistant\n",
+]
 
 
 def test_per_request_seeds_n_and_stop_ids(fake_vllm):
@@ -136,7 +144,9 @@ def test_truncation_and_progress(fake_vllm):
     assert be.generate([], CFG) == []
 
 
-@pytest.mark.parametrize(("given", "want"), [("auto", "auto"), (None, "auto"), ("fp32", "float32"), ("bf16", "bfloat16"), ("float16", "float16")])
+@pytest.mark.parametrize(
+    ("given", "want"), [("auto", "auto"), (None, "auto"), ("fp32", "float32"), ("bf16", "bfloat16"), ("float16", "float16")]
+)
 def test_dtype_names(fake_vllm, given, want):
     assert VLLMBackend("/m", FakeTokenizer(), dtype=given).llm.kw["dtype"] == want
 
@@ -228,7 +238,7 @@ def test_make_backend_vllm_loads_the_local_folder(fake_vllm, tiny_dir):
 
 
 def test_make_backend_vllm_checks_hashes_and_refuses_adapters(fake_vllm, tiny_dir, tmp_path):
-    from xlr.models import ModelHashMismatch
+    from xlr.registry import ModelHashMismatch
 
     copy = tmp_path / "tiny-copy"
     shutil.copytree(tiny_dir, copy)
@@ -266,8 +276,12 @@ def test_bench_imports_only_the_standard_library():
     import ast
 
     tree = ast.parse((REPO / "bench" / "sampling_vllm.py").read_text())
-    roots = {(a.name if isinstance(n, ast.Import) else n.module).split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)
-             for a in (n.names if isinstance(n, ast.Import) else [n])}
+    roots = {
+        (a.name if isinstance(n, ast.Import) else n.module).split(".")[0]
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Import | ast.ImportFrom)
+        for a in (n.names if isinstance(n, ast.Import) else [n])
+    }
     assert roots - {"vllm", "__future__"} <= set(sys.stdlib_module_names)
 
 
@@ -364,7 +378,9 @@ def test_an_engine_job_starts_vllm_with_its_parallelism_and_revision_and_writes_
     monkeypatch.setattr("xlr.models.load_tokenizer", lambda spec, trust_remote_code=False: FakeTokenizer())
     monkeypatch.setattr("xlr.sampling.model_eos_ids", lambda path, revision=None: [EOS, 9])
     rows = [{"instruction_id": i, "instruction": q, "lang": "de"} for i, q in enumerate(["Hallo", "Zähle bis drei.", "Nenne eine Farbe."])]
-    engine = EngineConfig("vllm", "owner/model@abc123", dtype="bfloat16", device="cuda", seed=3, tensor_parallel_size=2, data_parallel_size=4)
+    engine = EngineConfig(
+        "vllm", "owner/model@abc123", dtype="bfloat16", device="cuda", seed=3, tensor_parallel_size=2, data_parallel_size=4
+    )
     task = SamplingTask("de", rows, "de", tmp_path / "dp", CFG, seed=8)
     mine = [(0, k, p, rows[k * 2 : (k + 1) * 2]) for k, p in enumerate(shard_paths(task.out_dir, 3, 2))]
     job = tmp_path / "job.json"

@@ -1,8 +1,9 @@
 """xlr: implicit cross-lingual rewarding for multilingual preference alignment (arXiv 2503.04647).
 
-Modules, one per pipeline stage: config (params schema), data, models (+ tiny), sampling, rewards, pairs, langid,
-train, evaluate, judge, winrate; around them: runs (run dirs, manifest), runtime (threads/dtype), study (stages),
-report and plots (notebooks, HTML), cli.
+The modules, from the bottom up, are listed in README "Layout" (tests/test_layout.py keeps the order): leaves
+(errors, files, stats, ...), params and runs, inputs (data, models), the method's stages (sampling, rewards, pairs,
+train, judge, winrate), evaluation, what notebooks show (plots, report), the stage bodies (stages), the study's
+table and runner (study), cli.
 """
 
 import warnings as _warnings

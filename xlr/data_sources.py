@@ -103,8 +103,17 @@ def _origin(target: str) -> tuple[str, str, str]:
 def _source(target: str, digest: str) -> Source:
     repo, path, transform = _origin(target)
     member = transform.startswith("zip-member:")
-    return Source(target=target, group=target.split("/")[0], kind="github", repo=repo, revision=REVISIONS[repo], path=path,
-                  sha256=LCB_ZIP_SHA256 if member else digest, transform=transform, target_sha256=digest if member else None)
+    return Source(
+        target=target,
+        group=target.split("/")[0],
+        kind="github",
+        repo=repo,
+        revision=REVISIONS[repo],
+        path=path,
+        sha256=LCB_ZIP_SHA256 if member else digest,
+        transform=transform,
+        target_sha256=digest if member else None,
+    )
 
 
 def sources(group: str | None = None) -> tuple[Source, ...]:

@@ -8,7 +8,8 @@ Conventions:
 
 - rank 0 (the *main* process) alone writes the run manifest and the stage artifacts (:class:`xlr.runs.Run` enforces it
   for the manifest); the other ranks compute their share and read;
-- the collectives (:func:`barrier`, :func:`annotate_sharded`, :meth:`xlr.runs.Run.sync`) must be called by EVERY rank,
+- the collectives (:func:`barrier`, :func:`all_gather_object`, :func:`gather_object`, and on them
+  :func:`xlr.rewards.annotate_sharded`; :meth:`xlr.runs.Run.sync`) must be called by EVERY rank,
   in the same order; none of them is hidden inside a method only the main process calls;
 - control traffic (barriers, the gathered reward rows) goes over a gloo (CPU) group, also when the default group is
   NCCL: it needs no GPU memory and waits as long as ``XLR_DIST_TIMEOUT_S`` (default :data:`DEFAULT_TIMEOUT_S`), so the
@@ -19,7 +20,6 @@ Conventions:
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import os
 import sys
@@ -28,13 +28,15 @@ from datetime import timedelta
 from functools import wraps
 from typing import Any, TypeVar
 
+from xlr.errors import XlrError
+
 DEFAULT_TIMEOUT_S = 24 * 3600
 TIMEOUT_ENV = "XLR_DIST_TIMEOUT_S"
 _STATE: dict[str, Any] = {}
 T = TypeVar("T")
 
 
-class DistributedError(RuntimeError):
+class DistributedError(XlrError, RuntimeError):
     pass
 
 
@@ -45,8 +47,10 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise DistributedError(f"environment variable {name}={value!r} is not an integer. "
-                               "Fix: unset it, or launch with accelerate launch / torchrun, which set it.") from None
+        raise DistributedError(
+            f"environment variable {name}={value!r} is not an integer. "
+            "Fix: unset it, or launch with accelerate launch / torchrun, which set it."
+        ) from None
 
 
 def world() -> tuple[int, int, int]:
@@ -59,7 +63,9 @@ def world() -> tuple[int, int, int]:
     size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     if size < 1 or not 0 <= rank < size:
-        raise DistributedError(f"RANK={rank}, WORLD_SIZE={size}: need 0 <= RANK < WORLD_SIZE. Fix: launch with accelerate launch / torchrun, or unset both.")
+        raise DistributedError(
+            f"RANK={rank}, WORLD_SIZE={size}: need 0 <= RANK < WORLD_SIZE. Fix: launch with accelerate launch / torchrun, or unset both."
+        )
     return rank, size, local
 
 
@@ -96,20 +102,26 @@ def init() -> bool:
         return True
     dist = _dist()
     if dist is None:
-        raise DistributedError(f"WORLD_SIZE={size} but this torch build has no torch.distributed. "
-                               "Fix: install a torch with distributed support, or run one process.")
+        raise DistributedError(
+            f"WORLD_SIZE={size} but this torch build has no torch.distributed. "
+            "Fix: install a torch with distributed support, or run one process."
+        )
     import torch
 
     if not dist.is_initialized():
         missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v)]
         if missing:
-            raise DistributedError(f"WORLD_SIZE={size} but {', '.join(missing)} not set. Fix: start xlr with `accelerate launch -m xlr.cli ...` or "
-                                   "`torchrun --nproc_per_node N -m xlr.cli ...` (they set it), or unset WORLD_SIZE for one process.")
+            raise DistributedError(
+                f"WORLD_SIZE={size} but {', '.join(missing)} not set. Fix: start xlr with `accelerate launch -m xlr.cli ...` or "
+                "`torchrun --nproc_per_node N -m xlr.cli ...` (they set it), or unset WORLD_SIZE for one process."
+            )
         backend = "gloo"
         if torch.cuda.is_available():
             if local >= torch.cuda.device_count():
-                raise DistributedError(f"LOCAL_RANK={local} but {torch.cuda.device_count()} CUDA device(s) visible. Fix: launch at most one process per GPU "
-                                       "(--num_processes / --nproc_per_node), or check CUDA_VISIBLE_DEVICES.")
+                raise DistributedError(
+                    f"LOCAL_RANK={local} but {torch.cuda.device_count()} CUDA device(s) visible. Fix: launch at most one process per GPU "
+                    "(--num_processes / --nproc_per_node), or check CUDA_VISIBLE_DEVICES."
+                )
             torch.cuda.set_device(local)
             backend = "nccl"
         dist.init_process_group(backend, timeout=_timeout())
@@ -145,7 +157,7 @@ def main_only(fn: Callable[..., T]) -> Callable[..., T | None]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# reward annotation across ranks
+# work across ranks: a balanced shard plan, and the objects of every rank gathered (xlr.rewards.annotate_sharded uses both)
 
 
 def shard_units(costs: Sequence[float], world_size: int) -> list[list[int]]:
@@ -163,77 +175,23 @@ def shard_units(costs: Sequence[float], world_size: int) -> list[list[int]]:
     return [sorted(s) for s in shards]
 
 
-def scoring_units(
-    samples: Sequence[dict[str, Any]], english: dict[str, str], tokenizer: Any, models: Sequence[Any], variant: str = "R_c", names: dict[str, str] | None = None,
-    batch_tokens: int = 2048, share_prompts: bool = True, max_batch: int = 64,
-) -> tuple[list[list[int]], list[int]]:
-    """The samples (by index) cut into units that :func:`xlr.rewards.score_models` scores the same way whichever other
-    units are in the same call, and each unit's token count. A unit is either every sample of one reward prompt
-    (shared-prompt scoring runs them alone, from one run of the prompt) or one of the length batches of ALL the
-    remaining samples: both from :func:`xlr.rewards.score_plan`, score_models' own plan. Its greedy packing closes a
-    batch by its own size and first width only, so a shard made of whole batches is packed into exactly those again.
-
-    For ``R_t`` the scored text is pi0's translation, known only after translating, so its units are the prompt groups
-    and single samples (costed by the original response): prompt groups stay whole, the batches of single samples do
-    not follow the global ones."""
-    from xlr.rewards import RewardError, encode_pairs, reward_prompt, score_plan
-
-    missing = sorted({s["id"] for s in samples if s["id"] not in english})
-    if missing:
-        raise RewardError(f"{len(missing)} sample id(s) have no English instruction (needed for G(x)), e.g. {missing[0]}")
-    prompts = [reward_prompt(variant, s["lang"], s["prompt"], english[s["id"]], names) for s in samples]
-    enc = encode_pairs(tokenizer, prompts, [s["response"] for s in samples])
-    groups, batches = score_plan(enc, models, batch_tokens, max_batch, share_prompts)  # score_models' own plan
-    units = list(groups.values())
-    costs = [len(key) + sum(len(enc[i][0]) - len(key) for i in idx) for key, idx in groups.items()]
-    if variant == "R_t":  # the scored texts are the translations: the batches of single samples follow the shard
-        batches = [[i] for b in batches for i in b]
-    units += batches
-    costs += [sum(len(enc[i][0]) for i in b) for b in batches]
-    return units, costs
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank; a collective over the gloo group (every rank
+    calls it). One process: ``[obj]``."""
+    if not init():
+        return [obj]
+    dist = _dist()
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj, group=_STATE["cpu_group"])
+    return out
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(repr(obj).encode("utf-8")).hexdigest()
-
-
-def annotate_sharded(samples: Sequence[dict[str, Any]], english: dict[str, str], policy: Any, reference: Any, tokenizer: Any,
-                     **annotate_kwargs: Any) -> list[dict[str, Any]] | None:
-    """:func:`xlr.rewards.annotate` with the samples split across the ranks; call it on EVERY rank, each with the same
-    samples and its own copy of the models. Returns all rows, in the order of ``samples``, on the main process and
-    None on the others; in a single process it is ``annotate`` itself.
-
-    The split is by :func:`scoring_units` (prompt groups and global length batches kept whole), balanced by tokens
-    (:func:`shard_units`), so each sample is scored in the same batch as in one process and the rows are the same
-    numbers (R_t excepted: its translations and single-sample batches follow the shard). The ranks check first that
-    they hold the same samples and plan, and refuse otherwise."""
-    from xlr.rewards import annotate
-
-    _, size, _ = world()
-    if size <= 1:
-        return annotate(samples, english, policy, reference, tokenizer, **annotate_kwargs)
-    init()
-    dist, group = _dist(), _STATE["cpu_group"]
-    rank = dist.get_rank()
-    kw = {k: annotate_kwargs[k] for k in ("variant", "names", "batch_tokens", "share_prompts") if k in annotate_kwargs}
-    units, costs = scoring_units(samples, english, tokenizer, (policy, reference), **kw)
-    shards = [sorted(i for u in plan for i in units[u]) for plan in shard_units(costs, size)]
-    mine = shards[rank]
-    check = (len(samples), _digest([(s["id"], s["lang"], s["sample_idx"], s["response"]) for s in samples]), _digest(shards))
-    seen: list[Any] = [None] * size
-    dist.all_gather_object(seen, check, group=group)
-    if any(c != seen[0] for c in seen):
-        raise DistributedError(f"the ranks hold different samples or shard plans (samples per rank: {[c[0] for c in seen]}). "
-                               "Fix: every rank must read the same finished sampling stage; rerun after the sampling stage is done on the main process.")
-    rows = annotate([samples[i] for i in mine], english, policy, reference, tokenizer, **annotate_kwargs) if mine else []
-    gathered: list[Any] | None = [None] * size if rank == 0 else None
-    dist.gather_object((mine, rows), gathered, dst=0, group=group)
-    if rank != 0:
-        return None
-    out: list[dict[str, Any] | None] = [None] * len(samples)
-    for idx, part in gathered:
-        for i, row in zip(idx, part, strict=True):
-            out[i] = row
-    if any(r is None for r in out):
-        raise DistributedError(f"{sum(r is None for r in out)} sample(s) came back from no rank; please report it with the launch command")
-    return out  # type: ignore[return-value]
+def gather_object(obj: Any) -> list[Any] | None:
+    """Every rank's ``obj`` (picklable), in rank order, on the main process, and None on the others; a collective
+    over the gloo group (every rank calls it). One process: ``[obj]``."""
+    if not init():
+        return [obj]
+    dist = _dist()
+    out: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, out, dst=0, group=_STATE["cpu_group"])
+    return out

@@ -19,30 +19,39 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xlr.runs import atomic_write_json
+from xlr.files import atomic_write_json
+
+if TYPE_CHECKING:
+    from xlr.config import EvalParams
 
 
 def model_names(iterations: int) -> list[str]:
     return ["pi_ref", "pi0"] + [f"pi{t}" for t in range(1, iterations + 1)]
 
 
-def eval_dir(root: Path, model: str, lang: str) -> Path:
-    return root / "eval" / model / lang
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # generation
 
 
-def generate_outputs(backend: Any, rows: list[dict[str, Any]], lang: str, out_dir: Path, generator: str, cfg: Any, seed: int, shard_size: int) -> dict[str, Any]:
+def generate_outputs(
+    backend: Any, rows: list[dict[str, Any]], lang: str, out_dir: Path, generator: str, cfg: Any, seed: int, shard_size: int
+) -> dict[str, Any]:
     """Answer X-AlpacaEval rows (id, instruction, dataset) with one sample each; write shards and outputs.json."""
     from xlr.sampling import sample_language
 
-    counts = sample_language(backend, [{"instruction_id": r["id"], "instruction": r["instruction"]} for r in rows], lang, out_dir, cfg, seed=seed, shard_size=shard_size)
+    counts = sample_language(
+        backend,
+        [{"instruction_id": r["id"], "instruction": r["instruction"]} for r in rows],
+        lang,
+        out_dir,
+        cfg,
+        seed=seed,
+        shard_size=shard_size,
+    )
     write_outputs(rows, lang, out_dir, generator)
     return counts
 
@@ -52,8 +61,19 @@ def write_outputs(rows: list[dict[str, Any]], lang: str, out_dir: Path, generato
     from xlr.sampling import load_samples
 
     by_id = {r["id"]: r for r in load_samples(out_dir)}
-    outputs = [{"generator": generator, "dataset": r.get("dataset", ""), "id": r["id"], "lang": lang, "instruction": r["instruction"],
-                "output": by_id[r["id"]]["response"], "n_tokens": by_id[r["id"]]["n_tokens"], "truncated": by_id[r["id"]]["truncated"]} for r in rows]
+    outputs = [
+        {
+            "generator": generator,
+            "dataset": r.get("dataset", ""),
+            "id": r["id"],
+            "lang": lang,
+            "instruction": r["instruction"],
+            "output": by_id[r["id"]]["response"],
+            "n_tokens": by_id[r["id"]]["n_tokens"],
+            "truncated": by_id[r["id"]]["truncated"],
+        }
+        for r in rows
+    ]
     atomic_write_json(out_dir / "outputs.json", outputs)
 
 
@@ -66,18 +86,39 @@ def load_outputs(out_dir: Path) -> list[dict[str, Any]]:
 
 
 def reference_items(outputs: list[dict[str, Any]], references: dict[int, str]) -> list[dict[str, Any]]:
-    return [{"key": f"{o['lang']}:{o['id']}", "id": o["id"], "instruction": o["instruction"], "output": o["output"], "baseline_output": references[o["id"]]} for o in outputs]
+    return [
+        {
+            "key": f"{o['lang']}:{o['id']}",
+            "id": o["id"],
+            "instruction": o["instruction"],
+            "output": o["output"],
+            "baseline_output": references[o["id"]],
+        }
+        for o in outputs
+    ]
 
 
 def head_to_head_items(outputs: list[dict[str, Any]], baseline: list[dict[str, Any]]) -> list[dict[str, Any]]:
     base = {o["id"]: o["output"] for o in baseline}
-    return [{"key": f"{o['lang']}:{o['id']}", "id": o["id"], "instruction": o["instruction"], "output": o["output"], "baseline_output": base[o["id"]]} for o in outputs]
+    return [
+        {
+            "key": f"{o['lang']}:{o['id']}",
+            "id": o["id"],
+            "instruction": o["instruction"],
+            "output": o["output"],
+            "baseline_output": base[o["id"]],
+        }
+        for o in outputs
+    ]
 
 
 def validation_items(pairs: Any, n: int) -> list[dict[str, Any]]:
     """Held-out English preference pairs (ties excluded): 'output' is the chosen response, the baseline the rejected."""
     rows = [r for r in pairs if not r["tie"]][:n]
-    return [{"key": f"validation:{k}", "id": k, "instruction": r["prompt"], "output": r["chosen"], "baseline_output": r["rejected"]} for k, r in enumerate(rows)]
+    return [
+        {"key": f"validation:{k}", "id": k, "instruction": r["prompt"], "output": r["chosen"], "baseline_output": r["rejected"]}
+        for k, r in enumerate(rows)
+    ]
 
 
 def per_item_preference(records: list[dict[str, Any]]) -> dict[str, float]:
@@ -93,7 +134,7 @@ def per_item_preference(records: list[dict[str, Any]]) -> dict[str, float]:
 def judge_agreement(records: list[dict[str, Any]], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """How often the judge prefers the known-better output (both orders counted; 0.5 for an exact tie), with a bootstrap
     CI over items, the soft agreement, and how often the two orders agree with each other (position consistency)."""
-    from xlr.train import bootstrap_ci
+    from xlr.stats import bootstrap_ci
 
     by_item: dict[str, list[float]] = {}
     for r in records:
@@ -104,7 +145,9 @@ def judge_agreement(records: list[dict[str, Any]], n_boot: int = 1000, seed: int
     hard = [float(np.mean([1.0 if p > 0.5 else 0.0 if p < 0.5 else 0.5 for p in ps])) for ps in by_item.values()]
     consistent = [(ps[0] > 0.5) == (ps[1] > 0.5) for ps in by_item.values() if len(ps) == 2]
     return {
-        "n_items": len(by_item), "agreement": float(np.mean(hard)), "ci95": list(bootstrap_ci(hard, n_boot=n_boot, seed=seed)),
+        "n_items": len(by_item),
+        "agreement": float(np.mean(hard)),
+        "ci95": list(bootstrap_ci(hard, n_boot=n_boot, seed=seed)),
         "soft_agreement": float(np.mean([np.mean(ps) for ps in by_item.values()])),
         "position_consistency": float(np.mean(consistent)) if consistent else math.nan,
         "unjudgeable_orders": sum(math.isnan(r["p_model"]) for r in records),
@@ -146,25 +189,36 @@ def model_metrics(
     judgments: list[dict[str, Any]],
     references: dict[int, str],
     lang: str,
+    ev: EvalParams,
+    *,
+    seed: int,
     h2h: list[dict[str, Any]] | None = None,
-    n_boot: int = 1000,
-    lc_boot: int = 200,
-    seed: int = 0,
-    difficulty: Any = None,
-    gamed: Any = None,
+    lc_files: tuple[Any, Any] = (None, None),
 ) -> dict[str, Any]:
-    """WR, discrete WR and LC against the reference with 95% bootstrap CIs; head-to-head vs pi0; fidelity; lengths."""
+    """WR, discrete WR and LC against the reference with 95% bootstrap CIs; head-to-head vs pi0; fidelity; lengths.
+
+    ``ev``: the params' evaluation section (``bootstrap`` resamples for the WR and head-to-head CIs, ``lc_bootstrap``
+    for the LC CI, 0 = none); ``seed``: the study's (``params.seed``); ``lc_files``: (instruction difficulty, df_gamed)
+    for the LC GLM, as :func:`load_lc_files` returns them ((None, None): length_controlled_minimal)."""
     from xlr import langid
-    from xlr.train import bootstrap_ci
-    from xlr.winrate import WinRateError, bootstrap_stat_ci, length_controlled_winrate, win_rates
+    from xlr.stats import bootstrap_ci, bootstrap_statistic
+    from xlr.winrate import WinRateError, length_controlled_winrate, win_rates
+
+    n_boot, lc_boot = ev.bootstrap, ev.lc_bootstrap
+    difficulty, gamed = lc_files
 
     pref = per_item_preference(judgments)
     by_id = {o["id"]: o for o in outputs}
     judged = [(int(k.split(":", 1)[1]), p) for k, p in pref.items() if not math.isnan(p)]
     ids = [i for i, _ in judged]
     p = np.array([v for _, v in judged])
-    m: dict[str, Any] = {"lang": lang, "n_prompts": len(outputs), "n_judged": len(judged), "unjudgeable": len(pref) - len(judged),
-                         "identical_to_reference": sum(bool(r.get("identical")) for r in judgments)}
+    m: dict[str, Any] = {
+        "lang": lang,
+        "n_prompts": len(outputs),
+        "n_judged": len(judged),
+        "unjudgeable": len(pref) - len(judged),
+        "identical_to_reference": sum(bool(r.get("identical")) for r in judgments),
+    }
     if len(p):
         m.update(win_rates(p))
         m["win_rate_ci95"] = [100 * x for x in bootstrap_ci(p, n_boot=n_boot, seed=seed)]
@@ -173,23 +227,34 @@ def model_metrics(
         index = [i - 1 for i in ids]  # X-AlpacaEval ids 1..805 follow AlpacaEval's row order 0..804
         try:
             lc = length_controlled_winrate(p, len_model, len_base, index, difficulty=difficulty, gamed=gamed)
-            m.update(length_controlled_winrate=lc["length_controlled_winrate"], lc_standard_error=lc["lc_standard_error"], lc_variant=lc["variant"], lc_weights=lc["weights"])
+            m.update(
+                length_controlled_winrate=lc["length_controlled_winrate"],
+                lc_standard_error=lc["lc_standard_error"],
+                lc_variant=lc["variant"],
+                lc_weights=lc["weights"],
+            )
 
             def lc_stat(idx: np.ndarray) -> float:
                 try:
-                    return length_controlled_winrate(p[idx], len_model[idx], len_base[idx], [index[j] for j in idx], difficulty=difficulty, gamed=gamed)["length_controlled_winrate"]
+                    return length_controlled_winrate(
+                        p[idx], len_model[idx], len_base[idx], [index[j] for j in idx], difficulty=difficulty, gamed=gamed
+                    )["length_controlled_winrate"]
                 except (WinRateError, ValueError):
                     return math.nan
 
-            m["lc_ci95"] = list(bootstrap_stat_ci(lc_stat, len(p), n_boot=lc_boot, seed=seed)) if lc_boot else [math.nan, math.nan]
+            m["lc_ci95"] = list(bootstrap_statistic(lc_stat, len(p), n_boot=lc_boot, seed=seed)) if lc_boot else [math.nan, math.nan]
             m["lc_bootstrap"] = lc_boot
         except WinRateError as e:
             m.update(length_controlled_winrate=math.nan, lc_variant=f"not computed: {e}")
     if h2h:
         hp = np.array([v for v in per_item_preference(h2h).values() if not math.isnan(v)])
         if len(hp):
-            m["h2h_vs_pi0"] = {"win_rate": float(hp.mean() * 100), "ci95": [100 * x for x in bootstrap_ci(hp, n_boot=n_boot, seed=seed)], "n": int(len(hp)),
-                               "unjudgeable_orders": sum(math.isnan(r["p_model"]) for r in h2h)}
+            m["h2h_vs_pi0"] = {
+                "win_rate": float(hp.mean() * 100),
+                "ci95": [100 * x for x in bootstrap_ci(hp, n_boot=n_boot, seed=seed)],
+                "n": int(len(hp)),
+                "unjudgeable_orders": sum(math.isnan(r["p_model"]) for r in h2h),
+            }
     detected = langid.detect([o["output"] for o in outputs], extra_codes=[lang])
     unsupported = langid.unsupported_languages([lang], "lingua").get(lang)  # lingua cannot return this code: not scored, not 0
     m["fidelity"] = float(np.mean([d == lang for d in detected])) if outputs and not unsupported else math.nan
@@ -202,13 +267,17 @@ def model_metrics(
     return m
 
 
-
 # ----------------------------------------------------------------------------------------------------------------
 # language fidelity (judge-free): the Language Confusion Benchmark's line- and word-level pass rates
 
 
-def fidelity_rows(outputs: dict[tuple[str, str, str], list[dict[str, Any]]], detector: str = "fasttext", n_boot: int = 1000, seed: int = 0,
-                  baseline: str = "pi0") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def fidelity_rows(
+    outputs: dict[tuple[str, str, str], list[dict[str, Any]]],
+    detector: str = "fasttext",
+    n_boot: int = 1000,
+    seed: int = 0,
+    baseline: str = "pi0",
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """LPR / WPR / LCPR (percent, 95% bootstrap CIs) per (model, set, lang) of ``outputs`` ({key: [{id, output}]}), and
     for every model but ``baseline`` McNemar's paired test against the baseline's answers to the same prompts
     (per-prompt pass/fail; WPR only where it applies). Returns (rows, per-output items)."""
@@ -222,7 +291,12 @@ def fidelity_rows(outputs: dict[tuple[str, str, str], list[dict[str, Any]]], det
         items += [{"model": model, "set": set_, "lang": lang, "id": o["id"], **p} for o, p in zip(outs, found, strict=True)]
     rows = []
     for (model, set_, lang), by_id in passes.items():
-        row: dict[str, Any] = {"model": model, "set": set_, "lang": lang, **fidelity_summary(list(by_id.values()), n_boot=n_boot, seed=seed)}
+        row: dict[str, Any] = {
+            "model": model,
+            "set": set_,
+            "lang": lang,
+            **fidelity_summary(list(by_id.values()), n_boot=n_boot, seed=seed),
+        }
         base = passes.get((baseline, set_, lang))
         if base is not None and model != baseline:
             common = [i for i in by_id if i in base]

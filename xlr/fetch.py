@@ -27,7 +27,8 @@ from typing import IO, Any
 
 from xlr.data import DataError
 from xlr.data_sources import Source
-from xlr.runs import atomic_write_text, sha256_file
+from xlr.errors import XlrError
+from xlr.files import atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,11 @@ class FetchError(DataError):
     """A request that cannot be served (unknown group, unsafe target); per-file download failures are reported instead."""
 
 
-class _Unreachable(Exception):
+class _Unreachable(XlrError):
     """The host could not be reached at all (after urllib3's retries): the other files from it are not tried."""
 
 
-class _Failed(Exception):
+class _Failed(XlrError):
     """One file could not be fetched; the message is the full reason (file, URL, hashes, fix)."""
 
 
@@ -84,14 +85,17 @@ def select(sources: Iterable[Source], only: Sequence[str] | None = None) -> list
         groups = sorted({s.group for s in sources})
         unknown = sorted(set(only) - set(groups))
         if unknown:
-            raise FetchError(f"unknown data group(s): {', '.join(unknown)}. The groups are: {', '.join(groups) or '(none)'}. "
-                             "Fix: pass --only with one of these.")
+            raise FetchError(
+                f"unknown data group(s): {', '.join(unknown)}. The groups are: {', '.join(groups) or '(none)'}. "
+                "Fix: pass --only with one of these."
+            )
         sources = [s for s in sources if s.group in set(only)]
     for s in sources:
         p = Path(s.target)
         if p.is_absolute() or ".." in p.parts or not s.target or s.target == "SHA256SUMS":
-            raise FetchError(f"{s.target!r}: a data-source target must be a relative path inside the data root. "
-                             "Fix: correct xlr/data_sources.py.")
+            raise FetchError(
+                f"{s.target!r}: a data-source target must be a relative path inside the data root. Fix: correct xlr/data_sources.py."
+            )
         if s.kind not in ("github", "hub") or not (s.transform in ("none", "gzip") or s.transform.startswith(_ZIP_PREFIX)):
             raise FetchError(f"{s.target}: unknown kind {s.kind!r} or transform {s.transform!r}. Fix: correct xlr/data_sources.py.")
         if s.transform.startswith(_ZIP_PREFIX) and not s.target_sha256:
@@ -183,9 +187,17 @@ def _session(retries: int):
     from requests.adapters import HTTPAdapter
     from urllib3.util.retry import Retry
 
-    retry = Retry(total=retries, connect=retries, read=retries, status=retries, backoff_factor=BACKOFF,
-                  status_forcelist=STATUS_RETRY, allowed_methods=frozenset({"GET", "HEAD"}), raise_on_status=False,
-                  respect_retry_after_header=True)
+    retry = Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        backoff_factor=BACKOFF,
+        status_forcelist=STATUS_RETRY,
+        allowed_methods=frozenset({"GET", "HEAD"}),
+        raise_on_status=False,
+        respect_retry_after_header=True,
+    )
     s = requests.Session()
     s.mount("https://", HTTPAdapter(max_retries=retry))
     s.mount("http://", HTTPAdapter(max_retries=retry))
@@ -199,8 +211,10 @@ def _msg(e: BaseException) -> str:
 
 def _fix_network(src: Source, part: Path | None) -> str:
     keep = f" The partial download {part} is kept and resumed." if part is not None and part.exists() else ""
-    return (f"Fix: check the network (a mirror: --github-base or $XLR_GITHUB_BASE) and rerun `xlr data fetch --only {src.group}`.{keep} "
-            "If the URL itself is wrong, the pinned file moved upstream: report it.")
+    return (
+        f"Fix: check the network (a mirror: --github-base or $XLR_GITHUB_BASE) and rerun `xlr data fetch --only {src.group}`.{keep} "
+        "If the URL itself is wrong, the pinned file moved upstream: report it."
+    )
 
 
 def _http_download(session, src: Source, url: str, part: Path, *, retries: int, progress: bool) -> None:
@@ -218,10 +232,11 @@ def _http_download(session, src: Source, url: str, part: Path, *, retries: int, 
         try:
             r = session.get(url, headers=headers, stream=True, timeout=TIMEOUT)
         except requests.exceptions.ConnectionError as e:  # DNS, refused, unreachable: no other file from this host will do better
-            raise _Unreachable(f"{src.target}: could not reach {url} after {retries} retries: {_msg(e)}. {_fix_network(src, part)}") from None
+            raise _Unreachable(
+                f"{src.target}: could not reach {url} after {retries} retries: {_msg(e)}. {_fix_network(src, part)}"
+            ) from None
         except requests.RequestException as e:
-            raise _Failed(f"{src.target}: could not download {url} after {retries} retries: {_msg(e)}. "
-                          f"{_fix_network(src, part)}") from None
+            raise _Failed(f"{src.target}: could not download {url} after {retries} retries: {_msg(e)}. {_fix_network(src, part)}") from None
         got = 0
         with r:
             if r.status_code == 416 and have:
@@ -231,10 +246,15 @@ def _http_download(session, src: Source, url: str, part: Path, *, retries: int, 
                 part.unlink()
                 continue
             if r.status_code >= 400:
-                raise _Failed(f"{src.target}: {url} answered HTTP {r.status_code} {r.reason}. "
-                              + (f"Fix: check the GitHub base in use, {github_base_of(url, src)} (--github-base, $XLR_GITHUB_BASE); if "
-                                 f"it is right, the pinned file was removed upstream: report it, or {_by_hand(src)}."
-                                 if r.status_code in (404, 410) else _fix_network(src, part)))
+                raise _Failed(
+                    f"{src.target}: {url} answered HTTP {r.status_code} {r.reason}. "
+                    + (
+                        f"Fix: check the GitHub base in use, {github_base_of(url, src)} (--github-base, $XLR_GITHUB_BASE); if "
+                        f"it is right, the pinned file was removed upstream: report it, or {_by_hand(src)}."
+                        if r.status_code in (404, 410)
+                        else _fix_network(src, part)
+                    )
+                )
             append = r.status_code == 206 and r.headers.get("Content-Range", "").startswith(f"bytes {have}-")
             if r.status_code == 206 and not append:
                 part.unlink()
@@ -245,8 +265,12 @@ def _http_download(session, src: Source, url: str, part: Path, *, retries: int, 
             total = have + int(length) if length and length.isdigit() else None
             part.parent.mkdir(parents=True, exist_ok=True)
             try:
-                with open(part, "ab" if append else "wb") as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                                                                     desc=src.target[-40:], leave=False, disable=not progress) as bar:
+                with (
+                    open(part, "ab" if append else "wb") as f,
+                    tqdm(
+                        total=total, initial=have, unit="B", unit_scale=True, desc=src.target[-40:], leave=False, disable=not progress
+                    ) as bar,
+                ):
                     for chunk in r.iter_content(NET_CHUNK):
                         f.write(chunk)
                         got += len(chunk)
@@ -257,8 +281,10 @@ def _http_download(session, src: Source, url: str, part: Path, *, retries: int, 
             except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
                 failures = 0 if got else failures + 1
                 if failures > retries:
-                    raise _Failed(f"{src.target}: the download of {url} broke off {failures} times in a row without new data: "
-                                  f"{_msg(e)}. {_fix_network(src, part)}") from None
+                    raise _Failed(
+                        f"{src.target}: the download of {url} broke off {failures} times in a row without new data: "
+                        f"{_msg(e)}. {_fix_network(src, part)}"
+                    ) from None
                 log.info("%s: connection dropped after %d bytes (%s); resuming", src.target, have + got, redact(str(e)))
                 time.sleep(BACKOFF * 2 ** max(failures - 1, 0))
             except requests.RequestException as e:
@@ -267,8 +293,10 @@ def _http_download(session, src: Source, url: str, part: Path, *, retries: int, 
 
 def _by_hand(src: Source) -> str:
     if src.transform.startswith(_ZIP_PREFIX):
-        return (f"place its member {src.transform[len(_ZIP_PREFIX):]} at <data root>/{src.target} by hand "
-                f"(sha256 {src.target_sha256}; the archive's {src.sha256})")
+        return (
+            f"place its member {src.transform[len(_ZIP_PREFIX) :]} at <data root>/{src.target} by hand "
+            f"(sha256 {src.target_sha256}; the archive's {src.sha256})"
+        )
     gz = " gzip-compressed" if src.transform == "gzip" else ""
     return f"place the file{gz} at <data root>/{src.target} by hand (sha256 of the file as published: {src.sha256})"
 
@@ -294,15 +322,30 @@ def _hub_download(src: Source, url: str, *, progress: bool) -> Path:
             super().__init__(*a, **k)
 
     try:
-        return Path(hf_hub_download(src.repo, src.path, repo_type=src.repo_type, revision=src.revision, cache_dir=cache_dir() / "hf",
-                                    endpoint=_hf_endpoint(), tqdm_class=None if progress else _Quiet))
+        return Path(
+            hf_hub_download(
+                src.repo,
+                src.path,
+                repo_type=src.repo_type,
+                revision=src.revision,
+                cache_dir=cache_dir() / "hf",
+                endpoint=_hf_endpoint(),
+                tqdm_class=None if progress else _Quiet,
+            )
+        )
     except Exception as e:  # noqa: BLE001 - every hub failure is reported with its reason
-        offline = (" HF_HUB_OFFLINE is set, which forbids hub downloads: unset it (or run `HF_HUB_OFFLINE=0 xlr data fetch`)."
-                   if constants.is_offline_mode() else "")
+        offline = (
+            " HF_HUB_OFFLINE is set, which forbids hub downloads: unset it (or run `HF_HUB_OFFLINE=0 xlr data fetch`)."
+            if constants.is_offline_mode()
+            else ""
+        )
         missing = "404" in str(e) or "NotFound" in type(e).__name__
-        fix = (f"Fix: the repository, revision or file is not on the hub (HF_ENDPOINT={_hf_endpoint() or 'default'}); if this URL is "
-               f"right the pinned file was removed upstream: report it, or {_by_hand(src)}." if missing else
-               "Fix: check the network (a mirror: HF_ENDPOINT) and rerun; huggingface_hub resumes its own partial download.")
+        fix = (
+            f"Fix: the repository, revision or file is not on the hub (HF_ENDPOINT={_hf_endpoint() or 'default'}); if this URL is "
+            f"right the pinned file was removed upstream: report it, or {_by_hand(src)}."
+            if missing
+            else "Fix: check the network (a mirror: HF_ENDPOINT) and rerun; huggingface_hub resumes its own partial download."
+        )
         raise _Failed(f"{src.target}: the hub download of {url} failed: {_msg(e)}.{offline} {fix}") from None
 
 
@@ -314,10 +357,12 @@ def _drop_hub_copy(path: Path) -> None:
 
 
 def _mismatch(src: Source, url: str, got: str, where: Path, hub: bool) -> _Failed:
-    gone = (f"its copy in huggingface_hub's cache ({where}) has been deleted" if hub else f"the download {where} has been deleted")
-    return _Failed(f"{src.target}: sha256 of the download from {url} is {got}, expected {src.sha256}; nothing was written. "
-                   f"Fix: the source changed or the download is corrupt: {gone}, so rerun `xlr data fetch --only {src.group}`; "
-                   "if it repeats, the pinned file changed upstream: report it (the URL and both hashes).")
+    gone = f"its copy in huggingface_hub's cache ({where}) has been deleted" if hub else f"the download {where} has been deleted"
+    return _Failed(
+        f"{src.target}: sha256 of the download from {url} is {got}, expected {src.sha256}; nothing was written. "
+        f"Fix: the source changed or the download is corrupt: {gone}, so rerun `xlr data fetch --only {src.group}`; "
+        "if it repeats, the pinned file changed upstream: report it (the URL and both hashes)."
+    )
 
 
 def _write_atomic(final: Path, fill: Callable[[IO[bytes]], None], expect: str | None, what: str, fix: str = "") -> str:
@@ -343,6 +388,7 @@ def _copy_from(path: Path) -> Callable[[IO[bytes]], None]:
     def fill(f: IO[bytes]) -> None:
         with open(path, "rb") as src:
             shutil.copyfileobj(src, f, CHUNK)
+
     return fill
 
 
@@ -350,6 +396,7 @@ def _gzip_from(path: Path) -> Callable[[IO[bytes]], None]:
     def fill(f: IO[bytes]) -> None:
         with open(path, "rb") as src, gzip.GzipFile(filename="", mode="wb", fileobj=f, compresslevel=9, mtime=0) as z:
             shutil.copyfileobj(src, z, CHUNK)
+
     return fill
 
 
@@ -357,6 +404,7 @@ def _member_from(zf: zipfile.ZipFile, member: str) -> Callable[[IO[bytes]], None
     def fill(f: IO[bytes]) -> None:
         with zf.open(member) as src:
             shutil.copyfileobj(src, f, CHUNK)
+
     return fill
 
 
@@ -364,8 +412,15 @@ def _member_from(zf: zipfile.ZipFile, member: str) -> Callable[[IO[bytes]], None
 # fetch
 
 
-def fetch(sources: Iterable[Source], to: Path, *, only: Sequence[str] | None = None, github_base: str | None = None,
-          retries: int = 5, progress: bool = True) -> dict[str, Any]:
+def fetch(
+    sources: Iterable[Source],
+    to: Path,
+    *,
+    only: Sequence[str] | None = None,
+    github_base: str | None = None,
+    retries: int = 5,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Bring every source (of the groups in ``only``) to ``to/<target>``, verified; see the module docstring.
 
     Returns ``{"to", "rows": [{file, group, kind, status: fetched|present|failed, url, reason}], "fetched": [target],
@@ -408,11 +463,16 @@ def fetch(sources: Iterable[Source], to: Path, *, only: Sequence[str] | None = N
                         else:
                             base = github_base_of(source_url(src, github_base), src)
                             if base in unreachable:
-                                raise _Failed(f"{src.target}: not tried: {base} could not be reached for {unreachable[base]} "
-                                              f"(its reason is given there). {_fix_network(src, None)}")
+                                raise _Failed(
+                                    f"{src.target}: not tried: {base} could not be reached for {unreachable[base]} "
+                                    f"(its reason is given there). {_fix_network(src, None)}"
+                                )
                             session = session or _session(retries)
-                            downloaded = (to / ".downloads" / f"{Path(src.path).name}.{src.sha256[:12]}.part" if zipped
-                                          else final.with_name(final.name + ".part"))
+                            downloaded = (
+                                to / ".downloads" / f"{Path(src.path).name}.{src.sha256[:12]}.part"
+                                if zipped
+                                else final.with_name(final.name + ".part")
+                            )
                             try:
                                 _http_download(session, src, source_url(src, github_base), downloaded, retries=retries, progress=progress)
                             except _Unreachable as e:
@@ -427,20 +487,32 @@ def fetch(sources: Iterable[Source], to: Path, *, only: Sequence[str] | None = N
                             if not hub:
                                 parts.append(downloaded)
                     if zipped:
-                        member = src.transform[len(_ZIP_PREFIX):]
+                        member = src.transform[len(_ZIP_PREFIX) :]
                         with zipfile.ZipFile(downloaded) as zf:
                             if member not in zf.namelist():
-                                raise _Failed(f"{src.target}: the archive {url} (sha256 verified) has no member {member!r}. "
-                                              "Fix: correct the transform in xlr/data_sources.py.")
-                            digest = _write_atomic(final, _member_from(zf, member), src.target_sha256, f"member {member} of {url}",
-                                                   "Fix: its target_sha256 in xlr/data_sources.py is wrong: report it.")
+                                raise _Failed(
+                                    f"{src.target}: the archive {url} (sha256 verified) has no member {member!r}. "
+                                    "Fix: correct the transform in xlr/data_sources.py."
+                                )
+                            digest = _write_atomic(
+                                final,
+                                _member_from(zf, member),
+                                src.target_sha256,
+                                f"member {member} of {url}",
+                                "Fix: its target_sha256 in xlr/data_sources.py is wrong: report it.",
+                            )
                     elif src.transform == "gzip":
                         digest = _write_atomic(final, _gzip_from(downloaded), None, url)
                         if not hub:
                             downloaded.unlink()
                     elif hub:
-                        digest = _write_atomic(final, _copy_from(downloaded), src.sha256, f"the copy of {downloaded}",
-                                               "Fix: huggingface_hub's cached copy changed while it was copied: rerun.")
+                        digest = _write_atomic(
+                            final,
+                            _copy_from(downloaded),
+                            src.sha256,
+                            f"the copy of {downloaded}",
+                            "Fix: huggingface_hub's cached copy changed while it was copied: rerun.",
+                        )
                     else:
                         os.replace(downloaded, final)  # the verified .part is the temporary name in the target's folder
                         digest = src.sha256
@@ -453,8 +525,13 @@ def fetch(sources: Iterable[Source], to: Path, *, only: Sequence[str] | None = N
                 if src.transform.startswith(_ZIP_PREFIX) and key not in archives:
                     broken[key] = src.target
             except (OSError, zipfile.BadZipFile) as e:  # local: disk full, permissions, an archive that is not one
-                row["status"], row["reason"] = "failed", redact(f"{src.target}: writing under {to} failed: {_msg(e)}. Fix: free space "
-                                                                 "or choose a writable --to, and rerun (verified files are kept).")
+                row["status"], row["reason"] = (
+                    "failed",
+                    redact(
+                        f"{src.target}: writing under {to} failed: {_msg(e)}. Fix: free space "
+                        "or choose a writable --to, and rerun (verified files are kept)."
+                    ),
+                )
             rows.append(row)
             files_bar.update(1)
     for p in parts:

@@ -97,7 +97,9 @@ def _english_words(data_dir: str | None) -> frozenset[str]:
     return lcb_english_words(data_dir)
 
 
-def output_passes(texts: Sequence[str], lang: str, detector: str = "fasttext", *, data_dir: str | Path | None = None) -> list[dict[str, Any]]:
+def output_passes(
+    texts: Sequence[str], lang: str, detector: str = "fasttext", *, data_dir: str | Path | None = None
+) -> list[dict[str, Any]]:
     """The benchmark's verdict on each text expected in ``lang`` (any model's outputs).
 
     Per text: ``line_pass`` (True / False; ``None`` when the text is skipped: no line of >= 5 tokens, so it counts in
@@ -118,8 +120,19 @@ def output_passes(texts: Sequence[str], lang: str, detector: str = "fasttext", *
     why = unsupported_languages([lang], detector).get(lang)
     if why is not None:
         log.warning("language fidelity of %r (%d texts, detector %s) is not scored: %s", lang, len(texts), detector, why)
-        return [{"line_pass": None, "word_pass": None, "detected": None, "n_lines": len(lines), "line_errors": 0, "line_languages": [],
-                 "english_words": [], "unsupported": why} for lines in prepared]
+        return [
+            {
+                "line_pass": None,
+                "word_pass": None,
+                "detected": None,
+                "n_lines": len(lines),
+                "line_errors": 0,
+                "line_languages": [],
+                "english_words": [],
+                "unsupported": why,
+            }
+            for lines in prepared
+        ]
     words = _english_words(None if data_dir is None else str(data_dir)) if lang in WPR_LANGUAGES else frozenset()
     labels = iter(line_languages([line for lines in prepared for line, _ in lines], detector, extra_codes=[lang]))
     whole = detect_text(list(texts), detector, extra_codes=[lang])
@@ -133,8 +146,18 @@ def output_passes(texts: Sequence[str], lang: str, detector: str = "fasttext", *
         if line_pass and lang in WPR_LANGUAGES:
             found = sorted({t.strip() for _, toks in lines for t in toks if t.strip() in words})
             word_pass = not found
-        out.append({"line_pass": line_pass, "word_pass": word_pass, "detected": det, "n_lines": len(lines), "line_errors": errors,
-                    "line_languages": langs, "english_words": found, "unsupported": None})
+        out.append(
+            {
+                "line_pass": line_pass,
+                "word_pass": word_pass,
+                "detected": det,
+                "n_lines": len(lines),
+                "line_errors": errors,
+                "line_languages": langs,
+                "english_words": found,
+                "unsupported": None,
+            }
+        )
     return out
 
 
@@ -164,11 +187,20 @@ def pass_rates(passes: Sequence[dict[str, Any]], lang: str | None = None) -> dic
     has_wpr = lang in WPR_LANGUAGES if lang is not None else any(p["word_pass"] is not None for p in passes)
     lpr = None if why else 1 - line_err / max(1, scored)
     wpr = 1 - word_err / max(1, scored - line_err) if has_wpr and not why else None
-    return {"lpr": lpr, "wpr": wpr, "n": len(passes), "n_scored": scored, "line_errors": line_err, "word_errors": word_err,
-            "unsupported": why}
+    return {
+        "lpr": lpr,
+        "wpr": wpr,
+        "n": len(passes),
+        "n_scored": scored,
+        "line_errors": line_err,
+        "word_errors": word_err,
+        "unsupported": why,
+    }
 
 
-def group_rates(outputs: Any, detector: str = "fasttext", *, data_dir: str | Path | None = None) -> dict[tuple[str, str, str], dict[str, Any]]:
+def group_rates(
+    outputs: Any, detector: str = "fasttext", *, data_dir: str | Path | None = None
+) -> dict[tuple[str, str, str], dict[str, Any]]:
     """Benchmark rates (fractions) per (task, source, language) of a completions table (a DataFrame or records with
     task, source, language, completion), with the per-text ``passes``."""
     import pandas as pd
@@ -201,9 +233,14 @@ def aggregate(rates: dict[tuple[str, str, str], dict[str, Any]]) -> dict[str, di
 
     result: dict[str, dict[str, dict[str, float | None]]] = {}
     for task in sorted(by_task, key=lambda t: (t != "monolingual", t)):
-        per_lang = {lang: {"lpr": mean([r["lpr"] for r in rs]), "wpr": mean([r["wpr"] for r in rs])} for lang, rs in sorted(by_task[task].items())}
-        unsupported = {lang: why for lang, rs in sorted(by_task[task].items())
-                       if (why := next((r["unsupported"] for r in rs if r.get("unsupported")), None))}
+        per_lang = {
+            lang: {"lpr": mean([r["lpr"] for r in rs]), "wpr": mean([r["wpr"] for r in rs])} for lang, rs in sorted(by_task[task].items())
+        }
+        unsupported = {
+            lang: why
+            for lang, rs in sorted(by_task[task].items())
+            if (why := next((r["unsupported"] for r in rs if r.get("unsupported")), None))
+        }
         lpr_all, wpr_all = mean([m["lpr"] for m in per_lang.values()]), mean([m["wpr"] for m in per_lang.values()])
         block: dict[str, dict[str, Any]] = {"all": {"lpr": pct(lpr_all), "wpr": pct(wpr_all), "lcpr": pct(harmonic_mean(lpr_all, wpr_all))}}
         if unsupported:
@@ -225,8 +262,10 @@ def benchmark_file_metrics(path: str | Path, detector: str = "fasttext") -> dict
     df = load_lcb_outputs(path)
     models = sorted(df["model"].unique())
     if len(models) > 1:
-        raise DataError(f"{path}: completions of {len(models)} models ({', '.join(models)}); the metrics are per model. "
-                        "Fix: give one file per model (the benchmark's script groups by task and model).")
+        raise DataError(
+            f"{path}: completions of {len(models)} models ({', '.join(models)}); the metrics are per model. "
+            "Fix: give one file per model (the benchmark's script groups by task and model)."
+        )
     return aggregate(group_rates(df, detector))
 
 
@@ -269,8 +308,18 @@ def fidelity_summary(passes: Sequence[dict[str, Any]], n_boot: int = 1000, seed:
         return 100 * x, [100 * lo, 100 * hi]
 
     (lv, lci), (wv, wci), (cv, cci) = out(lpr, 0), out(wpr, 1), out(lcpr, 2)
-    return {"n": len(passes), "n_scored": int((line >= 0).sum()), "n_wpr": int((word >= 0).sum()),
-            "lpr": lv, "lpr_ci95": lci, "wpr": wv, "wpr_ci95": wci, "lcpr": cv, "lcpr_ci95": cci, "unsupported": _unsupported(passes)}
+    return {
+        "n": len(passes),
+        "n_scored": int((line >= 0).sum()),
+        "n_wpr": int((word >= 0).sum()),
+        "lpr": lv,
+        "lpr_ci95": lci,
+        "wpr": wv,
+        "wpr_ci95": wci,
+        "lcpr": cv,
+        "lcpr_ci95": cci,
+        "unsupported": _unsupported(passes),
+    }
 
 
 def unsupported_of(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
@@ -292,13 +341,25 @@ def paired_test(passes_a: Sequence[dict[str, Any]], passes_b: Sequence[dict[str,
     if field not in ("line_pass", "word_pass"):
         raise ValueError(f"paired_test: field must be 'line_pass' or 'word_pass', got {field!r}")
     if len(passes_a) != len(passes_b):
-        raise ValueError(f"paired_test: {len(passes_a)} vs {len(passes_b)} verdicts; the two models must answer the same prompts, in the same order")
+        raise ValueError(
+            f"paired_test: {len(passes_a)} vs {len(passes_b)} verdicts; the two models must answer the same prompts, in the same order"
+        )
     pairs = [(pa[field], pb[field]) for pa, pb in zip(passes_a, passes_b, strict=True)]
     used = [(x, y) for x, y in pairs if x is not None and y is not None]
     b = sum(x and not y for x, y in used)
     c = sum(y and not x for x, y in used)
     n = len(used)
     res = mcnemar(b, c)
-    return {"field": field, "n": n, "n_dropped": len(pairs) - n, "b": b, "c": c,
-            "pass_a": 100 * sum(x for x, _ in used) / n if n else None, "pass_b": 100 * sum(y for _, y in used) / n if n else None,
-            "diff": 100 * (b - c) / n if n else None, "statistic": res["statistic"], "p_value": res["p_value"], "method": res["method"]}
+    return {
+        "field": field,
+        "n": n,
+        "n_dropped": len(pairs) - n,
+        "b": b,
+        "c": c,
+        "pass_a": 100 * sum(x for x, _ in used) / n if n else None,
+        "pass_b": 100 * sum(y for _, y in used) / n if n else None,
+        "diff": 100 * (b - c) / n if n else None,
+        "statistic": res["statistic"],
+        "p_value": res["p_value"],
+        "method": res["method"],
+    }

@@ -49,11 +49,15 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from xlr import faults
+from xlr.errors import XlrError
+
+if TYPE_CHECKING:
+    from xlr.config import JudgeParams
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +75,7 @@ _CLAUSE_BEFORE = "## Task\n\n"
 LABELS = ("m", "M")  # output_1, output_2
 
 
-class JudgeError(RuntimeError):
+class JudgeError(XlrError, RuntimeError):
     pass
 
 
@@ -222,8 +226,9 @@ class Protocol:
     @property
     def tag(self) -> str:
         """What, besides the judge and the rendered prompt, a cached pointwise score depends on."""
-        return {"pointwise_score": f"pointwise_score:1-{self.score_max}", "pointwise_yes": "pointwise_yes",
-                "loglik": "loglik:mean"}.get(self.name, self.name)
+        return {"pointwise_score": f"pointwise_score:1-{self.score_max}", "pointwise_yes": "pointwise_yes", "loglik": "loglik:mean"}.get(
+            self.name, self.name
+        )
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -247,8 +252,12 @@ class Protocol:
 
 def protocol_spec(jp: Any) -> Protocol:
     """The :class:`Protocol` named by the params' judge section (``judge.protocol``, ``judge.orders``, ...)."""
-    return Protocol(getattr(jp, "protocol", "pairwise"), same_language_clause=jp.same_language_clause,
-                    score_max=getattr(jp, "score_max", 5), loglik_tau=getattr(jp, "loglik_tau", 0.1))
+    return Protocol(
+        getattr(jp, "protocol", "pairwise"),
+        same_language_clause=jp.same_language_clause,
+        score_max=getattr(jp, "score_max", 5),
+        loglik_tau=getattr(jp, "loglik_tau", 0.1),
+    )
 
 
 def score_distribution(logprobs: dict[str, float], labels: Sequence[str]) -> list[float] | None:
@@ -350,8 +359,11 @@ class JudgeCache:
                     os.fsync(f.fileno())
             except OSError as e:
                 self._needs_newline = True  # part of the line may be on disk
-                raise OSError(e.errno, f"{self.path}: could not append a judgment ({e.strerror}). The judgments cached before it are "
-                                       "intact. Fix: free disk space and rerun the same command; only the missing judgments are made again.") from e
+                raise OSError(
+                    e.errno,
+                    f"{self.path}: could not append a judgment ({e.strerror}). The judgments cached before it are "
+                    "intact. Fix: free disk space and rerun the same command; only the missing judgments are made again.",
+                ) from e
             self._needs_newline = False
             self.entries[entry["key"]] = entry
         faults.point("judgment")
@@ -375,8 +387,9 @@ class LocalJudge:
 
     PREFIX_MODES = ("none", "global", "grouped")
 
-    def __init__(self, model: Any, tokenizer: Any, name: str, batch_tokens: int = 2048, prefix_cache: bool | str = True,
-                 min_group_tokens: int = 16):
+    def __init__(
+        self, model: Any, tokenizer: Any, name: str, batch_tokens: int = 2048, prefix_cache: bool | str = True, min_group_tokens: int = 16
+    ):
         mode = ("grouped" if prefix_cache else "none") if isinstance(prefix_cache, bool) else prefix_cache
         if mode not in self.PREFIX_MODES:
             raise JudgeError(f"LocalJudge prefix_cache={prefix_cache!r}: use True, False or one of {', '.join(self.PREFIX_MODES)}")
@@ -388,15 +401,21 @@ class LocalJudge:
         self.id = f"local:{name}"
         ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in LABELS]
         if any(len(i) != 1 for i in ids) or ids[0] == ids[1]:
-            raise JudgeError(f"judge {name}: the labels {LABELS} are not single distinct tokens in its tokenizer ({ids}); pick another judge model")
+            raise JudgeError(
+                f"judge {name}: the labels {LABELS} are not single distinct tokens in its tokenizer ({ids}); pick another judge model"
+            )
         self.label_ids = [i[0] for i in ids]
 
     def encode(self, prompt: str) -> list[int]:
         text = self.tokenizer.apply_chat_template(to_messages(prompt), tokenize=False, add_generation_prompt=True)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def __call__(self, prompts: Sequence[str], progress: Callable[[int], None] | None = None,
-                 sink: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    def __call__(
+        self,
+        prompts: Sequence[str],
+        progress: Callable[[int], None] | None = None,
+        sink: Callable[[int, dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
         """Label log-probs per prompt; ``sink(i, result)`` is called as soon as prompt i is judged.
 
         Every judge prompt starts with the same tokens (system message and the template's opening, ~150 tokens of
@@ -404,18 +423,30 @@ class LocalJudge:
         "grouped" so are the longer prefixes that groups of prompts share (see :meth:`_next_token`)."""
 
         def row(logp: Any, n_in: int) -> dict[str, Any]:
-            return {"logprob_m": float(logp[self.label_ids[0]]), "logprob_M": float(logp[self.label_ids[1]]), "tokens_in": n_in, "tokens_out": 0}
+            return {
+                "logprob_m": float(logp[self.label_ids[0]]),
+                "logprob_M": float(logp[self.label_ids[1]]),
+                "tokens_in": n_in,
+                "tokens_out": 0,
+            }
 
         return self._next_token(prompts, row, progress, sink)
 
     def token_ids(self, tokens: Sequence[str]) -> list[int]:
         ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in tokens]
         if any(len(i) != 1 for i in ids) or len({i[0] for i in ids}) != len(ids):
-            raise JudgeError(f"judge {self.name}: the labels {list(tokens)} are not single distinct tokens in its tokenizer ({ids}); pick another protocol or judge model")
+            raise JudgeError(
+                f"judge {self.name}: the labels {list(tokens)} are not single distinct tokens in its tokenizer ({ids}); pick another protocol or judge model"
+            )
         return [i[0] for i in ids]
 
-    def next_token_logprobs(self, prompts: Sequence[str], tokens: Sequence[str], progress: Callable[[int], None] | None = None,
-                            sink: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    def next_token_logprobs(
+        self,
+        prompts: Sequence[str],
+        tokens: Sequence[str],
+        progress: Callable[[int], None] | None = None,
+        sink: Callable[[int, dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
         """{"logprobs": {token: log-prob of it as the next token}} per prompt (pointwise protocols)."""
         ids = self.token_ids(tokens)
 
@@ -424,8 +455,14 @@ class LocalJudge:
 
         return self._next_token(prompts, row, progress, sink)
 
-    def sequence_scores(self, instructions: Sequence[str], outputs: Sequence[str], progress: Callable[[int], None] | None = None,
-                        sink: Callable[[int, dict[str, Any]], None] | None = None, chunk: int = 8) -> list[dict[str, Any]]:
+    def sequence_scores(
+        self,
+        instructions: Sequence[str],
+        outputs: Sequence[str],
+        progress: Callable[[int], None] | None = None,
+        sink: Callable[[int, dict[str, Any]], None] | None = None,
+        chunk: int = 8,
+    ) -> list[dict[str, Any]]:
         """{"sum_logprob", "n_tokens"} of each output (+ end of turn) as the judge's answer to the instruction as a user
         message (xlr.rewards' convention); in chunks, each reported to ``sink`` as soon as it is scored."""
         from xlr.rewards import encode_pairs, score_models
@@ -444,8 +481,13 @@ class LocalJudge:
                 progress(len(outs))
         return out
 
-    def _next_token(self, prompts: Sequence[str], row: Callable[[Any, int], dict[str, Any]], progress: Callable[[int], None] | None,
-                    sink: Callable[[int, dict[str, Any]], None] | None) -> list[dict[str, Any]]:
+    def _next_token(
+        self,
+        prompts: Sequence[str],
+        row: Callable[[Any, int], dict[str, Any]],
+        progress: Callable[[int], None] | None,
+        sink: Callable[[int, dict[str, Any]], None] | None,
+    ) -> list[dict[str, Any]]:
         """One forward pass per prompt (length-bucketed batches, shared-prefix KV caches); ``row(log-softmax of the
         next-token logits, prompt tokens)`` makes each result.
 
@@ -471,7 +513,14 @@ class LocalJudge:
 
         encoded = [self.encode(p) for p in prompts]
         out: list[dict[str, Any]] = [{} for _ in prompts]
-        stats = {"prompt_tokens": sum(len(e) for e in encoded), "computed_tokens": 0, "padded_tokens": 0, "prefills": 0, "groups": 0, "batches": 0}
+        stats = {
+            "prompt_tokens": sum(len(e) for e in encoded),
+            "computed_tokens": 0,
+            "padded_tokens": 0,
+            "prefills": 0,
+            "groups": 0,
+            "batches": 0,
+        }
         self.last_stats = stats
         if not encoded:
             return out
@@ -493,8 +542,12 @@ class LocalJudge:
             from transformers import DynamicCache
 
             cache = DynamicCache() if parent is None else copy.deepcopy(parent)
-            decoder(input_ids=torch.tensor([encoded[node.src][start : node.depth]]), cache=cache, use_cache=True,
-                    position_ids=torch.arange(start, node.depth)[None])
+            decoder(
+                input_ids=torch.tensor([encoded[node.src][start : node.depth]]),
+                cache=cache,
+                use_cache=True,
+                position_ids=torch.arange(start, node.depth)[None],
+            )
             stats["prefills"] += 1
             stats["computed_tokens"] += node.depth - start
             stats["padded_tokens"] += node.depth - start
@@ -526,8 +579,11 @@ class LocalJudge:
                     if prefix is not None:
                         cache = copy.deepcopy(prefix)
                         cache.batch_repeat_interleave(len(batch))
-                        kwargs = {"cache": cache, "use_cache": True,
-                                  "position_ids": torch.arange(n_prefix, n_prefix + width).expand(len(batch), -1)}
+                        kwargs = {
+                            "cache": cache,
+                            "use_cache": True,
+                            "position_ids": torch.arange(n_prefix, n_prefix + width).expand(len(batch), -1),
+                        }
                     last = torch.tensor([len(encoded[i]) - n_prefix - 1 for i in batch])
                     hidden = decoder(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state[torch.arange(len(batch)), last]
                     logp = torch.log_softmax(head(hidden).float(), -1)
@@ -618,13 +674,17 @@ class APIJudge:
     """OpenAI-compatible Chat Completions endpoint (``openai`` client: exponential backoff with jitter on 408/409/429/5xx,
     timeouts and connection errors, honouring Retry-After; ``max_retries`` then a JudgeError naming the endpoint)."""
 
-    def __init__(self, base_url: str | None, model: str, api_key_env: str, concurrency: int = 4, max_retries: int = 5, timeout_s: float = 60.0):
+    def __init__(
+        self, base_url: str | None, model: str, api_key_env: str, concurrency: int = 4, max_retries: int = 5, timeout_s: float = 60.0
+    ):
         import openai
 
         key = os.environ.get(api_key_env)
         if not key:
-            raise JudgeError(f"judge: the environment variable {api_key_env} (judge.api_key_env in params) is not set. "
-                             f"Fix: export {api_key_env}=... before the run; the key is never written to params, notebooks or reports.")
+            raise JudgeError(
+                f"judge: the environment variable {api_key_env} (judge.api_key_env in params) is not set. "
+                f"Fix: export {api_key_env}=... before the run; the key is never written to params, notebooks or reports."
+            )
         self.model, self.base_url, self.concurrency, self.api_key_env = model, base_url, concurrency, api_key_env
         self.id = f"api:{base_url or 'openai'}:{model}"
         self.settings = request_settings()
@@ -633,8 +693,12 @@ class APIJudge:
     def one(self, prompt: str) -> dict[str, Any]:
         top, usage = self._top_logprobs(prompt, self.settings)
         found = {t.token: t.logprob for t in top if t.token in LABELS}
-        return {"logprob_m": found.get("m", -math.inf), "logprob_M": found.get("M", -math.inf),
-                "tokens_in": getattr(usage, "prompt_tokens", 0) or 0, "tokens_out": getattr(usage, "completion_tokens", 0) or 0}
+        return {
+            "logprob_m": found.get("m", -math.inf),
+            "logprob_M": found.get("M", -math.inf),
+            "tokens_in": getattr(usage, "prompt_tokens", 0) or 0,
+            "tokens_out": getattr(usage, "completion_tokens", 0) or 0,
+        }
 
     def one_pointwise(self, prompt: str, tokens: Sequence[str]) -> dict[str, Any]:
         """Log-probs of ``tokens`` as the first answer token, from the top 20 (OpenAI's maximum; a token absent from
@@ -645,8 +709,11 @@ class APIJudge:
             k = t.token.strip()
             if k in tokens:
                 found[k] = max(found.get(k, -math.inf), t.logprob)
-        return {"logprobs": {t: found.get(t, -math.inf) for t in tokens},
-                "tokens_in": getattr(usage, "prompt_tokens", 0) or 0, "tokens_out": getattr(usage, "completion_tokens", 0) or 0}
+        return {
+            "logprobs": {t: found.get(t, -math.inf) for t in tokens},
+            "tokens_in": getattr(usage, "prompt_tokens", 0) or 0,
+            "tokens_out": getattr(usage, "completion_tokens", 0) or 0,
+        }
 
     def _top_logprobs(self, prompt: str, settings: dict[str, Any]) -> tuple[Any, Any]:
         import openai
@@ -657,41 +724,65 @@ class APIJudge:
         except openai.AuthenticationError as e:
             raise JudgeError(f"{where}: 401 unauthorised. Fix: check the key in ${self.api_key_env} (judge.api_key_env)") from e
         except openai.APITimeoutError as e:
-            raise JudgeError(f"{where}: timed out after all retries. Fix: raise judge.timeout_s or judge.max_retries, or lower "
-                             "judge.concurrency; rerun the same command (judgments made so far are cached)") from e
+            raise JudgeError(
+                f"{where}: timed out after all retries. Fix: raise judge.timeout_s or judge.max_retries, or lower "
+                "judge.concurrency; rerun the same command (judgments made so far are cached)"
+            ) from e
         except openai.APIConnectionError as e:
             raise JudgeError(f"{where}: unreachable after all retries ({e.__cause__ or e}). Fix: check judge.base_url") from e
         except openai.APIStatusError as e:
-            raise JudgeError(f"{where}: HTTP {e.status_code} after all retries. Fix: "
-                             + ("lower judge.concurrency or raise judge.max_retries (rate limit), " if e.status_code == 429 else "")
-                             + "wait and rerun the same command (judgments made so far are cached)") from e
+            raise JudgeError(
+                f"{where}: HTTP {e.status_code} after all retries. Fix: "
+                + ("lower judge.concurrency or raise judge.max_retries (rate limit), " if e.status_code == 429 else "")
+                + "wait and rerun the same command (judgments made so far are cached)"
+            ) from e
         except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError) as e:
-            raise JudgeError(f"{where}: malformed reply ({type(e).__name__}: {e}). Fix: check that judge.base_url is an "
-                             "OpenAI-compatible chat completions endpoint that returns logprobs") from e
+            raise JudgeError(
+                f"{where}: malformed reply ({type(e).__name__}: {e}). Fix: check that judge.base_url is an "
+                "OpenAI-compatible chat completions endpoint that returns logprobs"
+            ) from e
         try:
             content = resp.choices[0].logprobs.content
             top = content[0].top_logprobs
         except (AttributeError, IndexError, TypeError):
-            raise JudgeError(f"{where}: the reply has no logprobs. The protocol needs logprobs=true with top_logprobs; "
-                             "Fix: use an endpoint/model that returns them") from None
+            raise JudgeError(
+                f"{where}: the reply has no logprobs. The protocol needs logprobs=true with top_logprobs; "
+                "Fix: use an endpoint/model that returns them"
+            ) from None
         return top or [], getattr(resp, "usage", None)
 
-    def __call__(self, prompts: Sequence[str], progress: Callable[[int], None] | None = None,
-                 sink: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    def __call__(
+        self,
+        prompts: Sequence[str],
+        progress: Callable[[int], None] | None = None,
+        sink: Callable[[int, dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
         """At most ``concurrency`` requests in flight; ``sink(i, result)`` as each reply arrives, so a failure later
         (after its retries) loses none of the judgments already paid for."""
         return self._map(self.one, prompts, progress, sink)
 
-    def next_token_logprobs(self, prompts: Sequence[str], tokens: Sequence[str], progress: Callable[[int], None] | None = None,
-                            sink: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    def next_token_logprobs(
+        self,
+        prompts: Sequence[str],
+        tokens: Sequence[str],
+        progress: Callable[[int], None] | None = None,
+        sink: Callable[[int, dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
         return self._map(lambda p: self.one_pointwise(p, tokens), prompts, progress, sink)
 
     def sequence_scores(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
-        raise JudgeError("judge protocol 'loglik' needs the log-likelihood of a given output, which a chat completions endpoint "
-                         "does not return. Fix: use judge.backend: local, or another judge.protocol")
+        raise JudgeError(
+            "judge protocol 'loglik' needs the log-likelihood of a given output, which a chat completions endpoint "
+            "does not return. Fix: use judge.backend: local, or another judge.protocol"
+        )
 
-    def _map(self, fn: Callable[[str], dict[str, Any]], prompts: Sequence[str], progress: Callable[[int], None] | None,
-             sink: Callable[[int, dict[str, Any]], None] | None) -> list[dict[str, Any]]:
+    def _map(
+        self,
+        fn: Callable[[str], dict[str, Any]],
+        prompts: Sequence[str],
+        progress: Callable[[int], None] | None,
+        sink: Callable[[int, dict[str, Any]], None] | None,
+    ) -> list[dict[str, Any]]:
         def work(i: int) -> dict[str, Any]:
             r = fn(prompts[i])
             if sink:
@@ -728,25 +819,31 @@ def judge_pairs(
     judge: Any,
     items: Sequence[dict[str, Any]],
     cache: JudgeCache,
-    seed: int,
+    jp: JudgeParams,
     template: str,
-    orders: str = "random",
-    price_per_1k: tuple[float, float] = (0.0, 0.0),
+    *,
+    orders: str | None = None,
     desc: str = "judging",
-    protocol: str | Protocol = "pairwise",
-    order_seed_columns: str = "instruction",
+    protocol: str | Protocol | None = None,
 ) -> tuple[list[dict[str, Any]], JudgeStats]:
     """Judge each item {key, instruction, output (model), baseline_output} and return one record per (item, order).
 
-    ``protocol`` (a name or a :class:`Protocol`, e.g. ``protocol_spec(params.judge)``): "pairwise" (the default, as
-    before) renders ``template``; ``orders``: "random" (one judgment, order drawn from ``seed`` and the item's
-    ``order_seed_columns`` as alpaca_eval draws it, :func:`model_shown_first`) or "both" (model first and baseline
+    ``jp``: the params' judge section; it gives the order draw (``order_seed``, ``order_seed_columns``), the price
+    (``price_per_1k_input`` / ``_output``: ``cost_usd``) and, where they are None, ``orders`` (``jp.orders``) and
+    ``protocol`` (:func:`protocol_spec` of ``jp``). ``protocol`` (a name or a :class:`Protocol`): "pairwise" renders
+    ``template``; ``orders``: "random" (one judgment, order drawn from ``jp.order_seed`` and the item's
+    ``jp.order_seed_columns`` as alpaca_eval draws it, :func:`model_shown_first`) or "both" (model first and baseline
     first). The cache is keyed by the rendered prompt, so a judgment is reused whichever draw asks for it.
     "pairwise_both" is "pairwise" with both orders. Each pairwise record has the order, both label log-probs,
     ``p_model`` (NaN when unjudgeable) and whether it came from the cache. Pointwise protocols give one record per
     item (``model_first`` None) with both outputs' scores; a protocol given by name takes the same-language clause
     from ``template``."""
-    if isinstance(protocol, str):
+    seed, order_seed_columns = jp.order_seed, jp.order_seed_columns
+    price_per_1k = (jp.price_per_1k_input, jp.price_per_1k_output)
+    orders = jp.orders if orders is None else orders
+    if protocol is None:
+        protocol = protocol_spec(jp)
+    elif isinstance(protocol, str):
         protocol = Protocol(protocol, same_language_clause=SAME_LANGUAGE_CLAUSE in template)
     if not protocol.pairwise:
         return _judge_pointwise(judge, items, cache, protocol, price_per_1k, desc)
@@ -766,8 +863,15 @@ def judge_pairs(
         for model_first in firsts:
             o1, o2 = (it["output"], it["baseline_output"]) if model_first else (it["baseline_output"], it["output"])
             prompt = render(template, it["instruction"], o1, o2)
-            plan.append({"key": it["key"], "model_first": model_first, "prompt": prompt, "identical": it["output"] == it["baseline_output"],
-                         "cache_key": JudgeCache.key(judge.id, prompt)})
+            plan.append(
+                {
+                    "key": it["key"],
+                    "model_first": model_first,
+                    "prompt": prompt,
+                    "identical": it["output"] == it["baseline_output"],
+                    "cache_key": JudgeCache.key(judge.id, prompt),
+                }
+            )
     todo = [r for r in plan if not r["identical"] and cache.get(r["cache_key"]) is None]
     fresh = {r["cache_key"] for r in todo}
     # distinct prompts only (the same pair can occur twice)
@@ -789,20 +893,40 @@ def judge_pairs(
     for r in plan:
         if r["identical"]:
             stats.identical_outputs += 1
-            records.append({"key": r["key"], "model_first": r["model_first"], "logprob_m": None, "logprob_M": None, "p_model": 0.5, "identical": True, "cached": False})
+            records.append(
+                {
+                    "key": r["key"],
+                    "model_first": r["model_first"],
+                    "logprob_m": None,
+                    "logprob_M": None,
+                    "p_model": 0.5,
+                    "identical": True,
+                    "cached": False,
+                }
+            )
             continue
         e = cache.get(r["cache_key"])
         pf = p_first(e["logprob_m"], e["logprob_M"])
         p_model = pf if r["model_first"] else (1 - pf if not math.isnan(pf) else math.nan)
         if math.isnan(p_model):
             stats.unjudgeable += 1
-        records.append({"key": r["key"], "model_first": r["model_first"], "logprob_m": e["logprob_m"], "logprob_M": e["logprob_M"],
-                        "p_model": p_model, "identical": False, "cached": r["cache_key"] not in fresh})
+        records.append(
+            {
+                "key": r["key"],
+                "model_first": r["model_first"],
+                "logprob_m": e["logprob_m"],
+                "logprob_M": e["logprob_M"],
+                "p_model": p_model,
+                "identical": False,
+                "cached": r["cache_key"] not in fresh,
+            }
+        )
     return records, stats
 
 
-def _judge_pointwise(judge: Any, items: Sequence[dict[str, Any]], cache: JudgeCache, protocol: Protocol, price_per_1k: tuple[float, float],
-                     desc: str) -> tuple[list[dict[str, Any]], JudgeStats]:
+def _judge_pointwise(
+    judge: Any, items: Sequence[dict[str, Any]], cache: JudgeCache, protocol: Protocol, price_per_1k: tuple[float, float], desc: str
+) -> tuple[list[dict[str, Any]], JudgeStats]:
     """Pointwise protocols: every distinct (instruction, output) scored once, under the cache key (judge, protocol,
     rendered prompt), then each item's preference from its two scores."""
     from tqdm.auto import tqdm
@@ -847,31 +971,54 @@ def _judge_pointwise(judge: Any, items: Sequence[dict[str, Any]], cache: JudgeCa
     for r in plan:
         if r["identical"]:
             stats.identical_outputs += 1
-            records.append({"key": r["key"], "model_first": None, "protocol": protocol.name, "score_model": None, "score_baseline": None,
-                            "p_model": 0.5, "identical": True, "cached": False})
+            records.append(
+                {
+                    "key": r["key"],
+                    "model_first": None,
+                    "protocol": protocol.name,
+                    "score_model": None,
+                    "score_baseline": None,
+                    "p_model": 0.5,
+                    "identical": True,
+                    "cached": False,
+                }
+            )
             continue
         em, eb = cache.get(r["keys"][0]), cache.get(r["keys"][1])
         p_model = pointwise_preference(em, eb, protocol)
         if math.isnan(p_model):
             stats.unjudgeable += 1
-        records.append({"key": r["key"], "model_first": None, "protocol": protocol.name, "score_model": pointwise_score(em, protocol),
-                        "score_baseline": pointwise_score(eb, protocol), "p_model": p_model, "identical": False,
-                        "label_mass": (label_mass(em, protocol) + label_mass(eb, protocol)) / 2,
-                        "cached": not ({r["keys"][0], r["keys"][1]} & fresh)})
+        records.append(
+            {
+                "key": r["key"],
+                "model_first": None,
+                "protocol": protocol.name,
+                "score_model": pointwise_score(em, protocol),
+                "score_baseline": pointwise_score(eb, protocol),
+                "p_model": p_model,
+                "identical": False,
+                "label_mass": (label_mass(em, protocol) + label_mass(eb, protocol)) / 2,
+                "cached": not ({r["keys"][0], r["keys"][1]} & fresh),
+            }
+        )
     return records, stats
 
 
 def make_judge(jp: Any, dtype: Any = None, device: str = "cpu", trust_remote_code: bool = False) -> Any:
     """The judge that params ask for (``jp``: the params' judge section)."""
     if jp.backend == "api":
-        return APIJudge(jp.base_url, jp.model, jp.api_key_env, concurrency=jp.concurrency, max_retries=jp.max_retries, timeout_s=jp.timeout_s)
+        return APIJudge(
+            jp.base_url, jp.model, jp.api_key_env, concurrency=jp.concurrency, max_retries=jp.max_retries, timeout_s=jp.timeout_s
+        )
     if jp.backend == "local":
         from xlr.models import load_model, model_record
 
         model, tok = load_model(jp.model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         judge = LocalJudge(model, tok, jp.model)
         # the cache key names the weights, so a changed local model never reuses old judgments
-        judge.id = f"local:{jp.model}:{hashlib.sha256(json.dumps(model_record(jp.model), sort_keys=True).encode()).hexdigest()[:16]}:{str(dtype)}"
+        judge.id = (
+            f"local:{jp.model}:{hashlib.sha256(json.dumps(model_record(jp.model), sort_keys=True).encode()).hexdigest()[:16]}:{str(dtype)}"
+        )
         return judge
     raise JudgeError("judge.backend is 'none': nothing to judge with")
 

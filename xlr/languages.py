@@ -44,3 +44,21 @@ def language_name(code: str, overrides: dict[str, str] | None = None) -> str:
             f"Fix: use one of them, or add it under `languages.names` in the params file "
             f"(e.g. `names: {{{code}: <English name>}}`)."
         ) from None
+
+
+# The model check (stage "models", `xlr models try`): one smoke prompt per language, the same question.
+CHECK_PROMPTS = {
+    "en": "What is the capital of France? Answer in one sentence.",
+    "es": "¿Cuál es la capital de Francia? Responde en una frase.",
+    "de": "Was ist die Hauptstadt von Frankreich? Antworte in einem Satz.",
+    "ru": "Какая столица Франции? Ответь одним предложением.",
+    "fr": "Quelle est la capitale de la France ? Réponds en une phrase.",
+    "zh": "法国的首都是哪里？请用一句话回答。",
+    "it": "Qual è la capitale della Francia? Rispondi con una frase.",
+    "ja": "フランスの首都はどこですか？一文で答えてください。",
+    "ko": "프랑스의 수도는 어디입니까? 한 문장으로 답하세요.",
+    "ar": "ما هي عاصمة فرنسا؟ أجب بجملة واحدة.",
+    "bn": "ফ্রান্সের রাজধানী কী? এক বাক্যে উত্তর দাও।",
+    "sw": "Mji mkuu wa Ufaransa ni upi? Jibu kwa sentensi moja.",
+    "th": "เมืองหลวงของฝรั่งเศสคืออะไร ตอบเป็นประโยคเดียว",
+}

@@ -100,8 +100,11 @@ class MockServer:
             return self._send(h, 200, b'{"id": "x", "choices": [ {"message": ')
         prompt = "\n".join(m.get("content", "") for m in body.get("messages", []))
         lm, lM = label_logprobs(prompt)
-        top = [{"token": "m", "logprob": lm, "bytes": [109]}, {"token": "M", "logprob": lM, "bytes": [77]},
-               {"token": "Both", "logprob": -15.0, "bytes": None}]
+        top = [
+            {"token": "m", "logprob": lm, "bytes": [109]},
+            {"token": "M", "logprob": lM, "bytes": [77]},
+            {"token": "Both", "logprob": -15.0, "bytes": None},
+        ]
         if mode == "missing_M":
             top = [t for t in top if t["token"] != "M"]
         if mode == "nolabels":
@@ -113,6 +116,12 @@ class MockServer:
         else:
             choice["logprobs"] = None
         n_in = sum(len(m.get("content", "")) for m in body.get("messages", [])) // 4
-        reply = {"id": "chatcmpl-mock", "object": "chat.completion", "created": 0, "model": body.get("model", "mock"), "choices": [choice],
-                 "usage": {"prompt_tokens": n_in, "completion_tokens": 1, "total_tokens": n_in + 1}}
+        reply = {
+            "id": "chatcmpl-mock",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body.get("model", "mock"),
+            "choices": [choice],
+            "usage": {"prompt_tokens": n_in, "completion_tokens": 1, "total_tokens": n_in + 1},
+        }
         return self._send(h, 200, json.dumps(reply).encode())

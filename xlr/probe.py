@@ -57,7 +57,9 @@ from typing import Any
 
 import numpy as np
 
-from xlr.runs import atomic_write_json, atomic_write_jsonl, read_jsonl
+from xlr.errors import XlrError
+from xlr.files import atomic_write_json, atomic_write_jsonl, read_jsonl
+from xlr.runtime import resolve_device, scoring_precision
 
 TESTS = ("language", "quality", "english_labels")
 LENGTH = "length"
@@ -65,7 +67,7 @@ SCORE_CHUNK = 128  # (prompt, answer) pairs per scoring call between cache check
 TRANSLATE_CHUNK = 32  # answers per translation call between cache checkpoints
 
 
-class ProbeError(ValueError):
+class ProbeError(XlrError, ValueError):
     """A probe that cannot run as asked; the message names the file or field and the fix."""
 
 
@@ -150,7 +152,9 @@ def build_comparisons(params: Any, data_dir: Any = None) -> tuple[list[dict[str,
     return comps, instructions, counts
 
 
-def english_label_comparisons(params: Any, ids: Sequence[int], instructions_en: dict[int, str], root: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def english_label_comparisons(
+    params: Any, ids: Sequence[int], instructions_en: dict[int, str], root: Path
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Balanced clear-verdict pairs of AlpacaEval 2's annotations whose instruction is one of ``ids``: a = the output
     GPT-4-turbo preferred. Half the pairs (rounded down) have output_1 preferred, half output_2; when one class has
     fewer candidates both are cut to it (counted as ``shortfall``)."""
@@ -160,12 +164,20 @@ def english_label_comparisons(params: Any, ids: Sequence[int], instructions_en: 
     files = data.alpaca_annotation_files(root)
     unknown = [f for f in pp.english_label_files if f not in files]
     if unknown:
-        raise ProbeError(f"probe.english_label_files: {unknown} not found under {root / data.ALPACA_ANNOTATIONS}; "
-                         f"shipped: {', '.join(list(files)[:8])}, ... Fix: use names of files there (without .json.gz).")
+        raise ProbeError(
+            f"probe.english_label_files: {unknown} not found under {root / data.ALPACA_ANNOTATIONS}; "
+            f"shipped: {', '.join(list(files)[:8])}, ... Fix: use names of files there (without .json.gz)."
+        )
     by_text = {t.strip(): i for i, t in instructions_en.items()}
     cand: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
-    counts: dict[str, Any] = {"files": list(pp.english_label_files), "clear_margin": pp.clear_margin, "candidates_in_selected_instructions": 0,
-                              "not_clear": 0, "no_preference": 0, "empty_or_identical": 0}
+    counts: dict[str, Any] = {
+        "files": list(pp.english_label_files),
+        "clear_margin": pp.clear_margin,
+        "candidates_in_selected_instructions": 0,
+        "not_clear": 0,
+        "no_preference": 0,
+        "empty_or_identical": 0,
+    }
     for name in pp.english_label_files:
         df, _ = data.load_alpaca_annotations(files[name])
         for r in df.itertuples(index=False):
@@ -187,8 +199,19 @@ def english_label_comparisons(params: Any, ids: Sequence[int], instructions_en: 
             g1, g2 = getattr(r, "generator_1", "output_1"), r.generator_2
             winner = 1 if pref < 1.5 else 2
             a, b, sa, sb = (o1, o2, g1, g2) if winner == 1 else (o2, o1, g2, g1)
-            cand[winner].append({"id": i, "a": a, "b": b, "a_source": f"{sa} ({name})", "b_source": f"{sb} ({name})", "preference": pref,
-                                 "preferred": f"output_{winner}", "annotation_file": name, "record": int(r.record)})
+            cand[winner].append(
+                {
+                    "id": i,
+                    "a": a,
+                    "b": b,
+                    "a_source": f"{sa} ({name})",
+                    "b_source": f"{sb} ({name})",
+                    "preference": pref,
+                    "preferred": f"output_{winner}",
+                    "annotation_file": name,
+                    "record": int(r.record),
+                }
+            )
     rng = random.Random(params.seed)
     half = pp.n_english_label_pairs // 2
     k = min(half, len(cand[1]), len(cand[2]))
@@ -240,8 +263,10 @@ class _Models:
             policy, tok = load_model(pi0_spec, dtype=dtype, device=device, trust_remote_code=trc)
             reference, tok_ref = load_model(pi_ref_spec, dtype=dtype, device=device, trust_remote_code=trc)
             if tok.get_vocab() != tok_ref.get_vocab():
-                raise ProbeError(f"pi0 ({pi0_spec}) and pi_ref ({pi_ref_spec}) have different tokenizers; the implicit reward compares "
-                                 "log-probabilities of the same tokens. Fix: use a pi0 trained from pi_ref.")
+                raise ProbeError(
+                    f"pi0 ({pi0_spec}) and pi_ref ({pi_ref_spec}) have different tokenizers; the implicit reward compares "
+                    "log-probabilities of the same tokens. Fix: use a pi0 trained from pi_ref."
+                )
             self._loaded = (policy, reference, tok)
         return self._loaded
 
@@ -264,7 +289,9 @@ def _tkey(lang: str, text: str, style: str, names: dict[str, str]) -> str:
     return _key(translation_message(text, lang, style, names))
 
 
-def _translate(models: _Models, cache: _Cache, todo: list[tuple[str, str]], settings: dict[str, Any], names: dict[str, str], batch_size: int) -> int:
+def _translate(
+    models: _Models, cache: _Cache, todo: list[tuple[str, str]], settings: dict[str, Any], names: dict[str, str], batch_size: int
+) -> int:
     """Translations of (lang, text) into English with pi0, cached; returns how many were generated now."""
     from tqdm.auto import tqdm
 
@@ -283,15 +310,25 @@ def _translate(models: _Models, cache: _Cache, todo: list[tuple[str, str]], sett
         backend = HFBackend(policy, tok)
         for k in range(0, len(missing), TRANSLATE_CHUNK):
             part = missing[k : k + TRANSLATE_CHUNK]
-            tr = translate_to_english(backend, [t for _, (_, t) in part], [lg for _, (lg, _) in part], cap, names, batch_size, style, progress=bar.update)
+            tr = translate_to_english(
+                backend, [t for _, (_, t) in part], [lg for _, (lg, _) in part], cap, names, batch_size, style, progress=bar.update
+            )
             for j, (key, _) in enumerate(part):
                 cache.data[key] = {"text": tr.texts[j], "n_tokens": tr.n_tokens[j], "truncated": tr.truncated[j], "status": tr.status[j]}
             cache.save()
     return len(missing)
 
 
-def _score(models: _Models, cache: _Cache, pairs: list[tuple[str, str]], desc: str, batch_tokens: int, parity: str | None, fp32_head: bool,
-           share_prompts: bool) -> int:
+def _score(
+    models: _Models,
+    cache: _Cache,
+    pairs: list[tuple[str, str]],
+    desc: str,
+    batch_tokens: int,
+    parity: str | None,
+    fp32_head: bool,
+    share_prompts: bool,
+) -> int:
     """(pi0, pi_ref) log-probs of (user prompt, answer) pairs via :func:`xlr.rewards.score_models`, cached; returns how
     many were scored now. Pairs are sorted by prompt, so the answers of one prompt share its forward pass."""
     from tqdm.auto import tqdm
@@ -305,8 +342,17 @@ def _score(models: _Models, cache: _Cache, pairs: list[tuple[str, str]], desc: s
     with tqdm(total=len(missing), desc=desc, unit="answer") as bar:
         for k in range(0, len(missing), SCORE_CHUNK):
             part = missing[k : k + SCORE_CHUNK]
-            pol, ref = score_models([policy, reference], tok, [p for p, _ in part], [y for _, y in part], batch_tokens=batch_tokens, parity=parity,
-                                    fp32_head=fp32_head, progress=bar.update, share_prompts=share_prompts)
+            pol, ref = score_models(
+                [policy, reference],
+                tok,
+                [p for p, _ in part],
+                [y for _, y in part],
+                batch_tokens=batch_tokens,
+                parity=parity,
+                fp32_head=fp32_head,
+                progress=bar.update,
+                share_prompts=share_prompts,
+            )
             for p, lp, lr in zip(part, pol, ref, strict=True):
                 cache.data[_key(*p)] = [lp, lr]
             cache.save()
@@ -322,14 +368,13 @@ def _precision(dtype: Any, params: Any) -> tuple[Any, bool, str]:
     torch dtype (then the head runs in fp32)."""
     import torch
 
-    from xlr.study import scoring_precision
-
     if dtype is None:
         dtype = params.reward.dtype
     if isinstance(dtype, str):
         if dtype not in ("fp32", "bf16", "bf16-fp32head"):
             raise ProbeError(f"dtype {dtype!r}: use fp32, bf16, bf16-fp32head (as reward.dtype), a torch dtype, or None")
-        torch_dtype, head, used = scoring_precision(params, dtype, "reward.dtype")  # bf16 only where it is fast (runtime.bf16)
+        # bf16 only where it is fast (runtime.bf16); the probe stage records the choice in the manifest
+        torch_dtype, head, used, _ = scoring_precision(dtype, "reward.dtype", resolve_device(params.runtime.device), params.runtime.bf16)
         return torch_dtype, head, used
     if isinstance(dtype, torch.dtype):
         return dtype, True, str(dtype).removeprefix("torch.")
@@ -386,7 +431,16 @@ def run_probe(params: Any, pi0_spec: str, pi_ref_spec: str, out_dir: Path, dtype
             scored.append((p, ya, yb))
         pairs = [(p, y) for p, ya, yb in scored for y in (ya, yb)]
         n_unique = len(set(pairs))
-        n_new = _score(models, score_cache, pairs, f"probe {variant}: log-probs under (pi0, pi_ref)", batch_tokens, parity, fp32_head, params.reward.share_prompts)
+        n_new = _score(
+            models,
+            score_cache,
+            pairs,
+            f"probe {variant}: log-probs under (pi0, pi_ref)",
+            batch_tokens,
+            parity,
+            fp32_head,
+            params.reward.share_prompts,
+        )
         counts["scored_now"][variant], counts["cache_hits"][variant] = n_new, n_unique - n_new
         for k, (c, (p, ya, yb)) in enumerate(zip(comps, scored, strict=True)):
             (pa, ra), (pb, rb) = score_cache.data[_key(p, ya)], score_cache.data[_key(p, yb)]
@@ -394,8 +448,14 @@ def run_probe(params: Any, pi0_spec: str, pi_ref_spec: str, out_dir: Path, dtype
             row.update(reward_prompt=p, policy_logp_a=pa, reference_logp_a=ra, policy_logp_b=pb, reference_logp_b=rb)
             if variant == "R_t" and c["lang"] != "en":
                 ta, tb = tr[(c["lang"], c["a"])], tr[(c["lang"], c["b"])]
-                row.update(translation_a=ta["text"], translation_b=tb["text"], translation_truncated_a=ta["truncated"], translation_truncated_b=tb["truncated"],
-                           translation_status_a=ta["status"], translation_status_b=tb["status"])
+                row.update(
+                    translation_a=ta["text"],
+                    translation_b=tb["text"],
+                    translation_truncated_a=ta["truncated"],
+                    translation_truncated_b=tb["truncated"],
+                    translation_status_a=ta["status"],
+                    translation_status_b=tb["status"],
+                )
             items.append(row)
     for k, c in enumerate(comps):
         items.append(_item(c, k, LENGTH, float(len(c["a"])), float(len(c["b"]))))
@@ -412,9 +472,19 @@ def run_probe(params: Any, pi0_spec: str, pi_ref_spec: str, out_dir: Path, dtype
     items_path = atomic_write_jsonl(out_dir / "probe_items.jsonl", items)
     doc = {
         "what": "cross-lingual reward probe (xlr.probe): pi0/pi_ref implicit reward on fixed answer pairs, no judge",
-        "models": records, "ids": ids, "dtype": dtype_name, "parity": params.reward.parity, "device": device, "seed": params.seed,
-        "settings": pp.model_dump(mode="json"), "batch_tokens": batch_tokens,
-        "definitions": DEFINITIONS, "counts": counts, "summary": summary, "paired": paired, "hypotheses": hypotheses,
+        "models": records,
+        "ids": ids,
+        "dtype": dtype_name,
+        "parity": params.reward.parity,
+        "device": device,
+        "seed": params.seed,
+        "settings": pp.model_dump(mode="json"),
+        "batch_tokens": batch_tokens,
+        "definitions": DEFINITIONS,
+        "counts": counts,
+        "summary": summary,
+        "paired": paired,
+        "hypotheses": hypotheses,
     }
     json_path = atomic_write_json(out_dir / "probe.json", doc)
     return {"artifacts": [json_path, items_path], "counts": counts, "summary": summary, "paired": paired, "hypotheses": hypotheses}
@@ -428,7 +498,7 @@ DEFINITIONS = {
     "R_c": "both answers scored under G(x) = language prefix for L + English instruction (English: x alone)",
     "R_m": "both answers scored under the instruction in L",
     "R_t": "both answers translated into English by pi0 as in training (reward.rt_style; greedy, capped), scored under the English instruction; "
-           "English answers untranslated",
+    "English answers untranslated",
     "length": "score = characters of the original answer (longer wins)",
     "transfer_ratio": "acc_L / acc_en on the instructions of both languages (same variant); CI from one bootstrap over instructions for both",
     "transfer_excess": "(acc_L - 0.5) / (acc_en - 0.5): share of English's above-chance accuracy kept in L; None when acc_en <= 0.5",
@@ -438,8 +508,21 @@ DEFINITIONS = {
 
 
 def _item(c: dict[str, Any], k: int, variant: str, score_a: float, score_b: float) -> dict[str, Any]:
-    row = {"test": c["test"], "lang": c["lang"], "id": c["id"], "pair": k, "variant": variant, "a_source": c["a_source"], "b_source": c["b_source"],
-           "score_a": score_a, "score_b": score_b, "win": _win(score_a, score_b), "len_a": len(c["a"]), "len_b": len(c["b"]), "cluster": c["cluster"]}
+    row = {
+        "test": c["test"],
+        "lang": c["lang"],
+        "id": c["id"],
+        "pair": k,
+        "variant": variant,
+        "a_source": c["a_source"],
+        "b_source": c["b_source"],
+        "score_a": score_a,
+        "score_b": score_b,
+        "win": _win(score_a, score_b),
+        "len_a": len(c["a"]),
+        "len_b": len(c["b"]),
+        "cluster": c["cluster"],
+    }
     for extra in ("preference", "preferred", "annotation_file", "record"):
         if extra in c:
             row[extra] = c[extra]
@@ -462,7 +545,7 @@ def _groups(items: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], list[
 def summarize(items: Sequence[dict[str, Any]], variants: Sequence[str], n_boot: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
     """One row per (test, lang, variant): n, fraction, ci95, n_ties, mean_margin; quality rows of L != en also carry
     the transfer from English (module docstring)."""
-    from xlr.stats import bootstrap_ci, bootstrap_statistic
+    from xlr.stats import bootstrap_ci
 
     groups = _groups(items)
     rows = []
@@ -475,16 +558,28 @@ def summarize(items: Sequence[dict[str, Any]], variants: Sequence[str], n_boot: 
                     continue
                 wins = [r["win"] for r in g]
                 lo, hi = bootstrap_ci(wins, n_boot, seed, clusters=[r["cluster"] for r in g] if test == "english_labels" else None)
-                row = {"test": test, "lang": lang, "variant": v, "n": len(g), "fraction": float(np.mean(wins)), "ci95": [lo, hi],
-                       "n_ties": sum(r["win"] == 0.5 for r in g), "mean_margin": float(np.mean([r["score_a"] - r["score_b"] for r in g])),
-                       "margin_unit": "characters" if v == LENGTH else "nats"}
+                row = {
+                    "test": test,
+                    "lang": lang,
+                    "variant": v,
+                    "n": len(g),
+                    "fraction": float(np.mean(wins)),
+                    "ci95": [lo, hi],
+                    "n_ties": sum(r["win"] == 0.5 for r in g),
+                    "mean_margin": float(np.mean([r["score_a"] - r["score_b"] for r in g])),
+                    "margin_unit": "characters" if v == LENGTH else "nats",
+                }
                 if test == "quality" and lang != "en" and groups.get(("quality", "en", v)):
-                    row.update(_transfer(g, groups[("quality", "en", v)], n_boot, seed, bootstrap_statistic))
+                    row.update(_transfer(g, groups[("quality", "en", v)], n_boot, seed))
                 rows.append(row)
     return rows
 
 
-def _transfer(rows_l: list[dict[str, Any]], rows_en: list[dict[str, Any]], n_boot: int, seed: int, bootstrap_statistic: Any) -> dict[str, Any]:
+def _transfer(rows_l: list[dict[str, Any]], rows_en: list[dict[str, Any]], n_boot: int, seed: int) -> dict[str, Any]:
+    """acc_L / acc_en and (acc_L - 0.5) / (acc_en - 0.5) on the instructions both languages have, with bootstrap CIs
+    (one resample of the instructions for both languages)."""
+    from xlr.stats import bootstrap_statistic
+
     wl = {r["id"]: r["win"] for r in rows_l}
     we = {r["id"]: r["win"] for r in rows_en}
     common = sorted(set(wl) & set(we))
@@ -507,11 +602,15 @@ def _transfer(rows_l: list[dict[str, Any]], rows_en: list[dict[str, Any]], n_boo
     out["transfer_ratio"] = r if math.isfinite(r) else None
     out["transfer_ratio_ci95"] = list(bootstrap_statistic(ratio, len(common), n_boot, seed)) if out["transfer_ratio"] is not None else None
     out["transfer_excess"] = x if math.isfinite(x) else None
-    out["transfer_excess_ci95"] = list(bootstrap_statistic(excess, len(common), n_boot, seed)) if out["transfer_excess"] is not None else None
+    out["transfer_excess_ci95"] = (
+        list(bootstrap_statistic(excess, len(common), n_boot, seed)) if out["transfer_excess"] is not None else None
+    )
     return out
 
 
-def paired_comparisons(items: Sequence[dict[str, Any]], variants: Sequence[str], n_boot: int = 1000, n_perm: int = 10000, seed: int = 0) -> list[dict[str, Any]]:
+def paired_comparisons(
+    items: Sequence[dict[str, Any]], variants: Sequence[str], n_boot: int = 1000, n_perm: int = 10000, seed: int = 0
+) -> list[dict[str, Any]]:
     """Every pair of variants on the same items, per test and language (:func:`xlr.stats.paired_difference`)."""
     from xlr.stats import paired_difference
 
@@ -525,8 +624,14 @@ def paired_comparisons(items: Sequence[dict[str, Any]], variants: Sequence[str],
                 continue
             b = {r["pair"]: r for r in g2}
             common = [r for r in g1 if r["pair"] in b]
-            res = paired_difference([r["win"] for r in common], [b[r["pair"]]["win"] for r in common], n_boot, n_perm, seed,
-                                    clusters=[r["cluster"] for r in common] if test == "english_labels" else None)
+            res = paired_difference(
+                [r["win"] for r in common],
+                [b[r["pair"]]["win"] for r in common],
+                n_boot,
+                n_perm,
+                seed,
+                clusters=[r["cluster"] for r in common] if test == "english_labels" else None,
+            )
             rows.append({"test": test, "lang": lang, "variant_a": v1, "variant_b": v2, **res})
     return rows
 
@@ -544,10 +649,21 @@ def fig3_hypotheses(summary: Sequence[dict[str, Any]], paired: Sequence[dict[str
         steps = {}
         for a, b in (("R_c", "R_m"), ("R_m", "R_t")):
             p = pv.get((test, lang, a, b))
-            steps[f"{a}>{b}"] = {"diff": p["diff"], "p_value": p["p_value"], "significant": bool(p["diff"] > 0 and p["p_value"] < alpha)} if p else None
-        out.append({"test": test, "lang": lang, "R_c": f["R_c"], "R_m": f["R_m"], "R_t": f["R_t"],
-                    "order_holds": bool(f["R_c"] > f["R_m"] > f["R_t"]), "steps": steps,
-                    "note": "English: the variants coincide" if lang == "en" else ""})
+            steps[f"{a}>{b}"] = (
+                {"diff": p["diff"], "p_value": p["p_value"], "significant": bool(p["diff"] > 0 and p["p_value"] < alpha)} if p else None
+            )
+        out.append(
+            {
+                "test": test,
+                "lang": lang,
+                "R_c": f["R_c"],
+                "R_m": f["R_m"],
+                "R_t": f["R_t"],
+                "order_holds": bool(f["R_c"] > f["R_m"] > f["R_t"]),
+                "steps": steps,
+                "note": "English: the variants coincide" if lang == "en" else "",
+            }
+        )
     return out
 
 

@@ -14,68 +14,14 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from xlr import faults
 from xlr.config import Params
-from xlr.runs import Run, atomic_write_json, atomic_write_text, read_json
-
-NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-
-
-@dataclass(frozen=True)
-class NotebookStep:
-    notebook: str  # file name under notebooks/
-    stages: tuple[str, ...]
-    iteration: int | None = None
-
-    @property
-    def out_name(self) -> str:
-        stem = self.notebook.removesuffix(".ipynb")
-        return f"{stem}-iter{self.iteration}" if self.iteration is not None else stem
-
-
-class NotebookFailed(RuntimeError):
-    pass
-
-
-def notebook_plan(params: Params) -> list[NotebookStep]:
-    steps = [NotebookStep("01_data.ipynb", ("data", "models")), NotebookStep("02_anchor.ipynb", ("anchor", "probe"))]
-    for t in range(1, params.iterations + 1):
-        steps += [NotebookStep("03_sampling_rewards.ipynb", ("sampling", "rewards"), t), NotebookStep("04_pairs_dpo.ipynb", ("pairs", "training"), t)]
-    steps += [NotebookStep("05_xalpacaeval.ipynb", ("generation", "judging", "metrics")), NotebookStep("06_summary.ipynb", ())]
-    return steps
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# used inside the notebooks
-
-
-def run_stages(params: Params, run: Run, stages: list[str], iteration: int | None = None, allowed: list[str] | None = None) -> dict[str, str]:
-    """Run the notebook's stages in order (skipping done ones). ``allowed``: stage keys this invocation may run
-    (``xlr run --only/--from``); others are left as they are. Returns each stage's status afterwards."""
-    from xlr.study import plan, run_stage
-
-    out = {}
-    planned = plan(params)
-    for name in stages:
-        key = run.stage_key(name, iteration)
-        if (name, iteration) not in planned:
-            out[key] = "not in this study's plan"
-            continue
-        if allowed is not None and key not in allowed:
-            out[key] = "done" if run.stage_done(name, iteration) else "not run (outside --only/--from)"
-            continue
-        run_stage(params, run, name, iteration)
-        out[key] = "done"
-    return out
+from xlr.files import atomic_write_text, read_json
+from xlr.runs import Run
 
 
 def header(params: Params, run: Run) -> Any:
@@ -99,43 +45,94 @@ def provenance_rows(params: Params, run: Run) -> list[tuple[str, str]]:
     return [
         ("run", f"{params.name} — {params.description}"),
         ("pi_ref", model("pi_ref", params.models.pi_ref)),
-        ("pi0", model("pi0", params.models.pi0) if params.models.pi0 != "build" else f"built here by English DPO of pi_ref on {params.anchor.n_train} pairs"),
-        ("judge", judge + (" + same-language clause" if params.judge.same_language_clause else "")
-         + f"; protocol {params.judge.protocol}" + ("; both orders averaged per item" if params.judge.orders == "both" else "; one random order per item (AlpacaEval)")),
-        ("training data", f"{params.data.n_train_prompts} prompts/language/iteration × {len(params.languages.train)} languages ({', '.join(params.languages.train)}), N = {params.sampling.n_samples}, {params.iterations} iterations"),
-        ("evaluation", f"X-AlpacaEval {ev.n_prompts or 805} prompts/language ({', '.join(params.languages.eval)}), max_new_tokens {ev.max_new_tokens}, vs {ev.reference_generator}"),
-        ("language fidelity", f"LCB {', '.join(ev.lcb_sets) or 'none'}: {ev.lcb_n_prompts or 'all'} prompts/set/language, max_new_tokens {ev.lcb_max_new_tokens}; "
-                              f"detector {ev.fidelity_detector}; also every X-AlpacaEval answer"),
-        ("reward", f"{params.reward.variant}, {params.reward.models}, scored in {params.reward.dtype}; token mask "
-                   + ("'icr': the reference code's (first response token not scored, the closing end-of-turn token scored), as the paper was run"
-                      if params.reward.parity == "icr" else "'none': each response token scored from the position that predicts it (corrected; the reference code is off by one)")
-                   + f"; alpha grid {params.pairs.alpha_grid}" + (f", upper bound {params.pairs.upper_bound}" if params.pairs.upper_bound is not None else "")),
-        ("reward probe", f"{params.probe.n_items} X-AlpacaEval instructions/language, variants {', '.join(params.probe.variants)} + length" if params.probe.enabled else "off"),
+        (
+            "pi0",
+            model("pi0", params.models.pi0)
+            if params.models.pi0 != "build"
+            else f"built here by English DPO of pi_ref on {params.anchor.n_train} pairs",
+        ),
+        (
+            "judge",
+            judge
+            + (" + same-language clause" if params.judge.same_language_clause else "")
+            + f"; protocol {params.judge.protocol}"
+            + ("; both orders averaged per item" if params.judge.orders == "both" else "; one random order per item (AlpacaEval)"),
+        ),
+        (
+            "training data",
+            f"{params.data.n_train_prompts} prompts/language/iteration × {len(params.languages.train)} languages ({', '.join(params.languages.train)}), N = {params.sampling.n_samples}, {params.iterations} iterations",
+        ),
+        (
+            "evaluation",
+            f"X-AlpacaEval {ev.n_prompts or 805} prompts/language ({', '.join(params.languages.eval)}), max_new_tokens {ev.max_new_tokens}, vs {ev.reference_generator}",
+        ),
+        (
+            "language fidelity",
+            f"LCB {', '.join(ev.lcb_sets) or 'none'}: {ev.lcb_n_prompts or 'all'} prompts/set/language, max_new_tokens {ev.lcb_max_new_tokens}; "
+            f"detector {ev.fidelity_detector}; also every X-AlpacaEval answer",
+        ),
+        (
+            "reward",
+            f"{params.reward.variant}, {params.reward.models}, scored in {params.reward.dtype}; token mask "
+            + (
+                "'icr': the reference code's (first response token not scored, the closing end-of-turn token scored), as the paper was run"
+                if params.reward.parity == "icr"
+                else "'none': each response token scored from the position that predicts it (corrected; the reference code is off by one)"
+            )
+            + f"; alpha grid {params.pairs.alpha_grid}"
+            + (f", upper bound {params.pairs.upper_bound}" if params.pairs.upper_bound is not None else ""),
+        ),
+        (
+            "reward probe",
+            f"{params.probe.n_items} X-AlpacaEval instructions/language, variants {', '.join(params.probe.variants)} + length"
+            if params.probe.enabled
+            else "off",
+        ),
         ("seeds", f"seed {params.seed}, eval subset seed {ev.subset_seed}"),
         ("params hash", m.get("params_hash", "")[:16]),
         ("git SHA", str(m.get("git_sha"))),
         ("packages", ", ".join(f"{k} {v}" for k, v in (m.get("packages") or {}).items())),
         ("runtime", ", ".join(f"{k} {v}" for k, v in (m.get("runtime") or {}).items() if k != "precision")),
-        ("precision", "; ".join(f"{f}: {p['used']}" + (f" (FELL BACK from {p['requested']})" if p.get("fell_back", p["requested"] != p["used"]) else "") + f" — {p['reason']}"
-                                for f, p in ((m.get("runtime") or {}).get("precision") or {}).items()) or "not recorded"),
+        (
+            "precision",
+            "; ".join(
+                f"{f}: {p['used']}"
+                + (f" (FELL BACK from {p['requested']})" if p.get("fell_back", p["requested"] != p["used"]) else "")
+                + f" — {p['reason']}"
+                for f, p in ((m.get("runtime") or {}).get("precision") or {}).items()
+            )
+            or "not recorded",
+        ),
     ]
 
 
 def provenance_html(params: Params, run: Run) -> str:
-    rows = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in provenance_rows(params, run))
-    return ("<div style='border:1px solid #888;padding:0.5em;margin-bottom:1em'><b>xlr CPU/GPU-scale run — these are OUR numbers, "
-            "not the paper's.</b><table>" + rows + "</table></div>")
+    rows = "".join(
+        f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+        for k, v in provenance_rows(params, run)
+    )
+    return (
+        "<div style='border:1px solid #888;padding:0.5em;margin-bottom:1em'><b>xlr CPU/GPU-scale run — these are OUR numbers, "
+        "not the paper's.</b><table>" + rows + "</table></div>"
+    )
 
 
 def stage_times(run: Run) -> pd.DataFrame:
-    rows = [{"stage": k, "status": v.get("status"), "wall time [min]": round(v.get("wall_s", float("nan")) / 60, 2),
-             "peak RSS [GiB]": round(v.get("peak_rss_mib", float("nan")) / 1024, 2), "attempts": v.get("attempts")}
-            for k, v in run.manifest.get("stages", {}).items()]
+    rows = [
+        {
+            "stage": k,
+            "status": v.get("status"),
+            "wall time [min]": round(v.get("wall_s", float("nan")) / 60, 2),
+            "peak RSS [GiB]": round(v.get("peak_rss_mib", float("nan")) / 1024, 2),
+            "attempts": v.get("attempts"),
+        }
+        for k, v in run.manifest.get("stages", {}).items()
+    ]
     return pd.DataFrame(rows)
 
 
 def data_tables(run: Run) -> dict[str, pd.DataFrame]:
-    s = json.loads((run.root / "data" / "summary.json").read_text())
+    s = json.loads(run.layout.data_summary.read_text())
     c = s["counts"]
     t = {"training prompts per language": pd.DataFrame([c["train_prompts"]], index=["prompts"])}
     rows = [{"item": "X-AlpacaEval prompts per language", "count": c["xalpacaeval_prompts_per_language"]}]
@@ -145,26 +142,44 @@ def data_tables(run: Run) -> dict[str, pd.DataFrame]:
             for why, n in c.get(f"english_{split}_skipped", {}).items():
                 rows.append({"item": f"  skipped ({split}): {why}", "count": n})
     t["evaluation and anchor data"] = pd.DataFrame(rows)
-    greedy = read_json(run.root / "models" / "greedy_check.json")
+    greedy = read_json(run.layout.greedy_check)
     if greedy:
         t["greedy answers (model check)"] = pd.DataFrame(greedy).rename_axis("language")
     unchecked = ((run.manifest.get("stages", {}).get("models") or {}).get("counts") or {}).get("languages_not_checked")
     if unchecked:
-        t["model check: languages not checked (no check prompt in xlr.study.CHECK_PROMPTS)"] = pd.DataFrame({"language": unchecked})
+        t["model check: languages not checked (no check prompt in xlr.languages.CHECK_PROMPTS)"] = pd.DataFrame({"language": unchecked})
     return t
 
 
 def anchor_table(run: Run) -> pd.DataFrame | None:
-    a = read_json(run.root / "anchor" / "reward_accuracy.json")
+    a = read_json(run.layout.reward_accuracy)
     if a is None:
         return None
-    rows = [{"score": "implicit reward log pi0/pi_ref", "pairs": "all held-out (ties excluded)", "accuracy": a["accuracy"],
-             "95% CI": f"{a['ci95'][0]:.3f}–{a['ci95'][1]:.3f}", "n": a["n"]}]
-    for k, label in (("loglik_accuracy_policy", "log-likelihood of pi0 alone"), ("loglik_accuracy_reference", "log-likelihood of pi_ref alone")):
+    rows = [
+        {
+            "score": "implicit reward log pi0/pi_ref",
+            "pairs": "all held-out (ties excluded)",
+            "accuracy": a["accuracy"],
+            "95% CI": f"{a['ci95'][0]:.3f}–{a['ci95'][1]:.3f}",
+            "n": a["n"],
+        }
+    ]
+    for k, label in (
+        ("loglik_accuracy_policy", "log-likelihood of pi0 alone"),
+        ("loglik_accuracy_reference", "log-likelihood of pi_ref alone"),
+    ):
         if k in a:
             rows.append({"score": label, "pairs": "all held-out (ties excluded)", "accuracy": a[k], "95% CI": "", "n": a["n"]})
     for bin_, b in a.get("by_score_margin", {}).items():  # low rating margins are near coin flips for any reward
-        rows.append({"score": "implicit reward log pi0/pi_ref", "pairs": f"rating margin in {bin_}", "accuracy": b["accuracy"], "95% CI": "", "n": b["n"]})
+        rows.append(
+            {
+                "score": "implicit reward log pi0/pi_ref",
+                "pairs": f"rating margin in {bin_}",
+                "accuracy": b["accuracy"],
+                "95% CI": "",
+                "n": b["n"],
+            }
+        )
     return pd.DataFrame(rows).assign(ties_excluded=a["ties_excluded"])
 
 
@@ -174,29 +189,48 @@ def rewards_table(run: Run, iteration: int) -> pd.DataFrame | None:
     df = rewards_frame(run.root, iteration)
     if df is None:
         return None
-    return df.groupby("lang").agg(samples=("reward", "size"), reward_mean=("reward", "mean"), reward_std=("reward", "std"),
-                                  len_chars_mean=("len_chars", "mean"), tokens_mean=("n_tokens", "mean")).round(3)
+    return (
+        df.groupby("lang")
+        .agg(
+            samples=("reward", "size"),
+            reward_mean=("reward", "mean"),
+            reward_std=("reward", "std"),
+            len_chars_mean=("len_chars", "mean"),
+            tokens_mean=("n_tokens", "mean"),
+        )
+        .round(3)
+    )
 
 
 def pairs_table(run: Run, iteration: int) -> pd.DataFrame | None:
-    stats = read_json(run.root / f"iter{iteration}" / "pairs" / "pairs_stats.json")
+    stats = read_json(run.layout.pairs_stats(iteration))
     if stats is None:
         return None
     rows = []
     for lang, s in stats.items():
         fid = s.get("fidelity") or {}
-        rows.append({"lang": lang, "prompts": s["prompts"], "pairs": s["pairs"], "alpha": s.get("alpha"),
-                     "gap before [chars]": s.get("length_gap_before"), "gap after [chars]": s.get("length_gap_after"),
-                     "dropped": sum(s.get("drops", {}).values()), "drop reasons": "; ".join(f"{k}: {v}" for k, v in s.get("drops", {}).items()),
-                     "chosen in target lang": (fid.get("chosen") or {}).get("in_target")})
+        rows.append(
+            {
+                "lang": lang,
+                "prompts": s["prompts"],
+                "pairs": s["pairs"],
+                "alpha": s.get("alpha"),
+                "gap before [chars]": s.get("length_gap_before"),
+                "gap after [chars]": s.get("length_gap_after"),
+                "dropped": sum(s.get("drops", {}).values()),
+                "drop reasons": "; ".join(f"{k}: {v}" for k, v in s.get("drops", {}).items()),
+                "chosen in target lang": (fid.get("chosen") or {}).get("in_target"),
+            }
+        )
     return pd.DataFrame(rows).set_index("lang")
 
 
 def training_metrics_paths(params: Params, run: Run, only: int | None = None) -> dict[str, Path]:
     """The trl metrics of the study's DPO runs for plots.dpo_curves: all of them (the anchor, then each iteration), or
     ``only`` one (0 = the anchor, t = iteration t)."""
-    paths = {0: ("anchor (pi0)", run.root / "anchor" / "metrics.json")} | {
-        t: (f"iteration {t}", run.root / f"iter{t}" / "training" / "metrics.json") for t in range(1, params.iterations + 1)}
+    paths = {0: ("anchor (pi0)", run.layout.training_metrics(0))} | {
+        t: (f"iteration {t}", run.layout.training_metrics(t)) for t in range(1, params.iterations + 1)
+    }
     return dict(v for t, v in paths.items() if only is None or t == only)
 
 
@@ -211,22 +245,33 @@ def _fmt_ci(v: float, ci: Any) -> str:
 def headline_table(run: Run, params: Params | None = None) -> pd.DataFrame | None:
     """WR and LC (with 95% CIs) per model and language, head-to-head vs pi0; the paper's numbers, where params carry
     them, in separate columns labelled as the paper's."""
-    s = read_json(run.root / "eval" / "summary.json")
+    s = read_json(run.layout.eval_summary)
     if s is None:
         return None
     rows = []
     for r in s["rows"]:
         h = r.get("h2h_vs_pi0")
-        rows.append({"model": r["model"], "lang": r["lang"], "WR [%]": _fmt_ci(r.get("win_rate"), r.get("win_rate_ci95")),
-                     f"LC [%] ({r.get('lc_variant', '')})": _fmt_ci(r.get("length_controlled_winrate"), r.get("lc_ci95")),
-                     "vs pi0 [%]": _fmt_ci(h["win_rate"], h["ci95"]) if h else "–",
-                     "in language [%]": round(100 * r["fidelity"], 1), "mean chars": round(r["mean_output_chars"]), "judged": r["n_judged"]})
+        rows.append(
+            {
+                "model": r["model"],
+                "lang": r["lang"],
+                "WR [%]": _fmt_ci(r.get("win_rate"), r.get("win_rate_ci95")),
+                f"LC [%] ({r.get('lc_variant', '')})": _fmt_ci(r.get("length_controlled_winrate"), r.get("lc_ci95")),
+                "vs pi0 [%]": _fmt_ci(h["win_rate"], h["ci95"]) if h else "–",
+                "in language [%]": round(100 * r["fidelity"], 1),
+                "mean chars": round(r["mean_output_chars"]),
+                "judged": r["n_judged"],
+            }
+        )
     df = pd.DataFrame(rows)
     verdict = judge_verdict(run)
     if verdict is not None:  # every win rate beside its judge's measured agreement; a judge that is not informative is labelled so
         b = verdict["balanced"]
-        df["judge (balanced agreement vs GPT-4-turbo)"] = (("" if verdict["informative"] else "NOT INFORMATIVE: ")
-                                                           + _fmt_ci(100 * b.get("agreement", math.nan), [100 * c for c in b.get("ci95", [math.nan, math.nan])]) + " %")
+        df["judge (balanced agreement vs GPT-4-turbo)"] = (
+            ("" if verdict["informative"] else "NOT INFORMATIVE: ")
+            + _fmt_ci(100 * b.get("agreement", math.nan), [100 * c for c in b.get("ci95", [math.nan, math.nan])])
+            + " %"
+        )
     paper = (params.paper_reference if params else {}) or {}
     if paper.get("x_alpacaeval"):
         ref = paper["x_alpacaeval"]
@@ -244,25 +289,46 @@ def _p(test: dict[str, Any] | None) -> str:
 def fidelity_table(run: Run) -> pd.DataFrame | None:
     """LPR / WPR / LCPR (percent, 95% CIs) per prompt set, language and model, with each model's paired difference from
     pi0 on the same prompts (McNemar p-value)."""
-    f = read_json(run.root / "eval" / "fidelity.json")
+    f = read_json(run.layout.fidelity)
     if not f:
         return None
     rows = []
     for r in f["rows"]:
         t = r.get("vs_pi0") or {}
         if r.get("unsupported"):  # the detector cannot detect this language: said, not shown as 0 or a dash
-            rows.append({"set": r["set"], "lang": r["lang"], "model": r["model"], "n": r["n"], "LPR [%]": f"not scored: {r['unsupported']}",
-                         "WPR [%]": "not scored", "LCPR [%]": "not scored", "LPR vs pi0 [pts]": "", "WPR vs pi0 [pts]": ""})
+            rows.append(
+                {
+                    "set": r["set"],
+                    "lang": r["lang"],
+                    "model": r["model"],
+                    "n": r["n"],
+                    "LPR [%]": f"not scored: {r['unsupported']}",
+                    "WPR [%]": "not scored",
+                    "LCPR [%]": "not scored",
+                    "LPR vs pi0 [pts]": "",
+                    "WPR vs pi0 [pts]": "",
+                }
+            )
             continue
-        rows.append({"set": r["set"], "lang": r["lang"], "model": r["model"], "n": r["n"], "LPR [%]": _fmt_ci(r.get("lpr"), r.get("lpr_ci95")),
-                     "WPR [%]": _fmt_ci(r.get("wpr"), r.get("wpr_ci95")), "LCPR [%]": _fmt_ci(r.get("lcpr"), r.get("lcpr_ci95")),
-                     "LPR vs pi0 [pts]": _p(t.get("line_pass")), "WPR vs pi0 [pts]": _p(t.get("word_pass"))})
+        rows.append(
+            {
+                "set": r["set"],
+                "lang": r["lang"],
+                "model": r["model"],
+                "n": r["n"],
+                "LPR [%]": _fmt_ci(r.get("lpr"), r.get("lpr_ci95")),
+                "WPR [%]": _fmt_ci(r.get("wpr"), r.get("wpr_ci95")),
+                "LCPR [%]": _fmt_ci(r.get("lcpr"), r.get("lcpr_ci95")),
+                "LPR vs pi0 [pts]": _p(t.get("line_pass")),
+                "WPR vs pi0 [pts]": _p(t.get("word_pass")),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def judge_validation(run: Run) -> dict[str, Any] | None:
     """The judge measured against GPT-4-turbo's AlpacaEval 2 verdicts (xlr.judge_validation), as the judging stage wrote it."""
-    return read_json(run.root / "eval" / "judge_validation_alpacaeval" / "judge_validation.json")
+    return read_json(run.layout.judge_validation)
 
 
 def judge_verdict(run: Run) -> dict[str, Any] | None:
@@ -271,8 +337,15 @@ def judge_verdict(run: Run) -> dict[str, Any] | None:
     if not v or not v.get("protocols"):
         return None
     name, entry = next(iter(v["protocols"].items()))
-    return {"protocol": name, "informative": entry.get("informative"), "reason": entry.get("reason"), "balanced": entry.get("balanced") or {},
-            "length_matched": entry.get("length_matched") or {}, "length_baseline": v["baselines"]["length"]["balanced"], "sizes": v.get("sizes", {})}
+    return {
+        "protocol": name,
+        "informative": entry.get("informative"),
+        "reason": entry.get("reason"),
+        "balanced": entry.get("balanced") or {},
+        "length_matched": entry.get("length_matched") or {},
+        "length_baseline": v["baselines"]["length"]["balanced"],
+        "sizes": v.get("sizes", {}),
+    }
 
 
 def judge_validation_table(run: Run) -> pd.DataFrame | None:
@@ -291,27 +364,53 @@ def judge_validation_table(run: Run) -> pd.DataFrame | None:
     rows = []
     for name, e in v.get("protocols", {}).items():
         rank = e.get("ranking") or {}
-        rows.append({"who": f"judge {v['judge']} ({name})", "balanced agreement": ci(e.get("balanced")), "soft agreement": ci(e.get("balanced"), "soft_agreement", "soft_ci95"),
-                     "length-matched agreement": ci(e.get("length_matched")), "position consistency": ci(e.get("balanced"), "position_consistency", "consistency_ci95"),
-                     "Spearman vs leaderboard": ci(rank, "spearman_wr", "ci95_wr") if rank else "–",
-                     "informative": ("yes" if e.get("informative") else "NOT INFORMATIVE") + f": {e.get('reason', '')}"})
+        rows.append(
+            {
+                "who": f"judge {v['judge']} ({name})",
+                "balanced agreement": ci(e.get("balanced")),
+                "soft agreement": ci(e.get("balanced"), "soft_agreement", "soft_ci95"),
+                "length-matched agreement": ci(e.get("length_matched")),
+                "position consistency": ci(e.get("balanced"), "position_consistency", "consistency_ci95"),
+                "Spearman vs leaderboard": ci(rank, "spearman_wr", "ci95_wr") if rank else "–",
+                "informative": ("yes" if e.get("informative") else "NOT INFORMATIVE") + f": {e.get('reason', '')}",
+            }
+        )
     for name, e in v.get("baselines", {}).items():
         rank = e.get("ranking") or {}
-        rows.append({"who": f"baseline: {name.replace('_', ' ')}", "balanced agreement": ci(e.get("balanced")), "soft agreement": ci(e.get("balanced"), "soft_agreement", "soft_ci95"),
-                     "length-matched agreement": ci(e.get("length_matched")), "position consistency": "–",
-                     "Spearman vs leaderboard": ci(rank, "spearman_wr", "ci95_wr") if rank else "–", "informative": ""})
+        rows.append(
+            {
+                "who": f"baseline: {name.replace('_', ' ')}",
+                "balanced agreement": ci(e.get("balanced")),
+                "soft agreement": ci(e.get("balanced"), "soft_agreement", "soft_ci95"),
+                "length-matched agreement": ci(e.get("length_matched")),
+                "position consistency": "–",
+                "Spearman vs leaderboard": ci(rank, "spearman_wr", "ci95_wr") if rank else "–",
+                "informative": "",
+            }
+        )
     sz = v.get("sizes", {})
-    return pd.DataFrame(rows).assign(items=f"balanced {sz.get('balanced')}, length-matched {sz.get('length_matched')}, "
-                                           f"ranking {sz.get('ranking_items')} comparisons of {sz.get('ranking_models')} models")
+    return pd.DataFrame(rows).assign(
+        items=f"balanced {sz.get('balanced')}, length-matched {sz.get('length_matched')}, "
+        f"ranking {sz.get('ranking_items')} comparisons of {sz.get('ranking_models')} models"
+    )
 
 
 def judge_table(run: Run) -> pd.DataFrame | None:
-    v = read_json(run.root / "eval" / "judge_validation.json")
+    v = read_json(run.layout.judge_agreement)
     if v is None:
         return None
-    return pd.DataFrame([{"judge": v["judge"], "held-out English pairs": v["n_items"], "agreement with labels": round(v["agreement"], 3),
-                          "95% CI": f"{v['ci95'][0]:.3f}–{v['ci95'][1]:.3f}", "position consistency": round(v.get("position_consistency", float("nan")), 3),
-                          "unjudgeable orders": v.get("unjudgeable_orders", 0)}])
+    return pd.DataFrame(
+        [
+            {
+                "judge": v["judge"],
+                "held-out English pairs": v["n_items"],
+                "agreement with labels": round(v["agreement"], 3),
+                "95% CI": f"{v['ci95'][0]:.3f}–{v['ci95'][1]:.3f}",
+                "position consistency": round(v.get("position_consistency", float("nan")), 3),
+                "unjudgeable orders": v.get("unjudgeable_orders", 0),
+            }
+        ]
+    )
 
 
 def judging_costs(run: Run) -> pd.DataFrame | None:
@@ -352,58 +451,6 @@ def variant_runs(params: Params, run: Run) -> dict[str, Path]:
     return found
 
 
-def execute_sequence(
-    params_path: str | Path,
-    overrides: dict[str, Any],
-    params: Params,
-    run: Run,
-    allowed: list[str] | None,
-    with_code: bool = False,
-    echo: Any = print,
-) -> Path:
-    """Run every notebook of the plan (papermill), convert each to HTML, then write index.html; return its path."""
-    import papermill as pm
-
-    from xlr.paths import reports_dir
-
-    nb_out = run.root / "notebooks"
-    nb_out.mkdir(parents=True, exist_ok=True)
-    rep = reports_dir() / params.name
-    rep.mkdir(parents=True, exist_ok=True)
-    timings_path = nb_out / "timings.json"
-    timings = read_json(timings_path) or {}
-    # the kernel is this interpreter (jupyter_client maps the kernelspec's "python" to sys.executable); make sure
-    # its scripts are first on PATH for anything the kernel launches
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    for step in notebook_plan(params):
-        keys = [run.stage_key(s, step.iteration) for s in step.stages]
-        if allowed is not None and step.stages and not any(k in allowed for k in keys):
-            if (nb_out / f"{step.out_name}.ipynb").is_file():
-                continue  # nothing to run here this time; keep its executed notebook and report
-        src = NOTEBOOK_DIR / step.notebook
-        dst = nb_out / f"{step.out_name}.ipynb"
-        parameters = {"params_path": str(Path(params_path).resolve()), "overrides": overrides, "run_stages": allowed}
-        if step.iteration is not None:
-            parameters["iteration"] = step.iteration
-        echo(f"\n=== {step.out_name} ({', '.join(step.stages) or 'summary'}) ===")
-        t0 = time.monotonic()
-        try:
-            pm.execute_notebook(str(src), str(dst), parameters=parameters, cwd=str(NOTEBOOK_DIR), progress_bar=True, log_output=False,
-                                stdout_file=None, stderr_file=sys.stderr)
-        except pm.PapermillExecutionError as e:
-            raise NotebookFailed(f"notebook {step.notebook} (as {dst}) failed in cell {e.exec_count} ({e.ename}: {e.evalue}). "
-                                 f"The partial executed notebook is kept at {dst}; fix the cause and rerun the same command (done stages are skipped).") from None
-        timings[step.out_name] = round(time.monotonic() - t0, 1)
-        atomic_write_json(timings_path, timings)
-        to_html(dst, rep / f"{step.out_name}.html", with_code)
-        faults.set_stage("report")
-        faults.point("page")
-    fresh = Run.open(params)  # the kernels wrote the manifest; read it back
-    index = rep / "index.html"
-    atomic_write_text(index, index_html(params, fresh, timings, [s.out_name for s in notebook_plan(params)]))
-    return index
-
-
 def to_html(notebook: Path, out: Path, with_code: bool = False) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
@@ -424,7 +471,12 @@ def paper_rows(models: list[str], data_dir: Any = None) -> pd.DataFrame | None:
     except (data.DataError, FileNotFoundError):
         return None
     # the paper's rows that correspond to ours (its KTO variant of pi0 has no counterpart here)
-    names = {"pi_ref": "Llama-3-8B-SFT (pi_I)", "pi0": "Llama-3-8B-SFT-DPO (pi0)", "pi1": "ICR iteration 1 (pi1)", "pi2": "ICR iteration 2 (pi2)"}
+    names = {
+        "pi_ref": "Llama-3-8B-SFT (pi_I)",
+        "pi0": "Llama-3-8B-SFT-DPO (pi0)",
+        "pi1": "ICR iteration 1 (pi1)",
+        "pi2": "ICR iteration 2 (pi2)",
+    }
     rows = []
     for m in models:
         sub = t[t["model"] == names[m]] if m in names else t.iloc[:0]
@@ -439,31 +491,55 @@ def first_screen(params: Params, run: Run) -> list[tuple[str, str, pd.DataFrame 
     where it shows (language fidelity vs pi0; judge WR/LC only where the judge is informative), (4) the paper's numbers
     for the same rows, in their own table. Returns (question, one-sentence reading, table)."""
     out: list[tuple[str, str, pd.DataFrame | None]] = []
-    a = read_json(run.root / "anchor" / "reward_accuracy.json")
+    a = read_json(run.layout.reward_accuracy)
     if a is not None:
         lo, hi = a["ci95"]
         verdict = "above chance" if lo > 0.5 else "not shown to be above chance"
-        out.append(("1. Is pi0 a usable English reward here?",
-                    f"pi0's implicit reward prefers the chosen answer of {a['n']} held-out English UltraFeedback pairs {a['accuracy']:.2f} of the time "
-                    f"(95% CI {lo:.2f}–{hi:.2f}): {verdict}. The paper's premise is an English DPO model whose reward ranks well.", None))
+        out.append(
+            (
+                "1. Is pi0 a usable English reward here?",
+                f"pi0's implicit reward prefers the chosen answer of {a['n']} held-out English UltraFeedback pairs {a['accuracy']:.2f} of the time "
+                f"(95% CI {lo:.2f}–{hi:.2f}): {verdict}. The paper's premise is an English DPO model whose reward ranks well.",
+                None,
+            )
+        )
     else:
-        out.append(("1. Is pi0 a usable English reward here?", "pi0 was given (not built here): its held-out accuracy was not measured; see the probe's English rows.", None))
+        out.append(
+            (
+                "1. Is pi0 a usable English reward here?",
+                "pi0 was given (not built here): its held-out accuracy was not measured; see the probe's English rows.",
+                None,
+            )
+        )
     pt = probe_table(run.root)
     if pt is not None:
-        out.append(("2. Does its reward transfer across languages? (probe: pi0/pi_ref only, no judge)",
-                    "Each cell: the fraction of X-AlpacaEval instructions where the expected answer gets the higher reward [95% CI]; 0.5 is chance. "
-                    "language: GPT-4-turbo's answer in L beats the same answer in English under G(x); quality: GPT-4-turbo beats gpt-3.5-turbo in L.", pt))
+        out.append(
+            (
+                "2. Does its reward transfer across languages? (probe: pi0/pi_ref only, no judge)",
+                "Each cell: the fraction of X-AlpacaEval instructions where the expected answer gets the higher reward [95% CI]; 0.5 is chance. "
+                "language: GPT-4-turbo's answer in L beats the same answer in English under G(x); quality: GPT-4-turbo beats gpt-3.5-turbo in L.",
+                pt,
+            )
+        )
     else:
         out.append(("2. Does its reward transfer across languages?", "The probe has not run (probe.enabled or the probe stage).", None))
-    f = read_json(run.root / "eval" / "fidelity.json")
+    f = read_json(run.layout.fidelity)
     if f:
         rows = []
         for r in f["rows"]:
             if r["set"] == "x-alpacaeval" and r["lang"] == "en":
                 continue
             t = (r.get("vs_pi0") or {}).get("line_pass")
-            rows.append({"set": r["set"], "lang": r["lang"], "model": r["model"], "n": r["n"], "LPR [%]": _fmt_ci(r.get("lpr"), r.get("lpr_ci95")),
-                         "vs pi0 [pts] (McNemar p)": _p(t) if r["model"] != "pi0" else "–"})
+            rows.append(
+                {
+                    "set": r["set"],
+                    "lang": r["lang"],
+                    "model": r["model"],
+                    "n": r["n"],
+                    "LPR [%]": _fmt_ci(r.get("lpr"), r.get("lpr_ci95")),
+                    "vs pi0 [pts] (McNemar p)": _p(t) if r["model"] != "pi0" else "–",
+                }
+            )
         last = f"pi{params.iterations}" if params.iterations else "pi0"
         fid = None
         if rows:
@@ -473,25 +549,39 @@ def first_screen(params: Params, run: Run) -> list[tuple[str, str, pd.DataFrame 
             if last != "pi0":
                 fid[f"{last} vs pi0 [pts] (McNemar p)"] = d[d["model"] == last].set_index(["set", "lang"])["vs pi0 [pts] (McNemar p)"]
         sig = [r for r in f["rows"] if r["model"] == last and ((r.get("vs_pi0") or {}).get("line_pass") or {}).get("p_value", 1) < 0.05]
-        out.append((f"3. Did the iterations change the policy? Language fidelity (LPR, {f.get('detector')}; judge-free)",
-                    f"Line-level pass rate [95% CI] per model: answers wholly in the requested language. {last} differs from pi0 at p < 0.05 "
-                    f"(McNemar, same prompts) in {len(sig)} of {sum(r['model'] == last for r in f['rows'])} set/language rows"
-                    + (f": {', '.join(r['set'] + '/' + r['lang'] for r in sig)}." if sig else "."),
-                    fid.reset_index() if fid is not None else None))
+        out.append(
+            (
+                f"3. Did the iterations change the policy? Language fidelity (LPR, {f.get('detector')}; judge-free)",
+                f"Line-level pass rate [95% CI] per model: answers wholly in the requested language. {last} differs from pi0 at p < 0.05 "
+                f"(McNemar, same prompts) in {len(sig)} of {sum(r['model'] == last for r in f['rows'])} set/language rows"
+                + (f": {', '.join(r['set'] + '/' + r['lang'] for r in sig)}." if sig else "."),
+                fid.reset_index() if fid is not None else None,
+            )
+        )
     verdict = judge_verdict(run)
     if verdict is not None:
         b, lb = verdict["balanced"], verdict["length_baseline"]
-        reading = (f"The judge ({verdict['protocol']}) agrees with GPT-4-turbo on {b.get('agreement', math.nan):.2f} of a verdict-balanced AlpacaEval 2 sample "
-                   f"(CI {b.get('ci95', [math.nan])[0]:.2f}–{b.get('ci95', [math.nan, math.nan])[1]:.2f}, n {b.get('n_items')}); 'the longer output wins' scores "
-                   f"{lb.get('agreement', math.nan):.2f}. ")
-        reading += ("It is informative: its win rates below carry signal." if verdict["informative"] else
-                    f"It is NOT INFORMATIVE ({verdict['reason']}): its win rates are shown for the record only and no conclusion rests on them.")
+        reading = (
+            f"The judge ({verdict['protocol']}) agrees with GPT-4-turbo on {b.get('agreement', math.nan):.2f} of a verdict-balanced AlpacaEval 2 sample "
+            f"(CI {b.get('ci95', [math.nan])[0]:.2f}–{b.get('ci95', [math.nan, math.nan])[1]:.2f}, n {b.get('n_items')}); 'the longer output wins' scores "
+            f"{lb.get('agreement', math.nan):.2f}. "
+        )
+        reading += (
+            "It is informative: its win rates below carry signal."
+            if verdict["informative"]
+            else f"It is NOT INFORMATIVE ({verdict['reason']}): its win rates are shown for the record only and no conclusion rests on them."
+        )
         out.append(("3b. Judge win rates (only where the judge is informative)", reading, headline_table(run, params)))
     pr = paper_rows([m for m in ("pi_ref", "pi0", *(f"pi{t}" for t in range(1, params.iterations + 1)))], params.data.data_dir)
     if pr is not None:
         pr = pr[pr["lang"] == "avg"] if (pr["lang"] == "avg").any() else pr
-        out.append(("4. The paper's numbers for the same rows (THEIR setting: Llama-3-8B SFT/DPO, GPT-4-turbo judge, 805 prompts x 5 languages)",
-                    "From the paper's Table 2, average over en/es/ru/de/fr; never mixed with ours above. Per language: x-alpacaeval/paper-table2.csv.", pr))
+        out.append(
+            (
+                "4. The paper's numbers for the same rows (THEIR setting: Llama-3-8B SFT/DPO, GPT-4-turbo judge, 805 prompts x 5 languages)",
+                "From the paper's Table 2, average over en/es/ru/de/fr; never mixed with ours above. Per language: x-alpacaeval/paper-table2.csv.",
+                pr,
+            )
+        )
     return out
 
 
@@ -507,36 +597,54 @@ def first_screen_html(params: Params, run: Run) -> str:
 def index_html(params: Params, run: Run, timings: dict[str, float], pages: list[str]) -> str:
     from xlr import plots
 
-    parts = [f"<html><head><meta charset='utf-8'><title>xlr: {html.escape(params.name)}</title>",
-             "<style>body{font-family:sans-serif;max-width:1200px;margin:auto} table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:2px 6px}</style>",
-             f"</head><body><h1>xlr report: {html.escape(params.name)}</h1>", provenance_html(params, run), first_screen_html(params, run)]
+    parts = [
+        f"<html><head><meta charset='utf-8'><title>xlr: {html.escape(params.name)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:auto} table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:2px 6px}</style>",
+        f"</head><body><h1>xlr report: {html.escape(params.name)}</h1>",
+        provenance_html(params, run),
+        first_screen_html(params, run),
+    ]
 
     def table(title: str, df: pd.DataFrame | None) -> None:
         if df is not None and not df.empty:
             parts.append(f"<h2>{html.escape(title)}</h2>" + df.to_html(index=False, na_rep="–", escape=True))
 
-    table("X-AlpacaEval: win rate (WR) and length-controlled win rate (LC) vs the reference, 95% bootstrap CIs", headline_table(run, params))
+    table(
+        "X-AlpacaEval: win rate (WR) and length-controlled win rate (LC) vs the reference, 95% bootstrap CIs", headline_table(run, params)
+    )
     table("Language fidelity (Language Confusion Benchmark metrics), 95% CIs, paired vs pi0", fidelity_table(run))
-    table("How far the judge can be trusted: against GPT-4-turbo's own AlpacaEval 2 verdicts (balanced, length-matched), beside baselines", judge_validation_table(run))
+    table(
+        "How far the judge can be trusted: against GPT-4-turbo's own AlpacaEval 2 verdicts (balanced, length-matched), beside baselines",
+        judge_validation_table(run),
+    )
     table("... and agreement with held-out English preference labels (second check)", judge_table(run))
     table("pi0 as a reward: held-out English reward accuracy", anchor_table(run))
     table("Judging: calls, cache hits, tokens, estimated cost", judging_costs(run))
     st = stage_times(run)
     table("Wall time and peak memory per stage", st)
     table("Wall time per notebook [s]", pd.DataFrame([timings]) if timings else None)
-    figs = [("X-AlpacaEval win rates", plots.winrates(run.root)), ("Head-to-head vs pi0", plots.head_to_head(run.root)),
-            ("Language fidelity of outputs", plots.output_fidelity(run.root)), ("Line-level pass rate (LCB metric)", plots.lcb_fidelity(run.root)),
-            ("Cross-lingual reward probe", plots.probe(run.root))]
+    figs = [
+        ("X-AlpacaEval win rates", plots.winrates(run.root)),
+        ("Head-to-head vs pi0", plots.head_to_head(run.root)),
+        ("Language fidelity of outputs", plots.output_fidelity(run.root)),
+        ("Line-level pass rate (LCB metric)", plots.lcb_fidelity(run.root)),
+        ("Cross-lingual reward probe", plots.probe(run.root)),
+    ]
     figs.append(("DPO training curves", plots.dpo_curves(training_metrics_paths(params, run))))
     figs.append(("Reward variants side by side (cf. paper Fig. 3)", plots.reward_variants(variant_runs(params, run))))
     for t in range(1, params.iterations + 1):
-        figs += [(f"Rewards, iteration {t}", plots.reward_distributions(run.root, t)), (f"Alpha search, iteration {t}", plots.alpha_curves(run.root, t)),
-                 (f"Pair lengths, iteration {t}", plots.pair_lengths(run.root, t))]
+        figs += [
+            (f"Rewards, iteration {t}", plots.reward_distributions(run.root, t)),
+            (f"Alpha search, iteration {t}", plots.alpha_curves(run.root, t)),
+            (f"Pair lengths, iteration {t}", plots.pair_lengths(run.root, t)),
+        ]
     figs.append(("Language fidelity of training samples", plots.fidelity(run.root, params.iterations)))
     parts.append("<h2>Figures</h2>")
     for title, fig in figs:
         if fig is not None:
-            parts.append(f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{plots.figure_to_png_b64(fig)}'>")
+            parts.append(
+                f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{plots.figure_to_png_b64(fig)}'>"
+            )
     parts.append("<h2>Notebooks</h2><ul>" + "".join(f"<li><a href='{p}.html'>{p}</a></li>" for p in pages) + "</ul></body></html>")
     return "\n".join(parts)
 
@@ -571,15 +679,34 @@ def probe_table(run_root: Path, kind: str = "fractions") -> pd.DataFrame | None:
             row[r["variant"]] = fmt(r["fraction"], r["ci95"])
         return pd.DataFrame(list(out.values()))
     if kind == "transfer":
-        t = [{"lang": r["lang"], "score": r["variant"], "n (both languages)": r.get("transfer_n"), "acc_L": round(r["fraction"], 3),
-              "acc_en (same items)": round(r["acc_en_common"], 3) if r.get("acc_en_common") is not None else None,
-              "acc_L / acc_en [95% CI]": fmt(r.get("transfer_ratio"), r.get("transfer_ratio_ci95")),
-              "(acc_L − 0.5) / (acc_en − 0.5) [95% CI]": fmt(r.get("transfer_excess"), r.get("transfer_excess_ci95"))}
-             for r in rows if r["test"] == "quality" and r["lang"] != "en" and "transfer_n" in r]
+        t = [
+            {
+                "lang": r["lang"],
+                "score": r["variant"],
+                "n (both languages)": r.get("transfer_n"),
+                "acc_L": round(r["fraction"], 3),
+                "acc_en (same items)": round(r["acc_en_common"], 3) if r.get("acc_en_common") is not None else None,
+                "acc_L / acc_en [95% CI]": fmt(r.get("transfer_ratio"), r.get("transfer_ratio_ci95")),
+                "(acc_L − 0.5) / (acc_en − 0.5) [95% CI]": fmt(r.get("transfer_excess"), r.get("transfer_excess_ci95")),
+            }
+            for r in rows
+            if r["test"] == "quality" and r["lang"] != "en" and "transfer_n" in r
+        ]
         return pd.DataFrame(t) if t else None
     if kind == "paired":
-        p = [{"test": r["test"], "lang": r["lang"], "a − b": f"{r['variant_a']} − {r['variant_b']}", "n": r["n"], "diff [95% CI]": fmt(r["diff"], r["ci95"], 3),
-              "p (sign-flip)": round(r["p_value"], 4) if r["p_value"] == r["p_value"] else None, "a better": r["a_better"], "b better": r["b_better"], "equal": r["equal"]}
-             for r in doc.get("paired", [])]
+        p = [
+            {
+                "test": r["test"],
+                "lang": r["lang"],
+                "a − b": f"{r['variant_a']} − {r['variant_b']}",
+                "n": r["n"],
+                "diff [95% CI]": fmt(r["diff"], r["ci95"], 3),
+                "p (sign-flip)": round(r["p_value"], 4) if r["p_value"] == r["p_value"] else None,
+                "a better": r["a_better"],
+                "b better": r["b_better"],
+                "equal": r["equal"],
+            }
+            for r in doc.get("paired", [])
+        ]
         return pd.DataFrame(p) if p else None
     raise ValueError(f"probe_table kind {kind!r}: use fractions, transfer or paired")

@@ -14,25 +14,38 @@ For a sample y of the target-language prompt with instruction_id i, the reward p
 
 r = log pi0(y | prompt) - log pi_ref(y | prompt), each log-probability a SUM over the response tokens (no beta,
 no length normalisation), as the reference implementation ranks.
+
+Also here: the annotation of samples across several processes (:func:`annotate_sharded`, on :mod:`xlr.distributed`'s
+collectives) and the reward accuracy of an implicit reward on labelled pairs (:func:`reward_accuracy`, the anchor's
+held-out check).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from xlr import faults
+import numpy as np
+
+from xlr import distributed, faults
 from xlr.chat import end_of_turn, render_prompt
+from xlr.errors import XlrError
 from xlr.languages import language_name
+
+if TYPE_CHECKING:
+    from xlr.config import RewardParams
 
 log = logging.getLogger(__name__)
 
-G_PREFIX = "Please answer the following instruction using only {language}, unless explicitly instructed to respond in a different language.\n\n"
+G_PREFIX = (
+    "Please answer the following instruction using only {language}, unless explicitly instructed to respond in a different language.\n\n"
+)
 # R_t, style "plain" (xlr's earlier R_t): the source language named, no tags
 TRANSLATE_PROMPT = "Translate the following {language} text into English. Output only the translation.\n\n{text}"
 # R_t, style "reference": the reference's TRANS_INSTRUCTION (utils/trans_prompts.py), its target language always English
@@ -45,10 +58,11 @@ TRANSLATION_PRIMER = "<translated>\n"  # the reference's PRIMER (utils/translate
 TRANSLATION_ERROR = "Translation Error"  # what the reference scores when nothing is left to extract (utils/batch_translate.py)
 RT_MAX_NEW_TOKENS = 8192  # the reference's cap on a translation (scripts/batch_translate.sh --max_tokens)
 RT_STYLES = ("reference", "plain")
+MAX_BATCH = 64  # rows per scoring batch at most, whatever batch_tokens allows (score_models, and the shard plan of annotate_sharded)
 _TRANSLATED = re.compile(r"<translated>(.*?)</translated>", re.DOTALL)
 
 
-class RewardError(ValueError):
+class RewardError(XlrError, ValueError):
     pass
 
 
@@ -89,7 +103,7 @@ def encode_pairs(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str
     return out
 
 
-def length_batches(lengths: Sequence[int], batch_tokens: int, max_batch: int = 64) -> list[list[int]]:
+def length_batches(lengths: Sequence[int], batch_tokens: int, max_batch: int = MAX_BATCH) -> list[list[int]]:
     """Indices grouped into batches of similar length (longest first) whose padded size fits ``batch_tokens``."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
@@ -161,13 +175,15 @@ def _head_sums(head: Any, hidden: Any, targets: Any, rows: Any, sums: Any, fp32_
     weight, bias = _head_weight(head, fp32_head)
     for k in range(0, hidden.shape[0], chunk):
         logits = torch.nn.functional.linear(hidden[k : k + chunk].to(weight.dtype), weight, bias).float()
-        # cross_entropy = logsumexp - logit[target], fused (measured 1.3x faster than gather + logsumexp here)
+        # cross_entropy = logsumexp - logit[target], fused (faster than gather + logsumexp: bench/RESULTS.md, Reward annotation)
         lp = -torch.nn.functional.cross_entropy(logits, targets[k : k + chunk], reduction="none")
         sums.index_add_(0, rows[k : k + chunk], lp.double())
     return sums
 
 
-def _shared_prompt_scores(model: Any, prompt_ids: list[int], completions: list[list[int]], fp32_head: bool, parity: str | None, pad: int, chunk: int = 1024) -> Any:
+def _shared_prompt_scores(
+    model: Any, prompt_ids: list[int], completions: list[list[int]], fp32_head: bool, parity: str | None, pad: int, chunk: int = 1024
+) -> Any:
     """Sum of log p(completion | prompt) for several completions of ONE prompt: the prompt is run once, its KV cache
     repeated for every completion, and only the completions are run again (the N samples of a prompt share it).
 
@@ -195,12 +211,13 @@ def _shared_prompt_scores(model: Any, prompt_ids: list[int], completions: list[l
     return _head_sums(head, hidden[rows, cols], ids[rows, cols], rows, torch.zeros(n, dtype=torch.float64, device=device), fp32_head, chunk)
 
 
-def score_plan(enc: Sequence[tuple[list[int], int]], models: Sequence[Any], batch_tokens: int, max_batch: int = 64,
-               share_prompts: bool = True) -> tuple[dict[tuple[int, ...], list[int]], list[list[int]]]:
+def score_plan(
+    enc: Sequence[tuple[list[int], int]], models: Sequence[Any], batch_tokens: int, max_batch: int = MAX_BATCH, share_prompts: bool = True
+) -> tuple[dict[tuple[int, ...], list[int]], list[list[int]]]:
     """How :func:`score_models` scores encoded pairs (:func:`encode_pairs`): the groups of two or more pairs sharing a
     prompt (prompt ids -> indices; scored together from one run of the prompt, when ``share_prompts`` and every model
     has a separable decoder and head), and the length batches of the rest (:func:`length_batches`). A pair's numbers
-    depend only on its unit (group or batch): :func:`xlr.distributed.scoring_units` shards by these units."""
+    depend only on its unit (group or batch): :func:`scoring_units` shards by these units."""
     groups: dict[tuple[int, ...], list[int]] = {}
     if share_prompts and all(hasattr(m, "get_decoder") and m.get_output_embeddings() is not None for m in models):
         for i, (ids, p_len) in enumerate(enc):
@@ -220,7 +237,7 @@ def score_models(
     parity: str | None = None,
     fp32_head: bool | None = None,
     progress: Callable[[int], None] | None = None,
-    max_batch: int = 64,
+    max_batch: int = MAX_BATCH,
     share_prompts: bool = True,
 ) -> list[list[float]]:
     """Sequence log-probs of each pair under each model, in one sweep (the batch tensors are built once and fed to
@@ -243,7 +260,7 @@ def score_models(
     for prompt_ids, idx in groups.items():  # a group's rows scored at once; a group larger than max_batch is split
         for k in range(0, len(idx), max_batch):
             part = idx[k : k + max_batch]
-            completions = [enc[i][0][len(prompt_ids):] for i in part]
+            completions = [enc[i][0][len(prompt_ids) :] for i in part]
             with torch.no_grad():
                 for m, model in enumerate(models):
                     sums = _shared_prompt_scores(model, list(prompt_ids), completions, bool(fp32_head), parity, pad).tolist()
@@ -275,7 +292,9 @@ def score_models(
     return results
 
 
-def sequence_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 8, parity: str | None = None) -> list[float]:
+def sequence_logprobs(
+    model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 8, parity: str | None = None
+) -> list[float]:
     """log p(response | prompt) summed over response tokens, for raw user-message prompts.
 
     Convention: prompt_ids = tokenizer(apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
@@ -303,7 +322,9 @@ def translation_message(text: str, lang: str, style: str = "reference", names: d
     raise RewardError(f"R_t style {style!r}: use one of {', '.join(RT_STYLES)} (reward.rt_style)")
 
 
-def translation_generation_prompt(tokenizer: Any, text: str, lang: str, style: str = "reference", names: dict[str, str] | None = None) -> str:
+def translation_generation_prompt(
+    tokenizer: Any, text: str, lang: str, style: str = "reference", names: dict[str, str] | None = None
+) -> str:
     """The string pi0 continues: the translation request through the chat template, plus (style ``reference``) the
     primer ``<translated>\\n`` as the start of the assistant's answer (reference: utils/translate.py get_llm_request)."""
     prompt = render_prompt(tokenizer, translation_message(text, lang, style, names))
@@ -355,8 +376,14 @@ class Translations:
 def _status_counts(style: str, max_new_tokens: int, status: Sequence[str], truncated: Sequence[bool]) -> dict[str, Any]:
     by = Counter(status)
     known = TRANSLATION_STATUSES[style]
-    return {"style": style, "max_new_tokens": max_new_tokens, "texts": len(status), **{k: by.get(k, 0) for k in known},
-            **{k: v for k, v in by.items() if k not in known}, "truncated": sum(bool(t) for t in truncated)}
+    return {
+        "style": style,
+        "max_new_tokens": max_new_tokens,
+        "texts": len(status),
+        **{k: by.get(k, 0) for k in known},
+        **{k: v for k, v in by.items() if k not in known},
+        "truncated": sum(bool(t) for t in truncated),
+    }
 
 
 def translation_counts(rows: Sequence[dict[str, Any]], style: str, max_new_tokens: int, skipped_english: int = 0) -> dict[str, Any]:
@@ -366,8 +393,16 @@ def translation_counts(rows: Sequence[dict[str, Any]], style: str, max_new_token
     return {**_status_counts(style, max_new_tokens, status, [r["translation_truncated"] for r in rows]), "skipped_english": skipped_english}
 
 
-def translate_to_english(backend: Any, texts: Sequence[str], langs: Sequence[str], max_new_tokens: int = RT_MAX_NEW_TOKENS, names: dict[str, str] | None = None,
-                         batch_size: int = 16, style: str = "reference", progress: Callable[[int], None] | None = None) -> Translations:
+def translate_to_english(
+    backend: Any,
+    texts: Sequence[str],
+    langs: Sequence[str],
+    max_new_tokens: int = RT_MAX_NEW_TOKENS,
+    names: dict[str, str] | None = None,
+    batch_size: int = 16,
+    style: str = "reference",
+    progress: Callable[[int], None] | None = None,
+) -> Translations:
     """pi0 (``backend``: a generation backend of :mod:`xlr.sampling`) translates each text into English: greedy, one
     generation, at most ``max_new_tokens`` new tokens, stopping at the end of turn (reference: scripts/batch_translate.sh,
     temperature 0, top_p 1, --max_tokens 8192).
@@ -385,7 +420,11 @@ def translate_to_english(backend: Any, texts: Sequence[str], langs: Sequence[str
     todo = [i for i, lg in enumerate(langs) if style == "reference" or lg != "en"]
     prompts = [translation_generation_prompt(backend.tokenizer, texts[i], langs[i], style, names) for i in todo]
     unique = list(dict.fromkeys(prompts))  # greedy: equal prompts (the same text) give equal translations, generated once
-    gens = backend.generate(unique, GenConfig(n=1, do_sample=False, max_new_tokens=max_new_tokens, batch_size=batch_size), progress=progress) if unique else []
+    gens = (
+        backend.generate(unique, GenConfig(n=1, do_sample=False, max_new_tokens=max_new_tokens, batch_size=batch_size), progress=progress)
+        if unique
+        else []
+    )
     by_prompt = {p: g[0] for p, g in zip(unique, gens, strict=True)}
     out, status = list(texts), ["english_untranslated"] * len(texts)
     truncated, n_tokens = [False] * len(texts), [0] * len(texts)
@@ -402,32 +441,31 @@ def annotate(
     policy: Any,
     reference: Any,
     tokenizer: Any,
-    variant: str = "R_c",
-    names: dict[str, str] | None = None,
-    batch_tokens: int = 2048,
-    parity: str | None = None,
+    reward: RewardParams,
+    names: dict[str, str] | None,
+    *,
+    fp32_head: bool,
     translator: Any = None,
-    translate_max_new_tokens: int = RT_MAX_NEW_TOKENS,
-    fp32_head: bool | None = None,
-    share_prompts: bool = True,
-    rt_style: str = "reference",
     counts: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Reward rows for samples (``id``, ``lang``, ``sample_idx``, ``prompt``, ``response``, ``n_tokens``).
+    """Reward rows for samples (``id``, ``lang``, ``sample_idx``, ``prompt``, ``response``, ``n_tokens``), by the
+    reward params ``reward`` (variant, batch_tokens, parity, share_prompts, rt_style, rt_max_new_tokens; its dtype
+    and models are the caller's: the models come loaded, ``fp32_head`` says whether their LM head runs in fp32).
 
-    ``english`` maps instruction_id -> English instruction. Output rows carry id, lang, sample_idx, variant,
-    reward_prompt (the exact rendered string), response (as scored; for R_t also ``response_original``,
-    ``translation_status`` and ``translation_truncated``), policy_logp, reference_logp, reward, n_tokens, len_chars
-    (of the original response).
+    ``english`` maps instruction_id -> English instruction; ``names`` extra language names for G(x). Output rows carry
+    id, lang, sample_idx, variant, reward_prompt (the exact rendered string), response (as scored; for R_t also
+    ``response_original``, ``translation_status`` and ``translation_truncated``), policy_logp, reference_logp, reward,
+    n_tokens, len_chars (of the original response).
 
-    R_t: ``translator`` (pi0's generation backend) translates with ``rt_style`` (:func:`translate_to_english`, at
-    most ``translate_max_new_tokens`` new tokens). Style ``reference`` gives English samples no R_t reward, as the
+    R_t: ``translator`` (pi0's generation backend) translates with ``reward.rt_style`` (:func:`translate_to_english`,
+    at most ``reward.rt_max_new_tokens`` new tokens). Style ``reference`` gives English samples no R_t reward, as the
     reference (utils/generate_preference_pair.py skips English for translateToEn_rewarding): they have no row, so
     English forms no R_t pairs. ``counts``, when given, receives ``counts["r_t"]``: the translation counts
     (:attr:`Translations.counts`) and ``skipped_english``.
     """
     from tqdm.auto import tqdm
 
+    variant, rt_style = reward.variant, reward.rt_style
     missing = sorted({s["id"] for s in samples if s["id"] not in english})
     if missing:
         raise RewardError(f"{len(missing)} sample id(s) have no English instruction (needed for G(x)), e.g. {missing[0]}")
@@ -443,23 +481,215 @@ def annotate(
         skipped = n_all - len(samples)
         if skipped:
             log.info("R_t (reference style): %d English sample(s) get no reward and form no pairs, as in the reference", skipped)
-        tr = translate_to_english(translator, [s["response"] for s in samples], [s["lang"] for s in samples], translate_max_new_tokens, names, style=rt_style)
+        tr = translate_to_english(
+            translator, [s["response"] for s in samples], [s["lang"] for s in samples], reward.rt_max_new_tokens, names, style=rt_style
+        )
         if counts is not None:
             counts["r_t"] = {**tr.counts, "skipped_english": skipped}
     prompts = [reward_prompt(variant, s["lang"], s["prompt"], english[s["id"]], names) for s in samples]
     scored = tr.texts if tr is not None else [s["response"] for s in samples]
     with tqdm(total=len(samples), desc=f"rewards {variant}", unit="sample") as bar:
-        pol, ref = score_models([policy, reference], tokenizer, prompts, scored, batch_tokens=batch_tokens, parity=parity, fp32_head=fp32_head, progress=bar.update,
-                                share_prompts=share_prompts) if samples else ([], [])
+        pol, ref = (
+            score_models(
+                [policy, reference],
+                tokenizer,
+                prompts,
+                scored,
+                batch_tokens=reward.batch_tokens,
+                parity=reward.parity,
+                fp32_head=fp32_head,
+                progress=bar.update,
+                share_prompts=reward.share_prompts,
+            )
+            if samples
+            else ([], [])
+        )
     rows = []
     for k, (s, p, y, lp, lr) in enumerate(zip(samples, prompts, scored, pol, ref, strict=True)):
         row = {
-            "id": s["id"], "lang": s["lang"], "sample_idx": s["sample_idx"], "variant": variant,
-            "reward_prompt": render_prompt(tokenizer, p), "response": y,
-            "policy_logp": lp, "reference_logp": lr, "reward": lp - lr,
-            "n_tokens": s.get("n_tokens"), "len_chars": len(s["response"]),
+            "id": s["id"],
+            "lang": s["lang"],
+            "sample_idx": s["sample_idx"],
+            "variant": variant,
+            "reward_prompt": render_prompt(tokenizer, p),
+            "response": y,
+            "policy_logp": lp,
+            "reference_logp": lr,
+            "reward": lp - lr,
+            "n_tokens": s.get("n_tokens"),
+            "len_chars": len(s["response"]),
         }
         if tr is not None:
             row.update(response_original=s["response"], translation_status=tr.status[k], translation_truncated=tr.truncated[k])
         rows.append(row)
     return rows
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# annotation across ranks (several processes under accelerate launch / torchrun: xlr.distributed)
+
+
+def scoring_units(
+    samples: Sequence[dict[str, Any]],
+    english: dict[str, str],
+    tokenizer: Any,
+    models: Sequence[Any],
+    reward: RewardParams,
+    names: dict[str, str] | None,
+) -> tuple[list[list[int]], list[int]]:
+    """The samples (by index) cut into units that :func:`score_models` scores the same way whichever other units are
+    in the same call, and each unit's token count, for :func:`annotate` with the same ``reward`` params (variant,
+    batch_tokens, share_prompts). A unit is either every sample of one reward prompt (shared-prompt scoring runs them
+    alone, from one run of the prompt) or one of the length batches of ALL the remaining samples: both from
+    :func:`score_plan`, score_models' own plan. Its greedy packing closes a batch by its own size and first width
+    only, so a shard made of whole batches is packed into exactly those again.
+
+    For ``R_t`` the scored text is pi0's translation, known only after translating, so its units are the prompt groups
+    and single samples (costed by the original response): prompt groups stay whole, the batches of single samples do
+    not follow the global ones."""
+    missing = sorted({s["id"] for s in samples if s["id"] not in english})
+    if missing:
+        raise RewardError(f"{len(missing)} sample id(s) have no English instruction (needed for G(x)), e.g. {missing[0]}")
+    prompts = [reward_prompt(reward.variant, s["lang"], s["prompt"], english[s["id"]], names) for s in samples]
+    enc = encode_pairs(tokenizer, prompts, [s["response"] for s in samples])
+    groups, batches = score_plan(enc, models, reward.batch_tokens, MAX_BATCH, reward.share_prompts)  # score_models' own plan
+    units = list(groups.values())
+    costs = [len(key) + sum(len(enc[i][0]) - len(key) for i in idx) for key, idx in groups.items()]
+    if reward.variant == "R_t":  # the scored texts are the translations: the batches of single samples follow the shard
+        batches = [[i] for b in batches for i in b]
+    units += batches
+    costs += [sum(len(enc[i][0]) for i in b) for b in batches]
+    return units, costs
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(repr(obj).encode("utf-8")).hexdigest()
+
+
+def annotate_sharded(
+    samples: Sequence[dict[str, Any]],
+    english: dict[str, str],
+    policy: Any,
+    reference: Any,
+    tokenizer: Any,
+    reward: RewardParams,
+    names: dict[str, str] | None,
+    *,
+    fp32_head: bool,
+    translator: Any = None,
+) -> list[dict[str, Any]] | None:
+    """:func:`annotate` with the samples split across the ranks; call it on EVERY rank (a collective), each with the
+    same samples and its own copy of the models. Returns all rows, in the order of ``samples``, on the main process
+    and None on the others; in a single process it is ``annotate`` itself.
+
+    The split is by :func:`scoring_units` (prompt groups and global length batches kept whole), balanced by tokens
+    (:func:`xlr.distributed.shard_units`), so each sample is scored in the same batch as in one process and the rows
+    are the same numbers (R_t excepted: its translations and single-sample batches follow the shard). The ranks check
+    first that they hold the same samples and plan, and refuse otherwise."""
+    _, size, _ = distributed.world()
+    if size <= 1:
+        return annotate(samples, english, policy, reference, tokenizer, reward, names, fp32_head=fp32_head, translator=translator)
+    distributed.init()
+    rank = distributed.world()[0]
+    units, costs = scoring_units(samples, english, tokenizer, (policy, reference), reward, names)
+    shards = [sorted(i for u in plan for i in units[u]) for plan in distributed.shard_units(costs, size)]
+    mine = shards[rank]
+    check = (len(samples), _digest([(s["id"], s["lang"], s["sample_idx"], s["response"]) for s in samples]), _digest(shards))
+    seen = distributed.all_gather_object(check)
+    if any(c != seen[0] for c in seen):
+        raise distributed.DistributedError(
+            f"the ranks hold different samples or shard plans (samples per rank: {[c[0] for c in seen]}). "
+            "Fix: every rank must read the same finished sampling stage; rerun after the sampling stage is done on the main process."
+        )
+    rows = (
+        annotate(
+            [samples[i] for i in mine], english, policy, reference, tokenizer, reward, names, fp32_head=fp32_head, translator=translator
+        )
+        if mine
+        else []
+    )
+    gathered = distributed.gather_object((mine, rows))
+    if gathered is None:  # another rank: its rows went to the main process
+        return None
+    out: list[dict[str, Any] | None] = [None] * len(samples)
+    for idx, part in gathered:
+        for i, row in zip(idx, part, strict=True):
+            out[i] = row
+    if any(r is None for r in out):
+        raise distributed.DistributedError(
+            f"{sum(r is None for r in out)} sample(s) came back from no rank; please report it with the launch command"
+        )
+    return out  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reward accuracy of an implicit reward on labelled pairs
+
+SCORE_MARGIN_BINS = ((0.0, 1.0), (1.0, 2.0), (2.0, float("inf")))
+
+
+def reward_accuracy(
+    policy: Any,
+    reference: Any,
+    tokenizer: Any,
+    pairs: Sequence[dict[str, Any]],
+    *,
+    n_boot: int,
+    seed: int,
+    batch_tokens: int,
+    fp32_head: bool | None,
+) -> dict[str, Any]:
+    """How often the implicit reward log pi/pi_ref prefers the chosen response of held-out English pairs
+    (``prompt`` as a user message, ``chosen``, ``rejected`` strings; ties in the labels excluded), with a
+    bootstrap CI (``n_boot`` resamples, ``seed``); as baselines, how often each model's log-likelihood alone prefers
+    chosen; the accuracy per bin of the labels' rating margin (pairs with ``score_margin``); and ``per_pair`` (row,
+    margin, rewards, correct). Scored by :func:`score_models` with the correct alignment and shared prompts (chosen
+    and rejected share theirs), ``batch_tokens`` per length batch."""
+    from tqdm.auto import tqdm
+
+    from xlr.stats import bootstrap_ci
+
+    rows = [i for i, p in enumerate(pairs) if not p.get("tie")]
+    usable = [pairs[i] for i in rows]
+    prompts = [p["prompt"] for p in usable] * 2
+    responses = [p["chosen"] for p in usable] + [p["rejected"] for p in usable]
+    with tqdm(total=len(prompts), desc="reward accuracy (held-out pairs)", unit="response") as bar:
+        pol, ref = score_models(
+            [policy, reference], tokenizer, prompts, responses, batch_tokens=batch_tokens, fp32_head=fp32_head, progress=bar.update
+        )
+    n = len(usable)
+    r = [pol[i] - ref[i] for i in range(2 * n)]
+    correct = [float(r[i] > r[n + i]) for i in range(n)]
+    lo, hi = bootstrap_ci(correct, n_boot, seed)
+    per_pair = [
+        {
+            "row": rows[k],
+            "score_margin": p.get("score_margin"),
+            "reward_chosen": r[k],
+            "reward_rejected": r[n + k],
+            "correct": bool(correct[k]),
+        }
+        for k, p in enumerate(usable)
+    ]
+    return {
+        "n": n,
+        "ties_excluded": len(pairs) - n,
+        "accuracy": float(np.mean(correct)),
+        "ci95": [lo, hi],
+        "loglik_accuracy_policy": float(np.mean([pol[i] > pol[n + i] for i in range(n)])),
+        "loglik_accuracy_reference": float(np.mean([ref[i] > ref[n + i] for i in range(n)])),
+        "mean_margin": float(np.mean([r[i] - r[n + i] for i in range(n)])),
+        "by_score_margin": accuracy_by_score_margin(per_pair),
+        "per_pair": per_pair,
+    }
+
+
+def accuracy_by_score_margin(per_pair: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Accuracy per bin of the labels' rating margin (score_chosen - score_rejected, bins (lo, hi]): low-margin
+    labels are close to coin flips, so a reward is judged by how it does where the raters clearly agreed."""
+    out = {}
+    for lo, hi in SCORE_MARGIN_BINS:
+        hits = [q["correct"] for q in per_pair if q["score_margin"] is not None and lo < q["score_margin"] <= hi]
+        if hits:
+            out[f"({lo:g}, {hi:g}]"] = {"n": len(hits), "accuracy": float(np.mean(hits))}
+    return out

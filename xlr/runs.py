@@ -1,4 +1,4 @@
-"""Run directories, atomic writes and the run manifest.
+"""Run directories and the run manifest (file helpers: :mod:`xlr.files`).
 
 Layout of one run (``runs/<name>/``)::
 
@@ -18,99 +18,41 @@ directory: :class:`Run`'s writing methods are no-ops on the other ranks, which r
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import importlib.metadata
 import json
 import os
 import platform
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from xlr import distributed
+from xlr.errors import XlrError
+from xlr.files import atomic_write_json, atomic_write_text, sha256_file
 
 MANIFEST = "manifest.json"
 TRACKED_PACKAGES = (
-    "torch", "transformers", "trl", "peft", "datasets", "accelerate", "gguf", "numpy", "pandas",
-    "pydantic", "papermill", "nbconvert", "matplotlib", "seaborn",
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "datasets",
+    "accelerate",
+    "gguf",
+    "numpy",
+    "pandas",
+    "pydantic",
+    "papermill",
+    "nbconvert",
+    "matplotlib",
+    "seaborn",
 )
 
 
-class DiskFull(OSError):
-    """A write ran out of space (the old file, if any, is intact)."""
-
-
-class RunMismatch(RuntimeError):
+class RunMismatch(XlrError, RuntimeError):
     """The run directory was created from different params."""
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFull(
-                f"{path}: the disk is full ({e.strerror}) while writing {len(data):,} bytes. Nothing was replaced: "
-                f"{'the previous version of the file is intact' if path.exists() else 'the file was not created'}. "
-                f"Fix: free space on {path.anchor or '/'} (or set XLR_RUNS_DIR to a larger disk) and rerun the same command; finished work is kept."
-            ) from e
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
-
-
-def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Path:
-    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    """A JSON artifact, or None when it does not exist (yet)."""
-    path = Path(path)
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read a JSONL file; a bad line is an error naming the file and line number."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not valid JSON ({e.msg}). Fix: repair or delete the file (xlr will redo what it held).") from None
-    return rows
 
 
 def git_sha(root: Path | None = None) -> str | None:
@@ -121,7 +63,9 @@ def git_sha(root: Path | None = None) -> str | None:
         sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10
+        )
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -178,8 +122,17 @@ class Run:
         mpath = root / MANIFEST
 
         def fresh() -> dict[str, Any]:
-            return {"name": params.name, "params_hash": phash, "created": _now(), "git_sha": git_sha(), "packages": package_versions(),
-                    "params": params.model_dump(mode="json"), "runtime": {}, "models": {}, "stages": {}}
+            return {
+                "name": params.name,
+                "params_hash": phash,
+                "created": _now(),
+                "git_sha": git_sha(),
+                "packages": package_versions(),
+                "params": params.model_dump(mode="json"),
+                "runtime": {},
+                "models": {},
+                "stages": {},
+            }
 
         if not distributed.is_main():  # the main process checks, creates or moves aside; this rank reads its manifest at sync()
             return cls(root, json.loads(mpath.read_text()) if mpath.is_file() else fresh())
@@ -205,7 +158,10 @@ class Run:
             run = cls(root, manifest)
             run.manifest["reopened"] = [*manifest.get("reopened", []), _now()]
             if manifest["params_hash"] != phash:  # only iterations/description changed: extend the run, keep a trail
-                run.manifest["params_history"] = [*manifest.get("params_history", []), {"params_hash": manifest["params_hash"], "iterations": manifest["params"]["iterations"], "until": _now()}]
+                run.manifest["params_history"] = [
+                    *manifest.get("params_history", []),
+                    {"params_hash": manifest["params_hash"], "iterations": manifest["params"]["iterations"], "until": _now()},
+                ]
                 run.manifest.update(params_hash=phash, params=params.model_dump(mode="json"))
                 atomic_write_text(root / "params.yaml", yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
             run.save()
@@ -234,12 +190,17 @@ class Run:
     def stage_key(stage: str, iteration: int | None = None) -> str:
         return f"iter{iteration}/{stage}" if iteration is not None else stage
 
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.root)
+
     def stage_dir(self, stage: str, iteration: int | None = None) -> Path:
-        path = self.root / self.stage_key(stage, iteration)
-        path.mkdir(parents=True, exist_ok=True)  # idempotent: harmless on every rank
-        return path
+        """The stage's folder (a path: nothing is created; :meth:`start_stage` creates it)."""
+        return self.layout.stage(stage, iteration)
 
     def start_stage(self, stage: str, iteration: int | None = None) -> None:
+        """Create the stage's folder (every rank: idempotent) and record the stage as running (main process)."""
+        self.stage_dir(stage, iteration).mkdir(parents=True, exist_ok=True)
         if not distributed.is_main():
             return
         key = self.stage_key(stage, iteration)
@@ -313,3 +274,101 @@ class Run:
             if not path.is_file() or sha256_file(path) != digest:
                 return False
         return True
+
+
+class Layout:
+    """Where each artifact of a run lives (``runs/<name>/``): paths only, nothing is created or read. The stages
+    write through these paths and the report, plots and readers find the artifacts through them."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def stage(self, stage: str, iteration: int | None = None) -> Path:
+        return self.root / Run.stage_key(stage, iteration)
+
+    # data, models, anchor
+    @property
+    def data_summary(self) -> Path:
+        return self.stage("data") / "summary.json"
+
+    @property
+    def greedy_check(self) -> Path:
+        return self.stage("models") / "greedy_check.json"
+
+    @property
+    def reward_accuracy(self) -> Path:
+        return self.stage("anchor") / "reward_accuracy.json"
+
+    @property
+    def reward_accuracy_pairs(self) -> Path:
+        return self.stage("anchor") / "reward_accuracy_pairs.jsonl"
+
+    def policy(self, t: int, merged: bool = True) -> Path:
+        """pi^t's folder: the anchor's model for t = 0 (pi0 built here), else iteration t's model (or adapter)."""
+        if t == 0:
+            return self.stage("anchor") / "model"
+        return self.stage("training", t) / ("model" if merged else "adapter")
+
+    def training_metrics(self, t: int) -> Path:
+        """trl's logged history of the anchor's DPO (t = 0) or of iteration t's."""
+        return (self.stage("anchor") if t == 0 else self.stage("training", t)) / "metrics.json"
+
+    # per iteration
+    def samples(self, t: int, lang: str) -> Path:
+        return self.stage("sampling", t) / lang
+
+    def rewards(self, t: int) -> Path:
+        return self.stage("rewards", t) / "rewards.jsonl"
+
+    def pairs(self, t: int) -> Path:
+        return self.stage("pairs", t) / "pairs.jsonl"
+
+    def pairs_stats(self, t: int) -> Path:
+        return self.stage("pairs", t) / "pairs_stats.json"
+
+    # evaluation
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    def eval_dir(self, model: str, lang: str) -> Path:
+        """One model's X-AlpacaEval answers (outputs.json), judgments and metrics in one language."""
+        return self.eval / model / lang
+
+    def lcb_dir(self, model: str, task: str, lang: str) -> Path:
+        """One model's Language Confusion Benchmark answers (task: monolingual / crosslingual) in one language."""
+        return self.eval / model / f"lcb-{task}" / lang
+
+    @property
+    def eval_summary(self) -> Path:
+        return self.eval / "summary.json"
+
+    @property
+    def fidelity(self) -> Path:
+        return self.eval / "fidelity.json"
+
+    @property
+    def fidelity_items(self) -> Path:
+        return self.eval / "fidelity_items.jsonl"
+
+    @property
+    def judge_agreement(self) -> Path:
+        """The judge on held-out English preference labels (summary; the judgments: :attr:`judge_agreement_items`)."""
+        return self.eval / "judge_validation.json"
+
+    @property
+    def judge_agreement_items(self) -> Path:
+        return self.eval / "judge_validation.jsonl"
+
+    @property
+    def judge_validation_dir(self) -> Path:
+        """The judge against GPT-4-turbo's AlpacaEval 2 verdicts (xlr.judge_validation's folder)."""
+        return self.eval / "judge_validation_alpacaeval"
+
+    @property
+    def judge_validation(self) -> Path:
+        return self.judge_validation_dir / "judge_validation.json"
+
+    @property
+    def notebooks(self) -> Path:
+        return self.root / "notebooks"

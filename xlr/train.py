@@ -4,7 +4,9 @@ Both use trl's ``DPOTrainer`` on conversational pairs (prompt = one user message
 message), LoRA (peft) by default or full fine-tuning. With LoRA the DPO reference is the start model itself
 (peft's disabled adapter) and its log-probs are precomputed once (``precompute_ref_log_probs``). The trained
 model is saved under the run directory as a LoRA adapter plus merged weights (a plain folder that
-:func:`xlr.models.load_model` loads and hash-checks), and becomes the next policy.
+:func:`xlr.models.load_model` loads and hash-checks), and becomes the next policy. :func:`train_dpo` takes the stage's
+params whole (:class:`xlr.config.AnchorParams` or :class:`xlr.config.TrainingParams`, both :class:`xlr.config.DPOParams`)
+and the loss (:class:`DPOLoss`).
 
 One documented deviation from stock trl 1.16: its DPOTrainer always patches a chunked, fused LM head which, off
 Triton devices (CPU), scores every position of the batch, prompt and padding included, and has no switch for it.
@@ -19,18 +21,21 @@ import contextlib
 import copy
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from xlr.chat import chat_ids
-from xlr.runs import atomic_write_json, sha256_file
+from xlr.files import atomic_write_json, sha256_file
 from xlr.runtime import release_memory
+
+if TYPE_CHECKING:
+    from xlr.config import AnchorParams, TrainingParams
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +76,9 @@ def _head_log_probs_function() -> Any:
         def forward(ctx: Any, hidden: Any, weight: Any, target: Any, temperature: float, chunk: int) -> Any:
             n = hidden.shape[0]
             kind = hidden.device.type
-            ctx.compute = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else torch.promote_types(hidden.dtype, weight.dtype)
+            ctx.compute = (
+                torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else torch.promote_types(hidden.dtype, weight.dtype)
+            )
             h, w = hidden.to(ctx.compute), weight.to(ctx.compute)  # no copy when already in it; else one cast of the head per call
             out = {k: torch.empty(n, dtype=torch.float32, device=hidden.device) for k in ("lp", "lse", "entropy", "mean", "sq")}
             top1 = torch.empty(n, dtype=torch.bool, device=hidden.device)
@@ -118,7 +125,9 @@ def _head_log_probs_function() -> Any:
     return HeadLogProbs
 
 
-def _add_bf16_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp32: bool = False, outputs: tuple[str, ...] = ("log_probs",)) -> None:
+def _add_bf16_lm_head(
+    model: Any, temperature: float = 1.0, cast_lm_head_to_fp32: bool = False, outputs: tuple[str, ...] = ("log_probs",)
+) -> None:
     """Drop-in for trl's ``add_fused_lm_head`` (same call, same ``FusedCausalLMOutput``) for CPU training: the LM head
     runs as bf16 matmuls over the labelled positions (AMX-accelerated here; bf16 weights, or fp32 master weights under
     bf16 autocast; an fp32 model without autocast computes in fp32) and the log-softmax in fp32, where trl's
@@ -132,7 +141,15 @@ def _add_bf16_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp32
     original_forward = model.forward
     head_log_probs = _head_log_probs_function()
 
-    def forward(self: Any, *args: Any, fused_lm_head: bool = False, labels: Any = None, shift_labels: Any = None, num_items_in_batch: Any = None, **kwargs: Any) -> Any:
+    def forward(
+        self: Any,
+        *args: Any,
+        fused_lm_head: bool = False,
+        labels: Any = None,
+        shift_labels: Any = None,
+        num_items_in_batch: Any = None,
+        **kwargs: Any,
+    ) -> Any:
         if not fused_lm_head:
             if labels is not None:
                 kwargs["labels"] = labels
@@ -146,7 +163,9 @@ def _add_bf16_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp32
         mask = labels != -100
         head = self.get_output_embeddings()
         if getattr(head, "bias", None) is not None or not hasattr(head, "weight") or type(head).__name__ != "Linear":
-            raise ValueError(f"head='bf16' needs a plain bias-free Linear LM head, got {type(head).__name__}. Fix: set head: trl-compact in params.")
+            raise ValueError(
+                f"head='bf16' needs a plain bias-free Linear LM head, got {type(head).__name__}. Fix: set head: trl-compact in params."
+            )
         lp, entropy, mean_logits, is_top1, sq = head_log_probs.apply(hidden[mask], head.weight, labels[mask], temperature, HEAD_CHUNK)
 
         def full(x: Any) -> Any:
@@ -154,8 +173,16 @@ def _add_bf16_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp32
 
         log_probs = full(lp)
         loss = -log_probs.sum() / (mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
-        return FusedCausalLMOutput(loss=loss, log_probs=log_probs, entropy=full(entropy), log_sum_sq_probs=full(sq) if "log_sum_sq_probs" in outputs else None,
-                                   mean_logits=full(mean_logits), is_top1=full(is_top1), label_mask=mask, aux_loss=None)
+        return FusedCausalLMOutput(
+            loss=loss,
+            log_probs=log_probs,
+            entropy=full(entropy),
+            log_sum_sq_probs=full(sq) if "log_sum_sq_probs" in outputs else None,
+            mean_logits=full(mean_logits),
+            is_top1=full(is_top1),
+            label_mask=mask,
+            aux_loss=None,
+        )
 
     model.forward = types.MethodType(forward, model)
 
@@ -175,7 +202,11 @@ def bf16_cpu_head() -> Iterator[None]:
 
 def to_conversational(prompt: str | list[dict[str, str]], chosen: str, rejected: str) -> dict[str, Any]:
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    return {"prompt": messages, "chosen": [{"role": "assistant", "content": chosen}], "rejected": [{"role": "assistant", "content": rejected}]}
+    return {
+        "prompt": messages,
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+    }
 
 
 def length_report(tokenizer: Any, pairs: Sequence[dict[str, Any]], max_length: int) -> tuple[list[int], dict[str, int]]:
@@ -200,7 +231,9 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
     if not folder.is_dir():
         return None
     done = []
-    for ckpt in sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]) if p.name.rsplit("-", 1)[-1].isdigit() else -1):
+    for ckpt in sorted(
+        folder.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]) if p.name.rsplit("-", 1)[-1].isdigit() else -1
+    ):
         if (ckpt / "trainer_state.json").is_file():
             done.append(ckpt)
         else:
@@ -260,44 +293,54 @@ def training_precision(dtype: Any, finetune: str) -> tuple[Any, str | None]:
     return requested, None
 
 
-def dpo_args(
-    out_dir: Path,
-    *,
-    beta: float,
-    learning_rate: float,
-    epochs: float,
-    batch_size: int,
-    grad_accum: int,
-    max_length: int,
-    warmup_ratio: float,
-    loss_type: Sequence[str] = ("sigmoid",),
-    loss_weights: Sequence[float] | None = None,
-    autocast: str | None = None,
-    device: str = "cpu",
-    precompute_ref_log_probs: bool = True,
-    save_steps: int = 10,
-    seed: int = 42,
-) -> Any:
-    """trl's DPOConfig as :func:`train_dpo` uses it. Warmup is ``warmup_ratio`` of the optimizer steps transformers
-    itself counts (``warmup_steps`` < 1 is a ratio in transformers 5: ceil(ratio x max_steps), with max_steps from the
-    per-process dataloader, so the number of processes counts). ``autocast``: see :func:`training_precision`."""
+@dataclass(frozen=True)
+class DPOLoss:
+    """trl's loss terms and their weights (DPOConfig ``loss_type`` / ``loss_weights``; weights None: trl's, 1 each)."""
+
+    loss_type: tuple[str, ...]
+    loss_weights: tuple[float, ...] | None
+
+    @classmethod
+    def sigmoid(cls) -> DPOLoss:
+        """The anchor's loss: DPO sigmoid alone, trl's default weight."""
+        return cls(("sigmoid",), None)
+
+    @classmethod
+    def sigmoid_nll(cls, nll_weight: float) -> DPOLoss:
+        """An iteration's loss: DPO sigmoid + ``nll_weight`` x NLL on chosen (trl's "sft" term); sigmoid alone at weight 0."""
+        return cls(("sigmoid", "sft"), (1.0, nll_weight)) if nll_weight > 0 else cls(("sigmoid",), (1.0,))
+
+    def as_record(self) -> dict[str, Any]:
+        """``loss_type`` and ``loss_weights`` as lists (None stays None), as the stage record writes them."""
+        return {"loss_type": list(self.loss_type), "loss_weights": None if self.loss_weights is None else list(self.loss_weights)}
+
+
+def dpo_args(out_dir: Path, dpo: AnchorParams | TrainingParams, *, loss: DPOLoss, autocast: str | None, device: str, seed: int) -> Any:
+    """trl's DPOConfig as :func:`train_dpo` uses it, from the stage's DPO params ``dpo`` (beta, learning_rate, epochs,
+    batch_size, grad_accum, max_length, warmup_ratio, precompute_ref_log_probs, checkpoint_steps). Warmup is
+    ``dpo.warmup_ratio`` of the optimizer steps transformers itself counts (``warmup_steps`` < 1 is a ratio in
+    transformers 5: ceil(ratio x max_steps), with max_steps from the per-process dataloader, so the number of processes
+    counts). ``autocast``: see :func:`training_precision`."""
     from trl import DPOConfig
 
-    if not 0 <= warmup_ratio < 1:
-        raise ValueError(f"warmup_ratio={warmup_ratio}: must be in [0, 1) (a fraction of the optimizer steps). "
-                         "Fix: set anchor.warmup_ratio / training.warmup_ratio in [0, 1).")
+    warmup_ratio, batch_size = dpo.warmup_ratio, dpo.batch_size
+    if not 0 <= warmup_ratio < 1:  # the schema checks it; a model_copy(update=...) does not
+        raise ValueError(
+            f"warmup_ratio={warmup_ratio}: must be in [0, 1) (a fraction of the optimizer steps). "
+            "Fix: set anchor.warmup_ratio / training.warmup_ratio in [0, 1)."
+        )
     return DPOConfig(
         output_dir=str(out_dir / "checkpoints"),
-        beta=beta,
-        loss_type=list(loss_type),
-        loss_weights=list(loss_weights) if loss_weights else None,
-        learning_rate=learning_rate,
-        num_train_epochs=epochs,
+        beta=dpo.beta,
+        loss_type=list(loss.loss_type),
+        loss_weights=list(loss.loss_weights) if loss.loss_weights else None,
+        learning_rate=dpo.learning_rate,
+        num_train_epochs=dpo.epochs,
         per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum,
+        gradient_accumulation_steps=dpo.grad_accum,
         warmup_steps=float(warmup_ratio),  # a float < 1: a ratio of the real optimizer steps (transformers' get_warmup_steps)
-        max_length=max_length,
-        precompute_ref_log_probs=precompute_ref_log_probs,
+        max_length=dpo.max_length,
+        precompute_ref_log_probs=dpo.precompute_ref_log_probs,
         precompute_ref_batch_size=max(batch_size, 4),
         bf16=autocast == "bf16",  # trl's default (True) errors without a GPU; only fp32 master weights train under autocast
         fp16=autocast == "fp16",
@@ -305,7 +348,7 @@ def dpo_args(
         activation_checkpointing=False,  # trl's gradient_checkpointing (on by default; transformers 5 renamed it): needless at this size, slower on CPU
         logging_steps=1,
         save_strategy="steps",
-        save_steps=save_steps,
+        save_steps=dpo.checkpoint_steps,
         save_total_limit=2,
         report_to=[],
         seed=seed,
@@ -319,35 +362,24 @@ def train_dpo(
     start_spec: str,
     pairs: Sequence[dict[str, Any]],
     out_dir: Path,
+    dpo: AnchorParams | TrainingParams,
     *,
-    beta: float,
-    learning_rate: float,
-    epochs: float,
-    batch_size: int,
-    grad_accum: int,
-    max_length: int,
-    finetune: str,
-    lora: Any,
-    loss_type: Sequence[str] = ("sigmoid",),
-    loss_weights: Sequence[float] | None = None,
-    warmup_ratio: float,
-    seed: int = 42,
-    dtype: Any = None,
-    device: str = "cpu",
+    loss: DPOLoss,
+    seed: int,
+    dtype: Any,
+    device: str,
     reference_spec: str | None = None,
-    save_merged: bool = True,
-    save_steps: int = 10,
-    head: str = "trl-compact",
-    precompute_ref_log_probs: bool = True,
 ) -> dict[str, Any]:
-    """DPO of ``start_spec`` on conversational ``pairs``; resumes from the last checkpoint in ``out_dir``.
+    """DPO of ``start_spec`` on conversational ``pairs`` with the stage's DPO params ``dpo`` (the anchor's or an
+    iteration's, its ``head`` already resolved by the stage: :func:`xlr.runtime.dpo_head`) and ``loss``; resumes from
+    the last checkpoint in ``out_dir``.
 
     Writes ``out_dir/adapter`` (LoRA), ``out_dir/model`` (merged, hash-recorded; always for full fine-tuning, for
-    LoRA when ``save_merged``), ``out_dir/metrics.json``
+    LoRA when ``dpo.save_merged``: always for the anchor, whose merged model is pi0), ``out_dir/metrics.json``
     (trl's per-step log: loss, rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies, lr, ...).
     ``reference_spec``: a different DPO reference than the start model (full fine-tuning, or LoRA with an explicit
-    reference); by default the reference is the start model. ``warmup_ratio``: linear warmup over this fraction of
-    the optimizer steps, all processes counted (:func:`dpo_args`).
+    reference); None: the reference is the start model. Warmup: linear over ``dpo.warmup_ratio`` of the optimizer
+    steps, all processes counted (:func:`dpo_args`).
 
     Precision (:func:`training_precision`): full fine-tuning with ``dtype`` bf16 trains fp32 master weights under bf16
     autocast, with the frozen reference in bf16; LoRA keeps the frozen base in ``dtype`` and peft's fp32 adapters. The
@@ -365,10 +397,13 @@ def train_dpo(
     if device == "cuda" and "LOCAL_RANK" in os.environ:  # under accelerate launch / torchrun: this process's own GPU
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     save_dtype = dtype or torch.float32
+    finetune, max_length = dpo.finetune, dpo.max_length
     train_dtype, autocast = training_precision(save_dtype, finetune)
     if autocast == "fp16" and device == "cpu":
-        raise ValueError("runtime.dtype fp16 with full fine-tuning trains fp32 master weights under fp16 autocast with a grad scaler, which needs a GPU. "
-                         "Fix: on CPU set runtime.dtype: bf16 (or fp32).")
+        raise ValueError(
+            "runtime.dtype fp16 with full fine-tuning trains fp32 master weights under fp16 autocast with a grad scaler, which needs a GPU. "
+            "Fix: on CPU set runtime.dtype: bf16 (or fp32)."
+        )
     model, tok = load_model(start_spec, dtype=train_dtype, device=device)
     keep, counts = length_report(tok, pairs, max_length)
     if not keep:
@@ -380,10 +415,9 @@ def train_dpo(
     elif finetune == "full":
         # trl would reload a reference from config._name_or_path; pass the start model's own copy instead.
         ref_model, _ = load_model(start_spec, dtype=save_dtype, device=device)
-    args = dpo_args(out_dir, beta=beta, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
-                    warmup_ratio=warmup_ratio, loss_type=loss_type, loss_weights=loss_weights, autocast=autocast, device=device,
-                    precompute_ref_log_probs=precompute_ref_log_probs, save_steps=save_steps, seed=seed)
+    args = dpo_args(out_dir, dpo, loss=loss, autocast=autocast, device=device, seed=seed)
     resume = last_complete_checkpoint(out_dir / "checkpoints")
+    head = dpo.head
     if head not in ("trl-compact", "bf16"):
         raise ValueError(f"head={head!r}: use 'trl-compact' or 'bf16'")
     patch = bf16_cpu_head() if head == "bf16" else compact_fused_head()
@@ -394,7 +428,7 @@ def train_dpo(
             args=args,
             train_dataset=ds,
             processing_class=tok,
-            peft_config=lora_config(lora) if finetune == "lora" else None,
+            peft_config=lora_config(dpo.lora) if finetune == "lora" else None,
             callbacks=[_resume_callback()],
         )
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -406,11 +440,20 @@ def train_dpo(
             # leaves out the steps restored from the checkpoint; the mean of all logged step losses does not
             h["train_loss"] = float(np.mean(step_losses))
     acc = trainer.accelerator
-    record: dict[str, Any] = {"start": start_spec, "reference": reference_spec or start_spec, "finetune": finetune, "pairs": len(ds), "resumed": resume is not None, **counts,
-                              "distributed_type": str(acc.distributed_type).rsplit(".", 1)[-1], "num_processes": acc.num_processes,
-                              "mixed_precision": str(acc.mixed_precision), **_precision_record(trainer.model, acc)}
+    record: dict[str, Any] = {
+        "start": start_spec,
+        "reference": reference_spec or start_spec,
+        "finetune": finetune,
+        "pairs": len(ds),
+        "resumed": resume is not None,
+        **counts,
+        "distributed_type": str(acc.distributed_type).rsplit(".", 1)[-1],
+        "num_processes": acc.num_processes,
+        "mixed_precision": str(acc.mixed_precision),
+        **_precision_record(trainer.model, acc),
+    }
     if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED) or acc.num_processes > 1:
-        _save_distributed(trainer, tok, start_spec, out_dir, history, record, finetune, save_merged, save_dtype)
+        _save_distributed(trainer, tok, start_spec, out_dir, history, record, finetune, dpo.save_merged, save_dtype)
         del trainer, model, ref_model
         release_memory()
         return record
@@ -424,7 +467,7 @@ def train_dpo(
         merged = trained.merge_and_unload()
     else:
         merged = trained
-    if save_merged or finetune == "full":
+    if dpo.save_merged or finetune == "full":
         _write_model_dir(merged, out_dir / "model", tok, start_spec, record, dtype=save_dtype)
     atomic_write_json(out_dir / "train_record.json", record)
     del trainer, trained, merged, model, ref_model
@@ -441,13 +484,24 @@ def _precision_record(model: Any, acc: Any) -> dict[str, Any]:
     autocast = {"bf16": "bf16", "fp16": "fp16"}.get(str(acc.mixed_precision)) if getattr(acc, "native_amp", False) else None
     out: dict[str, Any] = {"master_dtype": stored[0] if len(stored) == 1 else stored, "autocast": autocast}
     if str(acc.distributed_type).endswith("DEEPSPEED"):
-        out["master_note"] = (f"DeepSpeed ({acc.mixed_precision}): master_dtype is what the model's parameters compute with; "
-                              "ZeRO keeps its own master copy in the optimizer")
+        out["master_note"] = (
+            f"DeepSpeed ({acc.mixed_precision}): master_dtype is what the model's parameters compute with; "
+            "ZeRO keeps its own master copy in the optimizer"
+        )
     return out
 
 
-def _save_distributed(trainer: Any, tok: Any, start_spec: str, out_dir: Path, history: list[dict[str, Any]], record: dict[str, Any],
-                      finetune: str, save_merged: bool, save_dtype: Any = None) -> None:
+def _save_distributed(
+    trainer: Any,
+    tok: Any,
+    start_spec: str,
+    out_dir: Path,
+    history: list[dict[str, Any]],
+    record: dict[str, Any],
+    finetune: str,
+    save_merged: bool,
+    save_dtype: Any = None,
+) -> None:
     """Saving after training under accelerate (several processes, or FSDP/DeepSpeed wrapping even on one).
 
     The weights are sharded across ranks there, so the single-process path's ``model.save_pretrained`` would write
@@ -470,10 +524,14 @@ def _save_distributed(trainer: Any, tok: Any, start_spec: str, out_dir: Path, hi
             adapter = out_dir / "adapter"
             trainable = sorted(_canonical_name(n) for n, p in unwrapped.named_parameters() if p.requires_grad)
             saved = write_adapter_from_state(unwrapped, state, adapter)
-            if sorted(saved) != sorted(k.replace(".default.", ".") for k in trainable):  # a silently empty adapter would make the "trained" model the start model
-                raise RuntimeError(f"{adapter}: saved {len(saved)} adapter tensors, the model trains {len(trainable)} (names gathered: "
-                                   f"{[k for k in state if 'lora_' in k][:3]}, in the model: {trainable[:3]}). The weights gathered across ranks did not map "
-                                   "onto the adapter's names; please report it with these lines.")
+            if sorted(saved) != sorted(
+                k.replace(".default.", ".") for k in trainable
+            ):  # a silently empty adapter would make the "trained" model the start model
+                raise RuntimeError(
+                    f"{adapter}: saved {len(saved)} adapter tensors, the model trains {len(trainable)} (names gathered: "
+                    f"{[k for k in state if 'lora_' in k][:3]}, in the model: {trainable[:3]}). The weights gathered across ranks did not map "
+                    "onto the adapter's names; please report it with these lines."
+                )
             _write_adapter_manifest(adapter, start_spec)
             record["adapter"] = str(adapter)
             if save_merged:
@@ -506,8 +564,9 @@ def write_adapter_from_state(peft_model: Any, state: dict[str, Any], adapter_dir
     return list(tensors)
 
 
-def _write_model_dir(model: Any, target: Path, tok: Any, start_spec: str, record: dict[str, Any], state_dict: dict[str, Any] | None = None,
-                     dtype: Any = None) -> None:
+def _write_model_dir(
+    model: Any, target: Path, tok: Any, start_spec: str, record: dict[str, Any], state_dict: dict[str, Any] | None = None, dtype: Any = None
+) -> None:
     """The trained model as a loadable folder: weights (safetensors) in ``dtype`` (the requested one, not fp32 master
     weights; None: as they are), tokenizer, and xlr's manifest with their hashes. Casts ``model`` in place."""
     from xlr.models import MODEL_MANIFEST
@@ -521,8 +580,15 @@ def _write_model_dir(model: Any, target: Path, tok: Any, start_spec: str, record
         cfg_path = target / "config.json"
         atomic_write_json(cfg_path, {**json.loads(cfg_path.read_text()), "dtype": str(dtype).removeprefix("torch.")})
     tok.save_pretrained(target)
-    atomic_write_json(target / MODEL_MANIFEST, {"kind": "dpo", "start": start_spec, "record": record,
-                                                "weights": {p.name: sha256_file(p) for p in sorted(target.glob("*.safetensors"))}})
+    atomic_write_json(
+        target / MODEL_MANIFEST,
+        {
+            "kind": "dpo",
+            "start": start_spec,
+            "record": record,
+            "weights": {p.name: sha256_file(p) for p in sorted(target.glob("*.safetensors"))},
+        },
+    )
     record["model"] = str(target)
 
 
@@ -542,70 +608,10 @@ def _write_adapter_manifest(adapter: Path, start_spec: str) -> None:
     if isinstance(cfg.get("target_modules"), list):  # peft writes a set in hash order: sorted, two runs write the same file
         cfg["target_modules"] = sorted(cfg["target_modules"])
     atomic_write_json(cfg_path, cfg)
-    atomic_write_json(adapter / MODEL_MANIFEST, {"kind": "lora-adapter", "start": start_spec,
-                                                 "weights": {p.name: sha256_file(p) for p in sorted(adapter.glob("*.safetensors"))}})
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# reward accuracy of an implicit reward
-
-
-def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean."""
-    v = np.asarray(values, dtype=float)
-    if v.size == 0:
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
-
-
-def reward_accuracy(policy: Any, reference: Any, tokenizer: Any, pairs: Sequence[dict[str, Any]], n_boot: int = 1000, seed: int = 0, batch_tokens: int = 2048,
-                    fp32_head: bool | None = None) -> dict[str, Any]:
-    """How often the implicit reward log pi/pi_ref prefers the chosen response of held-out English pairs
-    (``prompt`` as a user message, ``chosen``, ``rejected`` strings; ties in the labels excluded), with a
-    bootstrap CI; as baselines, how often each model's log-likelihood alone prefers chosen; the accuracy per bin of
-    the labels' rating margin (pairs with ``score_margin``); and ``per_pair`` (row, margin, rewards, correct)."""
-    from xlr.rewards import score_models
-
-    rows = [i for i, p in enumerate(pairs) if not p.get("tie")]
-    usable = [pairs[i] for i in rows]
-    prompts = [p["prompt"] for p in usable] * 2
-    responses = [p["chosen"] for p in usable] + [p["rejected"] for p in usable]
-    from tqdm.auto import tqdm
-
-    with tqdm(total=len(prompts), desc="reward accuracy (held-out pairs)", unit="response") as bar:
-        pol, ref = score_models([policy, reference], tokenizer, prompts, responses, batch_tokens=batch_tokens, fp32_head=fp32_head, progress=bar.update)
-    n = len(usable)
-    r = [pol[i] - ref[i] for i in range(2 * n)]
-    correct = [float(r[i] > r[n + i]) for i in range(n)]
-    lo, hi = bootstrap_ci(correct, n_boot, seed)
-    per_pair = [{"row": rows[k], "score_margin": p.get("score_margin"), "reward_chosen": r[k], "reward_rejected": r[n + k],
-                 "correct": bool(correct[k])} for k, p in enumerate(usable)]
-    return {
-        "n": n, "ties_excluded": len(pairs) - n,
-        "accuracy": float(np.mean(correct)), "ci95": [lo, hi],
-        "loglik_accuracy_policy": float(np.mean([pol[i] > pol[n + i] for i in range(n)])),
-        "loglik_accuracy_reference": float(np.mean([ref[i] > ref[n + i] for i in range(n)])),
-        "mean_margin": float(np.mean([r[i] - r[n + i] for i in range(n)])),
-        "by_score_margin": accuracy_by_score_margin(per_pair),
-        "per_pair": per_pair,
-    }
-
-
-SCORE_MARGIN_BINS = ((0.0, 1.0), (1.0, 2.0), (2.0, float("inf")))
-
-
-def accuracy_by_score_margin(per_pair: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Accuracy per bin of the labels' rating margin (score_chosen - score_rejected, bins (lo, hi]): low-margin
-    labels are close to coin flips, so a reward is judged by how it does where the raters clearly agreed."""
-    out = {}
-    for lo, hi in SCORE_MARGIN_BINS:
-        hits = [q["correct"] for q in per_pair if q["score_margin"] is not None and lo < q["score_margin"] <= hi]
-        if hits:
-            out[f"({lo:g}, {hi:g}]"] = {"n": len(hits), "accuracy": float(np.mean(hits))}
-    return out
+    atomic_write_json(
+        adapter / MODEL_MANIFEST,
+        {"kind": "lora-adapter", "start": start_spec, "weights": {p.name: sha256_file(p) for p in sorted(adapter.glob("*.safetensors"))}},
+    )
 
 
 def read_metrics(out_dir: Path) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Win rate, length-controlled win rate (AlpacaEval's GLM) and bootstrap CIs.
+"""Win rate and length-controlled win rate (AlpacaEval's GLM); their bootstrap CIs are xlr.stats' (xlr.evaluate.model_metrics).
 
 Conventions: ``p`` is the judge's soft preference for the MODEL's output over the baseline's (reference) output, in
 [0, 1] (AlpacaEval's ``preference`` is ``1 + p``: 1 = baseline wins, 2 = model wins). Win rate = mean(p) x 100.
@@ -29,16 +29,19 @@ alpaca_eval's get_winrate) and LC per AlpacaEval annotations file.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any
 
 import numpy as np
+
+from xlr.errors import XlrError
 
 FEATURES_V1 = ["np.tanh(std_delta_len)", "instruction_difficulty", "not_gamed_baseline.astype(float)"]
 FEATURES_MINIMAL = ["np.tanh(std_delta_len)", "not_gamed_baseline.astype(float)"]
 REGULARIZE_TO_BASELINE_LAMBDA = 0.2  # alpaca_eval GLM_INFO["length_controlled_v1"]
 
 
-class WinRateError(ValueError):
+class WinRateError(XlrError, ValueError):
     pass
 
 
@@ -53,7 +56,10 @@ def win_rates(p: Sequence[float]) -> dict[str, float]:
         "win_rate": float(x.mean() * 100),
         "standard_error": float(x.std(ddof=1) / np.sqrt(x.size) * 100) if x.size > 1 else float("nan"),
         "discrete_win_rate": float((np.where(x > 0.5, 1.0, np.where(x < 0.5, 0.0, 0.5))).mean() * 100),
-        "n_wins": int((x > 0.5).sum()), "n_wins_base": int((x < 0.5).sum()), "n_draws": int((x == 0.5).sum()), "n_total": int(x.size),
+        "n_wins": int((x > 0.5).sum()),
+        "n_wins_base": int((x < 0.5).sum()),
+        "n_draws": int((x == 0.5).sum()),
+        "n_total": int(x.size),
     }
 
 
@@ -61,11 +67,10 @@ def _logistic_cv(X: np.ndarray, y_soft: np.ndarray, sample_weight: np.ndarray | 
     """alpaca_eval's ``fit_LogisticRegressionCV(is_ytrue_proba=True)``: each row twice (label 1 weighted by p, label 0
     by 1 - p), L1 logistic regression without intercept, C chosen by 5-fold GroupKFold on the soft log loss."""
     import sklearn
+    from scipy import sparse
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.metrics import make_scorer
     from sklearn.model_selection import GroupKFold
-
-    from scipy import sparse
 
     n = len(y_soft)
     X2 = sparse.vstack([X, X]).tocsr() if sparse.issparse(X) else np.concatenate([X, X])  # sparse: the joint difficulty fit
@@ -88,9 +93,19 @@ def _logistic_cv(X: np.ndarray, y_soft: np.ndarray, sample_weight: np.ndarray | 
     # sklearn 1.8-1.9 deprecates penalty=/legacy attributes (FutureWarning); alpaca_eval 0.6.6 passes them as here
     with sklearn.config_context(enable_metadata_routing=True), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        scorer = make_scorer(soft_logloss, response_method="predict_proba", greater_is_better=False).set_score_request(true_sample_weight=True, true_prob=True)
-        model = LogisticRegressionCV(cv=GroupKFold(n_splits=n_splits), scoring=scorer, random_state=123, dual=False, penalty="l1",
-                                     solver="liblinear", n_jobs=None, fit_intercept=False)
+        scorer = make_scorer(soft_logloss, response_method="predict_proba", greater_is_better=False).set_score_request(
+            true_sample_weight=True, true_prob=True
+        )
+        model = LogisticRegressionCV(
+            cv=GroupKFold(n_splits=n_splits),
+            scoring=scorer,
+            random_state=123,
+            dual=False,
+            penalty="l1",
+            solver="liblinear",
+            n_jobs=None,
+            fit_intercept=False,
+        )
         model.set_fit_request(sample_weight=True)
         model.fit(X2, y2, sample_weight=weight, groups=groups, true_sample_weight=true_weight, true_prob=true_prob)
     return model
@@ -147,8 +162,13 @@ def length_controlled_winrate(
     weight = None
     if gamed is not None:
         g = gamed
-        gX = np.column_stack([np.tanh(g["std_delta_len"].to_numpy(float)), g["instruction_difficulty"].to_numpy(float),
-                              g["not_gamed_baseline"].astype(bool).to_numpy().astype(float)])
+        gX = np.column_stack(
+            [
+                np.tanh(g["std_delta_len"].to_numpy(float)),
+                g["instruction_difficulty"].to_numpy(float),
+                g["not_gamed_baseline"].astype(bool).to_numpy().astype(float),
+            ]
+        )
         gy = g["preference"].to_numpy(float)  # df_gamed's preferences are already in [0, 1] (alpaca_eval uses them as they are)
         not_gamed = np.concatenate([g["not_gamed_baseline"].astype(bool).to_numpy(), np.ones(len(y), dtype=bool)])
         weight = not_gamed.astype(float) + (REGULARIZE_TO_BASELINE_LAMBDA * (~not_gamed)).astype(float) / 2
@@ -165,15 +185,6 @@ def length_controlled_winrate(
         "variant": variant,
         "weights": dict(zip(features, map(float, model.coef_[0]), strict=True)),
     }
-
-
-def bootstrap_stat_ci(stat: Any, n: int, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``stat(idx)`` over resamples of the n items (``stat`` takes an index array)."""
-    rng = np.random.default_rng(seed)
-    vals = np.array([stat(rng.integers(0, n, n)) for _ in range(n_boot)], dtype=float)
-    vals = vals[~np.isnan(vals)]
-    a = (1 - level) / 2
-    return float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -237,7 +248,9 @@ def _rows_for_glm(df: Any, model: str, not_gamed: bool) -> Any:
     return out
 
 
-def _joint_difficulty(frames: dict[str, Any], baseline: str = ALPACA_BASELINE, seed: int = LC_NOISE_SEED) -> tuple[Any, Any, dict[str, Any]]:
+def _joint_difficulty(
+    frames: dict[str, Any], baseline: str = ALPACA_BASELINE, seed: int = LC_NOISE_SEED
+) -> tuple[Any, Any, dict[str, Any]]:
     """Instruction difficulty from the joint GLM of alpaca_eval's notebooks/instruction_difficulty.ipynb, ported:
     ``C(generator_2):np.tanh(rand_delta_len_std_only) + C(generator_2) + C(index) + not_gamed_baseline - 1`` (a length
     slope and a bias per model, one weight per instruction, index 0 the reference at 0) fitted with
@@ -262,13 +275,21 @@ def _joint_difficulty(frames: dict[str, Any], baseline: str = ALPACA_BASELINE, s
     has = idx != ref
     rows = np.concatenate([r, r, r[has], r])
     cols = np.concatenate([mcol, M + mcol, 2 * M + np.array([col_of[v] for v in idx[has]], dtype=int), np.full(n, 2 * M + len(col_of))])
-    vals = np.concatenate([np.tanh(A["std_delta_len"].to_numpy()), np.ones(n), np.ones(int(has.sum())), A["not_gamed_baseline"].astype(float).to_numpy()])
+    vals = np.concatenate(
+        [np.tanh(A["std_delta_len"].to_numpy()), np.ones(n), np.ones(int(has.sum())), A["not_gamed_baseline"].astype(float).to_numpy()]
+    )
     X = sparse.csr_matrix((vals, (rows, cols)), shape=(n, 2 * M + len(col_of) + 1))
     model = _logistic_cv(X, A["preference"].to_numpy(float), None)
     coef = model.coef_[0]
     difficulty = pd.Series(0.0, index=pd.Index(levels, name="index"), name="instruction_difficulty")
-    difficulty.loc[levels[1:]] = coef[2 * M: 2 * M + len(col_of)]
-    info = {"C": float(np.ravel(model.C_)[0]), "n_rows": int(n), "n_models": M, "n_instructions": int(len(levels)), "reference_index": int(ref)}
+    difficulty.loc[levels[1:]] = coef[2 * M : 2 * M + len(col_of)]
+    info = {
+        "C": float(np.ravel(model.C_)[0]),
+        "n_rows": int(n),
+        "n_models": M,
+        "n_instructions": int(len(levels)),
+        "reference_index": int(ref),
+    }
     return difficulty, A, info
 
 
@@ -281,8 +302,10 @@ def build_lc_files(frames: dict[str, Any], baseline: str = ALPACA_BASELINE) -> t
     missing = [g for g in GAMED_BASELINES if g not in frames]
     if missing:
         gamed = None
-        info["df_gamed"] = (f"not built: the gamed baselines' annotations ({', '.join(missing)}) are not among the inputs; "
-                            "alpaca_eval's df_gamed.csv is exactly those rows, so the official v1 regulariser cannot be rebuilt without them")
+        info["df_gamed"] = (
+            f"not built: the gamed baselines' annotations ({', '.join(missing)}) are not among the inputs; "
+            "alpaca_eval's df_gamed.csv is exactly those rows, so the official v1 regulariser cannot be rebuilt without them"
+        )
     else:
         g = A[A["model"].isin(GAMED_BASELINES)].copy()
         g["order"] = g["model"].map({m: k for k, m in enumerate(GAMED_BASELINES)})
@@ -297,7 +320,7 @@ def _lc_inputs(data_dir: Any) -> tuple[Any, dict[str, Any], list[dict[str, str]]
     """The annotation files the rebuild uses (the leaderboard's models, as the notebook: lb models with annotations;
     all shipped files where there is no leaderboard), the leaderboard, and their sha256."""
     from xlr import data as D
-    from xlr.runs import sha256_file
+    from xlr.files import sha256_file
 
     root = D._root(data_dir)
     files = D.alpaca_annotation_files(root)
@@ -322,15 +345,15 @@ def offline_lc_files(data_dir: Any = None) -> tuple[Any, Any, dict[str, Any]]:
     LC is then ``length_controlled_noreg`` (provenance["df_gamed"] says so)."""
     import hashlib
     import json
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     import pandas as pd
     import sklearn
 
     import xlr
     from xlr import data as D
+    from xlr.files import atomic_write_json, atomic_write_text
     from xlr.paths import cache_dir
-    from xlr.runs import atomic_write_json, atomic_write_text
 
     root, files, inputs = _lc_inputs(data_dir)
     key_src = {"method": LC_METHOD_VERSION, "noise_seed": LC_NOISE_SEED, "sklearn": sklearn.__version__, "inputs": inputs}
@@ -349,16 +372,27 @@ def offline_lc_files(data_dir: Any = None) -> tuple[Any, Any, dict[str, Any]]:
     if gamed is not None:
         atomic_write_text(gamed_path, gamed.to_csv(index=False))
     prov = {
-        "cache_key": key, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "xlr_version": xlr.__version__,
-        "sklearn_version": sklearn.__version__, "data_root": str(root), "inputs": inputs, "models": list(frames),
-        "method": ("instruction_difficulty: joint L1 GLM over all input models' judged rows (per-model length slope and bias, one weight per "
-                   "instruction, index 0 = 0), the instruction weights; df_gamed: the two gamed baselines' rows with that difficulty. Index = "
-                   "row position in each file (alpaca_eval's convention; files with missing rows are shifted after the gap, as there)."),
-        "source": ["alpaca_eval notebooks/instruction_difficulty.ipynb (joint_formula, get_index_param_from_joint_optimization)",
-                   "alpaca_eval notebooks/notebook_helpers.py (load_annotations, make_data)",
-                   "alpaca_eval src/alpaca_eval/metrics/glm_winrate.py (fit_LogisticRegressionCV, _get_featurized_data)"],
-        "noise_seed": LC_NOISE_SEED, **info,
-        "instruction_difficulty_file": diff_path.name, "df_gamed_file": gamed_path.name if gamed is not None else None,
+        "cache_key": key,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "xlr_version": xlr.__version__,
+        "sklearn_version": sklearn.__version__,
+        "data_root": str(root),
+        "inputs": inputs,
+        "models": list(frames),
+        "method": (
+            "instruction_difficulty: joint L1 GLM over all input models' judged rows (per-model length slope and bias, one weight per "
+            "instruction, index 0 = 0), the instruction weights; df_gamed: the two gamed baselines' rows with that difficulty. Index = "
+            "row position in each file (alpaca_eval's convention; files with missing rows are shifted after the gap, as there)."
+        ),
+        "source": [
+            "alpaca_eval notebooks/instruction_difficulty.ipynb (joint_formula, get_index_param_from_joint_optimization)",
+            "alpaca_eval notebooks/notebook_helpers.py (load_annotations, make_data)",
+            "alpaca_eval src/alpaca_eval/metrics/glm_winrate.py (fit_LogisticRegressionCV, _get_featurized_data)",
+        ],
+        "noise_seed": LC_NOISE_SEED,
+        **info,
+        "instruction_difficulty_file": diff_path.name,
+        "df_gamed_file": gamed_path.name if gamed is not None else None,
     }
     atomic_write_json(prov_path, prov)
     return difficulty, gamed, {**prov, "reused": False, "dir": str(out)}
@@ -372,8 +406,15 @@ def _read_lc_csvs(difficulty_csv: Any, gamed_csv: Any) -> tuple[Any, Any]:
     return difficulty, gamed
 
 
-def annotation_winrates(paths: Sequence[Any], variant: str = "auto", data_dir: Any = None, *, difficulty_csv: Any = None,
-                        gamed_csv: Any = None, index: str = "match") -> list[dict[str, Any]]:
+def annotation_winrates(
+    paths: Sequence[Any],
+    variant: str = "auto",
+    data_dir: Any = None,
+    *,
+    difficulty_csv: Any = None,
+    gamed_csv: Any = None,
+    index: str = "match",
+) -> list[dict[str, Any]]:
     """Win rate and LC win rate of AlpacaEval-format annotation files (one dict per file), as alpaca_eval computes them.
 
     ``variant``: "auto" (v1 where df_gamed is available and every instruction has its AlpacaEval index; noreg where only
@@ -399,7 +440,10 @@ def annotation_winrates(paths: Sequence[Any], variant: str = "auto", data_dir: A
         if "difficulty" not in lc_files:
             if difficulty_csv or gamed_csv:
                 lc_files["difficulty"], lc_files["gamed"] = _read_lc_csvs(difficulty_csv, gamed_csv)
-                lc_files["source"] = {"difficulty_csv": str(difficulty_csv) if difficulty_csv else None, "gamed_csv": str(gamed_csv) if gamed_csv else None}
+                lc_files["source"] = {
+                    "difficulty_csv": str(difficulty_csv) if difficulty_csv else None,
+                    "gamed_csv": str(gamed_csv) if gamed_csv else None,
+                }
             else:
                 try:
                     d, g, prov = offline_lc_files(data_dir)
@@ -414,13 +458,23 @@ def annotation_winrates(paths: Sequence[Any], variant: str = "auto", data_dir: A
         df, rep = D.load_alpaca_annotations(path)
         gens = df["generator_2"].unique()
         if len(gens) != 1:
-            raise D.DataError(f"{path}: annotations of {len(gens)} models ({', '.join(map(str, gens[:5]))}); the win rate is per model. "
-                              "Fix: one file per generator_2.")
+            raise D.DataError(
+                f"{path}: annotations of {len(gens)} models ({', '.join(map(str, gens[:5]))}); the win rate is per model. "
+                "Fix: one file per generator_2."
+            )
         if rep.kept == 0:
-            raise D.DataError(f"{path}: none of its {len(df)} annotations has a preference ({dict(rep.skipped)}). Fix: judge the outputs first.")
-        row: dict[str, Any] = {"model": str(gens[0]), "name": path.name.removesuffix(".gz").removesuffix(".json"), "file": str(path),
-                               "n_records": len(df), "n_skipped": int(sum(rep.skipped.values())), "skipped": dict(rep.skipped),
-                               "avg_length": int(df["output_2"].str.len().mean())}
+            raise D.DataError(
+                f"{path}: none of its {len(df)} annotations has a preference ({dict(rep.skipped)}). Fix: judge the outputs first."
+            )
+        row: dict[str, Any] = {
+            "model": str(gens[0]),
+            "name": path.name.removesuffix(".gz").removesuffix(".json"),
+            "file": str(path),
+            "n_records": len(df),
+            "n_skipped": int(sum(rep.skipped.values())),
+            "skipped": dict(rep.skipped),
+            "avg_length": int(df["output_2"].str.len().mean()),
+        }
         row.update(alpaca_win_rates(df["preference"].to_numpy()))
         row["n"] = row["n_total"]
         p = df["preference"].to_numpy(float) - 1
@@ -445,7 +499,9 @@ def annotation_winrates(paths: Sequence[Any], variant: str = "auto", data_dir: A
             elif idx is None:
                 raise WinRateError(f"{path}: {want} needs every instruction's AlpacaEval index: {how}. Fix: use --lc minimal.")
             elif want == "length_controlled_v1" and gamed is None:
-                raise WinRateError(f"{path}: length_controlled_v1 needs df_gamed ({lc_files['source']}). Fix: give AlpacaEval's df_gamed.csv, or use noreg/minimal.")
+                raise WinRateError(
+                    f"{path}: length_controlled_v1 needs df_gamed ({lc_files['source']}). Fix: give AlpacaEval's df_gamed.csv, or use noreg/minimal."
+                )
             elif want == "length_controlled_noreg" and difficulty is None:
                 raise WinRateError(f"{path}: length_controlled_noreg needs the instruction difficulty ({lc_files['source']}).")
         kw: dict[str, Any] = {}
@@ -456,16 +512,31 @@ def annotation_winrates(paths: Sequence[Any], variant: str = "auto", data_dir: A
         row["lc_index"] = how if chosen != "length_controlled_minimal" else None
         if "generator_1" in df.columns and (df["generator_1"] == df["generator_2"]).all():
             # alpaca_eval get_length_controlled_winrate: the baseline against itself is 0.5 by construction
-            row.update(length_controlled_winrate=50.0, lc_standard_error=0.0, lc_variant=chosen, lc_weights=None,
-                       lc_note=(note + "; " if note else "") + "baseline against itself: 50 by construction (alpaca_eval)")
+            row.update(
+                length_controlled_winrate=50.0,
+                lc_standard_error=0.0,
+                lc_variant=chosen,
+                lc_weights=None,
+                lc_note=(note + "; " if note else "") + "baseline against itself: 50 by construction (alpaca_eval)",
+            )
         else:
             try:
                 lc = length_controlled_winrate(p, len_model, len_base, **kw)
-                row.update(length_controlled_winrate=lc["length_controlled_winrate"], lc_standard_error=lc["lc_standard_error"],
-                           lc_variant=lc["variant"], lc_weights=lc["weights"], lc_note=note)
+                row.update(
+                    length_controlled_winrate=lc["length_controlled_winrate"],
+                    lc_standard_error=lc["lc_standard_error"],
+                    lc_variant=lc["variant"],
+                    lc_weights=lc["weights"],
+                    lc_note=note,
+                )
             except WinRateError as e:
-                row.update(length_controlled_winrate=float("nan"), lc_standard_error=float("nan"), lc_variant=f"not computed: {e}",
-                           lc_weights=None, lc_note=note)
+                row.update(
+                    length_controlled_winrate=float("nan"),
+                    lc_standard_error=float("nan"),
+                    lc_variant=f"not computed: {e}",
+                    lc_weights=None,
+                    lc_note=note,
+                )
         row["lc_files"] = lc_files.get("source")
         results.append(row)
     return results
