@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine (see README):
 #   make study   - create .venv if missing, install the real CPU models, run the CPU study (xlr run params/cpu.yaml)
-#   make test    - create .venv if missing, run the test suite
+#   make test    - create .venv if missing, check the style (ruff), run the test suite
 # Both are idempotent: a second call reuses the environment (re-installing only when pyproject.toml or
 # requirements/ changed).
 PYTHON ?= python3
@@ -33,6 +33,9 @@ study: models
 	$(BIN)/xlr run $(PARAMS)
 
 test: env
+	# one style, checked before the tests (pyproject.toml [tool.ruff]): `ruff format xlr tests bench notebooks` fixes it
+	$(BIN)/ruff format --check xlr tests bench notebooks
+	$(BIN)/ruff check xlr tests bench notebooks
 	$(BIN)/python -m pytest -q
 
 lab: env
