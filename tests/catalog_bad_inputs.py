@@ -166,12 +166,12 @@ def _():
 def _():
     from test_bad_inputs import disk_full
 
-    import xlr.files as runs
+    from xlr import files
 
     target = TMP / "stage" / "pairs.json"
-    runs.atomic_write_json(target, {"old": True})
+    files.atomic_write_json(target, {"old": True})
     with disk_full("xlr.files"):
-        runs.atomic_write_text(target, "{}")
+        files.atomic_write_text(target, "{}")
 
 
 def judge_case(mode):

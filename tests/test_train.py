@@ -112,11 +112,11 @@ def test_full_fine_tuning_with_bf16_head_trains_the_tied_head(tmp_path):
     assert not torch.allclose(trained.get_output_embeddings().weight, start.get_output_embeddings().weight)
 
 
-def test_too_long_prompts_are_counted_not_silently_dropped(tmp_path):
-    pairs = [to_conversational(*PAIRS[0]), to_conversational("word " * 200, "a", "b")]
-    dpo = AnchorParams(
+def _tiny_lora_anchor(learning_rate: float) -> AnchorParams:
+    """One-step LoRA DPO settings for the tiny model (micro-batch 1, no warmup)."""
+    return AnchorParams(
         beta=0.1,
-        learning_rate=1e-4,
+        learning_rate=learning_rate,
         epochs=1,
         batch_size=1,
         grad_accum=1,
@@ -125,6 +125,11 @@ def test_too_long_prompts_are_counted_not_silently_dropped(tmp_path):
         lora=LoraParams(r=2, alpha=4),
         warmup_ratio=0.0,
     )
+
+
+def test_too_long_prompts_are_counted_not_silently_dropped(tmp_path):
+    pairs = [to_conversational(*PAIRS[0]), to_conversational("word " * 200, "a", "b")]
+    dpo = _tiny_lora_anchor(learning_rate=1e-4)
     rec = train_dpo("tiny:0", pairs, tmp_path, dpo, loss=DPOLoss.sigmoid(), seed=0, dtype=None, device="cpu")
     assert rec["pairs"] == 1 and rec["dropped_prompt_too_long"] == 1
 
@@ -331,17 +336,7 @@ def test_full_fine_tuning_in_bf16_moves_the_weights_as_an_fp32_run_does(tmp_path
 def test_lora_in_bf16_keeps_a_bf16_base_and_fp32_adapters_without_autocast(tmp_path, bf16_start):
     from safetensors import safe_open
 
-    dpo = AnchorParams(
-        beta=0.1,
-        learning_rate=1e-3,
-        epochs=1,
-        batch_size=1,
-        grad_accum=1,
-        max_length=64,
-        finetune="lora",
-        lora=LoraParams(r=2, alpha=4),
-        warmup_ratio=0.0,
-    )
+    dpo = _tiny_lora_anchor(learning_rate=1e-3)
     rec = train_dpo(str(bf16_start), MASTER_PAIRS[:1], tmp_path, dpo, loss=DPOLoss.sigmoid(), seed=0, dtype=torch.bfloat16, device="cpu")
     assert rec["master_dtype"] == "fp32" and rec["autocast"] is None  # peft's adapters (the trained weights) in fp32
     with safe_open(str(tmp_path / "model/model.safetensors"), "pt") as f:

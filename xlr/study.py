@@ -347,7 +347,9 @@ def execute_notebook(src: Path, dst: Path, parameters: dict[str, Any], **papermi
 
     # the kernel is this interpreter (jupyter_client maps the kernelspec's "python" to sys.executable); make sure
     # its scripts are first on PATH for anything the kernel launches
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    bin_dir = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:  # once, not once per notebook
+        os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
     options = {"progress_bar": False, "log_output": False, "stdout_file": None} | papermill_options
     try:
         pm.execute_notebook(str(src), str(dst), parameters=parameters, cwd=str(NOTEBOOK_DIR), **options)
