@@ -168,6 +168,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides = deep_merge(overrides, {"iterations": args.iterations})
     params = load_params(args.params, overrides)
     os.environ[faults.RUN_PID_ENV] = str(os.getpid())  # the notebook kernels inherit it (xlr.faults kill points)
+    if args.no_anchor_cache:
+        from xlr.anchors import ENV as ANCHOR_CACHE_ENV
+
+        os.environ[ANCHOR_CACHE_ENV] = "off"  # this run (and its notebook kernels) neither reuses nor stores an anchor
     from xlr import distributed
 
     if distributed.world()[1] > 1 and not args.direct:  # accelerate launch / torchrun: notebooks cannot run once per rank
@@ -192,6 +196,52 @@ def cmd_run(args: argparse.Namespace) -> int:
         allowed = [run.stage_key(n, i) for n, i in select_steps(params, run, args.only, args.start_from)]
     index = execute_sequence(args.params, overrides, params, run, allowed, with_code=args.with_code)
     print(f"\nRun directory: {run.root}\nReport: {index}  ({(time.monotonic() - t0) / 60:.1f} min)")
+    return 0
+
+
+def _accuracy_cell(acc: dict) -> str:
+    """``0.625 [0.375, 0.875]``: an anchor's held-out reward accuracy and its bootstrap 95% CI."""
+    if acc.get("accuracy") is None:
+        return "?"
+    ci = acc.get("ci95") or []
+    return f"{acc['accuracy']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if len(ci) == 2 and None not in ci else "")
+
+
+def cmd_anchors_list(args: argparse.Namespace) -> int:
+    from xlr.anchors import cache_root, list_entries
+
+    root = cache_root()
+    if root is None:
+        print("the anchor cache is off (XLR_ANCHOR_CACHE=off)")
+        return 0
+    entries = list_entries()
+    if not entries:
+        print(f"no cached anchors in {root}")
+        return 0
+    rows = [
+        {
+            "key": e["key"],
+            "built_at": "incomplete" if e.get("incomplete") else e.get("built_at", "?"),
+            "built_by": (e.get("built_by") or {}).get("run", "?"),
+            "pi_ref": e.get("pi_ref", "?"),
+            "n_train": e.get("n_train", "?"),
+            "held-out accuracy [CI]": _accuracy_cell(e.get("reward_accuracy") or {}),
+            "MiB": f"{e.get('size_bytes', 0) / 2**20:.1f}",
+        }
+        for e in entries
+    ]
+    print(f"anchor cache: {root}\n")
+    print(_table(rows, ["key", "built_at", "built_by", "pi_ref", "n_train", "held-out accuracy [CI]", "MiB"]))
+    return 0
+
+
+def cmd_anchors_rm(args: argparse.Namespace) -> int:
+    from xlr.anchors import remove, resolve_key
+
+    folders = [resolve_key(k) for k in args.keys]  # every key checked before anything is removed
+    for folder in dict.fromkeys(folders):
+        remove(folder.name)
+        print(f"removed cached anchor {folder.name} ({folder})")
     return 0
 
 
@@ -271,6 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--with-code", action="store_true", help="keep the code cells in the HTML reports")
     r.add_argument(
         "--direct", action="store_true", help="run the stages in this process, without notebooks or reports (fast; for tests and debugging)"
+    )
+    r.add_argument(
+        "--no-anchor-cache",
+        action="store_true",
+        help="train pi0 here even if the anchor cache holds it, and do not store it (XLR_ANCHOR_CACHE=off)",
     )
     r.set_defaults(func=cmd_run)
 
@@ -362,6 +417,15 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--max-new-tokens", type=int, default=48)
     mt.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"])
     mt.set_defaults(func=cmd_models_try)
+
+    an = sub.add_parser("anchors", help="the cache of English anchors pi0 (XLR_ANCHOR_CACHE; default $XLR_CACHE/anchors)")
+    ansub = an.add_subparsers(dest="anchors_command", required=True)
+    ansub.add_parser(
+        "list", help="cached anchors: key, when and by which run built, pi_ref, n_train, held-out accuracy, size"
+    ).set_defaults(func=cmd_anchors_list)
+    ar = ansub.add_parser("rm", help="delete cached anchors by key (a unique prefix is enough)")
+    ar.add_argument("keys", nargs="+", metavar="KEY")
+    ar.set_defaults(func=cmd_anchors_rm)
     return p
 
 

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from xlr import data, distributed, runtime
+from xlr import anchors, data, distributed, runtime
 from xlr.config import Params
 from xlr.errors import XlrError
 from xlr.evaluate import (
@@ -291,7 +291,9 @@ def _dpo_head(params: Params, run: Run, head: str, dtype: Any, device: str, fiel
 
 
 def stage_anchor(params: Params, run: Run) -> dict[str, Any]:
-    """pi0 = English DPO of pi_ref on held-in preference pairs; its implicit reward's accuracy on held-out pairs."""
+    """pi0 = English DPO of pi_ref on held-in preference pairs; its implicit reward's accuracy on held-out pairs. A
+    finished anchor is kept in the anchor cache (xlr.anchors) under a key of everything it is a function of; a later
+    run with the same key restores it instead of training."""
     a = params.anchor
     reports = {split: data.LoadReport(params.data.english_preferences) for split in ("train", "eval")}
     train = data.load_english_preferences(params.data.english_preferences, "train", params.data.data_dir, report=reports["train"])
@@ -304,39 +306,69 @@ def stage_anchor(params: Params, run: Run) -> dict[str, Any]:
         )
     n_eval = min(a.n_eval, len(held))  # all held-out pairs up to n_eval (the shipped file has 199 usable of 200)
     pairs = [to_conversational(r["messages"], r["chosen"], r["rejected"]) for r in train.select(range(a.n_train))]
-    dtype, device = _runtime_dtype(params)
-    head = _dpo_head(params, run, a.head, dtype, device, "anchor.head")
-    out = run.stage_dir("anchor")
-    # DPO sigmoid alone; the reference is pi_ref itself; the merged model is always written (AnchorParams.save_merged): it is pi0
-    record = train_dpo(
-        params.models.pi_ref,
-        pairs,
-        out,
-        a.model_copy(update={"head": head}),
-        loss=DPOLoss.sigmoid(),
-        seed=params.seed,
-        dtype=dtype,
-        device=device,
-    )
-    if not distributed.is_main():  # a multi-process launch trained on every rank; the main process alone measures and records
-        return {}
-    score_dtype, fp32_head, score = scoring_precision(
-        params, a.score_dtype or params.reward.dtype, "anchor.score_dtype" if a.score_dtype else "reward.dtype", run
-    )
-    pi0, tok = load_model(str(run.layout.policy(0)), dtype=score_dtype, device=device)
-    pi_ref, _ = load_model(params.models.pi_ref, dtype=score_dtype, device=device)
     eval_rows = [
         {"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"], "tie": r["tie"], "score_margin": r["score_margin"]}
         for r in held.select(range(n_eval))
     ]
-    acc = reward_accuracy(
-        pi0, pi_ref, tok, eval_rows, n_boot=a.bootstrap, seed=params.seed, batch_tokens=params.reward.batch_tokens, fp32_head=fp32_head
+    dtype, device = _runtime_dtype(params)
+    head = _dpo_head(params, run, a.head, dtype, device, "anchor.head")
+    # resolved before training: the scoring precision is part of the anchor cache's key
+    score_dtype, fp32_head, score = scoring_precision(
+        params, a.score_dtype or params.reward.dtype, "anchor.score_dtype" if a.score_dtype else "reward.dtype", run
     )
-    acc["score_dtype"] = score
-    acc["score_dtype_requested"] = a.score_dtype or params.reward.dtype
-    atomic_write_jsonl(run.layout.reward_accuracy_pairs, acc.pop("per_pair"))
-    atomic_write_json(run.layout.reward_accuracy, acc)
-    run.manifest["models"]["pi0"] = {"spec": str(run.layout.policy(0)), "built_from": params.models.pi_ref, "reward_accuracy": acc}
+    precision = {
+        "train_dtype": str(dtype).removeprefix("torch."),
+        "dpo_head": head,
+        "score_dtype": score,
+        "device": device.split(":")[0],
+        "processes": distributed.world()[1],
+    }
+    cache, inputs, hit = _anchor_cache_lookup(params, pairs, eval_rows, precision)
+    out = run.stage_dir("anchor")
+    if distributed.world()[1] > 1:  # the main process looked up; every rank follows its hit or miss (collective)
+        reused = distributed.all_gather_object(hit is not None)[0]
+    else:
+        reused = hit is not None
+    if reused:
+        if not distributed.is_main():
+            return {}
+        anchors.restore(hit, out)
+        acc = read_json(run.layout.reward_accuracy)
+        record = {"pairs": len(pairs), "dropped_prompt_too_long": None, "truncated": None, **hit.get("train", {})}
+        cache.update(status="reused", entry=hit["path"], built_at=hit.get("built_at"), built_by=hit.get("built_by"))
+        line = f"reused anchor {anchors.describe(hit)}"
+    else:
+        # DPO sigmoid alone; the reference is pi_ref itself; the merged model is always written (AnchorParams.save_merged): it is pi0
+        record = train_dpo(
+            params.models.pi_ref,
+            pairs,
+            out,
+            a.model_copy(update={"head": head}),
+            loss=DPOLoss.sigmoid(),
+            seed=params.seed,
+            dtype=dtype,
+            device=device,
+        )
+        if not distributed.is_main():  # a multi-process launch trained on every rank; the main process alone measures and records
+            return {}
+        pi0, tok = load_model(str(run.layout.policy(0)), dtype=score_dtype, device=device)
+        pi_ref, _ = load_model(params.models.pi_ref, dtype=score_dtype, device=device)
+        acc = reward_accuracy(
+            pi0, pi_ref, tok, eval_rows, n_boot=a.bootstrap, seed=params.seed, batch_tokens=params.reward.batch_tokens, fp32_head=fp32_head
+        )
+        acc["score_dtype"] = score
+        acc["score_dtype_requested"] = a.score_dtype or params.reward.dtype
+        atomic_write_jsonl(run.layout.reward_accuracy_pairs, acc.pop("per_pair"))
+        atomic_write_json(run.layout.reward_accuracy, acc)
+        line = _anchor_cache_store(cache, inputs, out, run, {k: record[k] for k in ("pairs", "dropped_prompt_too_long", "truncated")})
+    log.info("anchor: %s", line)
+    print(f"[anchor] anchor cache: {line}")
+    run.manifest["models"]["pi0"] = {
+        "spec": str(run.layout.policy(0)),
+        "built_from": params.models.pi_ref,
+        "reward_accuracy": acc,
+        "anchor_cache": cache,
+    }
     run.finish_stage(
         "anchor",
         artifacts=[
@@ -354,9 +386,46 @@ def stage_anchor(params: Params, run: Run) -> dict[str, Any]:
             "skipped_when_loaded": {k: dict(r.skipped) for k, r in reports.items()},
             "reward_accuracy": acc["accuracy"],
             "ci95": acc["ci95"],
+            "anchor_cache": line,
         },
     )
     return acc
+
+
+def _anchor_cache_lookup(
+    params: Params, pairs: list[dict[str, Any]], eval_rows: list[dict[str, Any]], precision: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+    """(the manifest's anchor_cache record so far, the keyed inputs, the cached entry on a hit). The main process alone
+    looks up (it alone may move a damaged entry aside); the others get no entry."""
+    cache: dict[str, Any] = {"status": "off", "key": None, "entry": None, "built_at": None, "built_by": None}
+    if anchors.cache_root() is None:
+        return cache, None, None
+    try:
+        inputs = anchors.key_inputs(params, pairs, eval_rows, precision)
+    except anchors.NotCacheable as e:
+        cache["status"] = f"not cacheable: {e}"
+        return cache, None, None
+    cache["key"] = anchors.key(inputs)
+    return cache, inputs, anchors.lookup(cache["key"], inputs) if distributed.is_main() else None
+
+
+def _anchor_cache_store(cache: dict[str, Any], inputs: dict[str, Any] | None, out: Path, run: Run, train: dict[str, Any]) -> str:
+    """Store the anchor just built (when the cache is on and the inputs keyable); update ``cache``; return the line the
+    stage record and the log show. A failure to store (full disk...) is a warning, not a failed stage."""
+    if inputs is None:
+        return cache["status"]
+    try:
+        entry = anchors.store(cache["key"], inputs, out, run, train)
+    except (OSError, anchors.AnchorCacheError) as e:
+        log.warning("anchor cache: could not store anchor %s (%s); the run goes on without it", cache["key"], e)
+        cache["status"] = f"not stored: {e}"
+        return cache["status"]
+    if entry is None:
+        cache["status"] = "off"
+        return "off"
+    ours = (entry.get("built_by") or {}).get("root") == str(run.root)
+    cache.update(status="stored", entry=entry["path"], built_at=entry.get("built_at"), built_by=entry.get("built_by"))
+    return f"stored as {cache['key']}" if ours else f"stored as {cache['key']} (by {anchors.describe(entry)}, meanwhile)"
 
 
 def stage_probe(params: Params, run: Run) -> dict[str, Any]:
