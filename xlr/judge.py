@@ -386,6 +386,7 @@ class LocalJudge:
     own (below that a separate prefill and a smaller batch cost more than they save)."""
 
     PREFIX_MODES = ("none", "global", "grouped")
+    reports_work = True  # a Progress given as ``progress`` gets the prompt tokens of every pass, layer by layer (judge_pairs)
 
     def __init__(
         self, model: Any, tokenizer: Any, name: str, batch_tokens: int = 2048, prefix_cache: bool | str = True, min_group_tokens: int = 16
@@ -464,21 +465,26 @@ class LocalJudge:
         chunk: int = 8,
     ) -> list[dict[str, Any]]:
         """{"sum_logprob", "n_tokens"} of each output (+ end of turn) as the judge's answer to the instruction as a user
-        message (xlr.rewards' convention); in chunks, each reported to ``sink`` as soon as it is scored."""
-        from xlr.rewards import encode_pairs, score_models
+        message (xlr.rewards' convention); in chunks, each reported to ``sink`` as soon as it is scored. ``progress``
+        goes to :func:`xlr.rewards.score_models`: it counts the outputs of each forward pass (a length batch, or the
+        outputs sharing an instruction) as it ends; a :class:`xlr.sampling.Progress` is first told the tokens of all
+        chunks (:func:`xlr.rewards.score_work`) and moves within every pass."""
+        from xlr.rewards import encode_pairs, score_models, score_work
 
+        if hasattr(progress, "expect"):
+            chunks = [(list(instructions[k : k + chunk]), list(outputs[k : k + chunk])) for k in range(0, len(outputs), chunk)]
+            progress.expect(sum(score_work([self.model], self.tokenizer, i, o, self.batch_tokens, 16) for i, o in chunks), len(outputs))
+            progress.freeze()  # the chunks' own declarations are in the total already
         out: list[dict[str, Any]] = []
         for k in range(0, len(outputs), chunk):
             ins, outs = list(instructions[k : k + chunk]), list(outputs[k : k + chunk])
             enc = encode_pairs(self.tokenizer, ins, outs)
-            sums = score_models([self.model], self.tokenizer, ins, outs, batch_tokens=self.batch_tokens, max_batch=16)[0]
+            sums = score_models([self.model], self.tokenizer, ins, outs, batch_tokens=self.batch_tokens, progress=progress, max_batch=16)[0]
             for j, (ids, n_prompt) in enumerate(enc):
                 res = {"sum_logprob": float(sums[j]), "n_tokens": len(ids) - n_prompt, "tokens_in": len(ids), "tokens_out": 0}
                 out.append(res)
                 if sink:
                     sink(k + j, res)
-            if progress:
-                progress(len(outs))
         return out
 
     def _next_token(
@@ -504,12 +510,17 @@ class LocalJudge:
 
         ``self.last_stats``: prompt_tokens (sum of the prompts' lengths), computed_tokens (real tokens through the
         decoder: prefills + each prompt's own suffix; padding not counted), padded_tokens (with padding), prefills
-        (prefix forward passes, the global one included), groups (prefixes below the global one), batches."""
+        (prefix forward passes, the global one included), groups (prefixes below the global one), batches.
+
+        ``progress(k)``: k more prompts judged (after each batch). A :class:`xlr.sampling.Progress` is first told the
+        computed tokens and gets those of every pass (prefills included) as each decoder layer ends
+        (:func:`xlr.sampling.reporting_layers`): a batch of up to ``batch_tokens`` tokens moves it more than once."""
         import copy
 
         import torch
 
         from xlr.rewards import length_batches
+        from xlr.sampling import reporting_layers
 
         encoded = [self.encode(p) for p in prompts]
         out: list[dict[str, Any]] = [{} for _ in prompts]
@@ -534,6 +545,9 @@ class LocalJudge:
         else:
             root = _PrefixNode(n_prefix, 0, list(range(len(encoded))))
         stats["groups"] = root.count() - 1
+        work, expect = getattr(progress, "work", None), getattr(progress, "expect", None)
+        if expect:
+            expect(_tree_tokens(root, encoded), len(encoded))
 
         def extend(parent: Any, start: int, node: _PrefixNode) -> Any:
             """A copy of ``parent`` (the KV of tokens [0, start) of every prompt under ``node``) extended to node.depth."""
@@ -542,12 +556,13 @@ class LocalJudge:
             from transformers import DynamicCache
 
             cache = DynamicCache() if parent is None else copy.deepcopy(parent)
-            decoder(
-                input_ids=torch.tensor([encoded[node.src][start : node.depth]]),
-                cache=cache,
-                use_cache=True,
-                position_ids=torch.arange(start, node.depth)[None],
-            )
+            with reporting_layers(decoder, work, node.depth - start):
+                decoder(
+                    input_ids=torch.tensor([encoded[node.src][start : node.depth]]),
+                    cache=cache,
+                    use_cache=True,
+                    position_ids=torch.arange(start, node.depth)[None],
+                )
             stats["prefills"] += 1
             stats["computed_tokens"] += node.depth - start
             stats["padded_tokens"] += node.depth - start
@@ -585,8 +600,9 @@ class LocalJudge:
                             "position_ids": torch.arange(n_prefix, n_prefix + width).expand(len(batch), -1),
                         }
                     last = torch.tensor([len(encoded[i]) - n_prefix - 1 for i in batch])
-                    hidden = decoder(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state[torch.arange(len(batch)), last]
-                    logp = torch.log_softmax(head(hidden).float(), -1)
+                    with reporting_layers(decoder, work, sum(len(encoded[i]) - n_prefix for i in batch)):
+                        hidden = decoder(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state[torch.arange(len(batch)), last]
+                        logp = torch.log_softmax(head(hidden).float(), -1)
                     for r, i in enumerate(batch):
                         out[i] = row(logp[r], len(encoded[i]))
                         if sink:
@@ -596,6 +612,17 @@ class LocalJudge:
                 for child in reversed(node.children):
                     stack.append((child, prefix, n_prefix))
         return out
+
+
+def _tree_tokens(root: _PrefixNode, encoded: Sequence[Sequence[int]]) -> int:
+    """The tokens ``LocalJudge._next_token`` runs through the decoder for this prefix tree (its ``computed_tokens``):
+    each node's prefill past its parent's prefix, and each prompt's suffix past its node's."""
+    total, todo = 0, [(root, 0)]
+    while todo:
+        node, start = todo.pop()
+        total += node.depth - start + sum(len(encoded[i]) - node.depth for i in node.own)
+        todo.extend((child, node.depth) for child in node.children)
+    return total
 
 
 def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
@@ -799,6 +826,19 @@ class APIJudge:
 # judging pairs
 
 
+def _judging_bar(judge: Any, n: int, desc: str, unit: str) -> tuple[Any, Any]:
+    """(bar, the ``progress`` to give the judge). A judge that ``reports_work`` (:class:`LocalJudge`): a
+    :class:`xlr.sampling.Progress` in prompt tokens, its total declared by the judge, moving within every forward pass,
+    the judgments counted in its postfix; another (the API judge): a bar of ``n`` judgments, one move per reply."""
+    from xlr.sampling import Progress, progress_bar
+
+    if getattr(judge, "reports_work", False):
+        bar = Progress(desc, item_unit=f"{unit}s")
+        return bar, bar
+    plain = progress_bar(n, desc, unit)
+    return plain, plain.update
+
+
 @dataclass
 class JudgeStats:
     calls: int = 0
@@ -851,8 +891,6 @@ def judge_pairs(
         orders = "both"
     if order_seed_columns not in ORDER_SEED_COLUMNS:
         raise JudgeError(f"judge order_seed_columns={order_seed_columns!r}: use one of {', '.join(ORDER_SEED_COLUMNS)}")
-    from tqdm.auto import tqdm
-
     stats = JudgeStats(cache_bad_lines=cache.bad_lines)
     plan: list[dict[str, Any]] = []
     for it in items:
@@ -886,8 +924,9 @@ def judge_pairs(
             stats.tokens_in += res["tokens_in"]
             stats.tokens_out += res["tokens_out"]
 
-    with tqdm(total=len(unique), desc=desc, unit="judgment") as bar:
-        judge([r["prompt"] for r in unique], progress=bar.update, sink=sink)
+    bar, progress = _judging_bar(judge, len(unique), desc, "judgment")
+    with bar:
+        judge([r["prompt"] for r in unique], progress=progress, sink=sink)
     stats.cost_usd = round(stats.tokens_in / 1000 * price_per_1k[0] + stats.tokens_out / 1000 * price_per_1k[1], 6)
     records = []
     for r in plan:
@@ -929,8 +968,6 @@ def _judge_pointwise(
 ) -> tuple[list[dict[str, Any]], JudgeStats]:
     """Pointwise protocols: every distinct (instruction, output) scored once, under the cache key (judge, protocol,
     rendered prompt), then each item's preference from its two scores."""
-    from tqdm.auto import tqdm
-
     stats = JudgeStats(cache_bad_lines=cache.bad_lines)
     judge_tag = f"{judge.id}|{protocol.tag}"
     needed: dict[str, dict[str, Any]] = {}  # cache key -> what to score
@@ -959,13 +996,14 @@ def _judge_pointwise(
             stats.tokens_in += res["tokens_in"]
             stats.tokens_out += res["tokens_out"]
 
-    with tqdm(total=len(todo), desc=f"{desc} ({protocol.name})", unit="output") as bar:
+    bar, progress = _judging_bar(judge, len(todo), f"{desc} ({protocol.name})", "output")
+    with bar:
         if not todo:
             pass
         elif protocol.name == "loglik":
-            judge.sequence_scores([r["instruction"] for r in todo], [r["output"] for r in todo], progress=bar.update, sink=sink)
+            judge.sequence_scores([r["instruction"] for r in todo], [r["output"] for r in todo], progress=progress, sink=sink)
         else:
-            judge.next_token_logprobs([r["prompt"] for r in todo], list(protocol.labels), progress=bar.update, sink=sink)
+            judge.next_token_logprobs([r["prompt"] for r in todo], list(protocol.labels), progress=progress, sink=sink)
     stats.cost_usd = round(stats.tokens_in / 1000 * price_per_1k[0] + stats.tokens_out / 1000 * price_per_1k[1], 6)
     records = []
     for r in plan:

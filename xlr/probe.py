@@ -292,11 +292,10 @@ def _tkey(lang: str, text: str, style: str, names: dict[str, str]) -> str:
 def _translate(
     models: _Models, cache: _Cache, todo: list[tuple[str, str]], settings: dict[str, Any], names: dict[str, str], batch_size: int
 ) -> int:
-    """Translations of (lang, text) into English with pi0, cached; returns how many were generated now."""
-    from tqdm.auto import tqdm
-
+    """Translations of (lang, text) into English with pi0, cached; returns how many were generated now. The bar counts
+    the token budget (answers x the cap) and moves at every decoding step (:class:`xlr.sampling.Progress`)."""
     from xlr.rewards import translate_to_english
-    from xlr.sampling import HFBackend
+    from xlr.sampling import HFBackend, Progress
 
     style, cap = settings["style"], settings["max_new_tokens"]
     wanted: dict[str, tuple[str, str]] = {}
@@ -306,16 +305,18 @@ def _translate(
     if not missing:
         return 0
     policy, _, tok = models.get()
-    with tqdm(total=len(missing), desc="probe R_t: pi0 translates answers into English", unit="answer") as bar:
+    desc = "probe R_t: pi0 translates answers into English"
+    with Progress(desc, total=len(missing) * cap, items=len(missing), item_unit="answers") as bar:
         backend = HFBackend(policy, tok)
         for k in range(0, len(missing), TRANSLATE_CHUNK):
             part = missing[k : k + TRANSLATE_CHUNK]
             tr = translate_to_english(
-                backend, [t for _, (_, t) in part], [lg for _, (lg, _) in part], cap, names, batch_size, style, progress=bar.update
+                backend, [t for _, (_, t) in part], [lg for _, (lg, _) in part], cap, names, batch_size, style, progress=bar
             )
             for j, (key, _) in enumerate(part):
                 cache.data[key] = {"text": tr.texts[j], "n_tokens": tr.n_tokens[j], "truncated": tr.truncated[j], "status": tr.status[j]}
             cache.save()
+            bar.reach((k + len(part)) * cap, k + len(part))  # texts not generated (plain style's English) count as done
     return len(missing)
 
 
@@ -330,18 +331,23 @@ def _score(
     share_prompts: bool,
 ) -> int:
     """(pi0, pi_ref) log-probs of (user prompt, answer) pairs via :func:`xlr.rewards.score_models`, cached; returns how
-    many were scored now. Pairs are sorted by prompt, so the answers of one prompt share its forward pass."""
-    from tqdm.auto import tqdm
-
-    from xlr.rewards import score_models
+    many were scored now. Pairs are sorted by prompt, so the answers of one prompt share its forward pass. The bar
+    counts the tokens through pi0 and pi_ref, every chunk's (:func:`xlr.rewards.score_work`) known up front, and moves
+    at every forward pass and within it (:func:`xlr.rewards.score_models`)."""
+    from xlr.rewards import score_models, score_work
+    from xlr.sampling import Progress
 
     missing = sorted({p for p in pairs if _key(*p) not in cache.data})
     if not missing:
         return 0
     policy, reference, tok = models.get()
-    with tqdm(total=len(missing), desc=desc, unit="answer") as bar:
-        for k in range(0, len(missing), SCORE_CHUNK):
-            part = missing[k : k + SCORE_CHUNK]
+    chunks = [missing[k : k + SCORE_CHUNK] for k in range(0, len(missing), SCORE_CHUNK)]
+    total = sum(
+        score_work([policy, reference], tok, [p for p, _ in part], [y for _, y in part], batch_tokens, share_prompts=share_prompts)
+        for part in chunks
+    )
+    with Progress(desc, total=total, items=len(missing), item_unit="answers") as bar:
+        for part in chunks:
             pol, ref = score_models(
                 [policy, reference],
                 tok,
@@ -350,7 +356,7 @@ def _score(
                 batch_tokens=batch_tokens,
                 parity=parity,
                 fp32_head=fp32_head,
-                progress=bar.update,
+                progress=bar,
                 share_prompts=share_prompts,
             )
             for p, lp, lr in zip(part, pol, ref, strict=True):

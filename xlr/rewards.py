@@ -144,11 +144,22 @@ def _head_weight(head: Any, fp32: bool) -> tuple[Any, Any]:
     return cached[1], cached[2]
 
 
-def _forward_scores(model: Any, input_ids: Any, attention: Any, spans: list[tuple[int, int]], fp32_head: bool, chunk: int = 1024) -> Any:
+def _forward_scores(
+    model: Any,
+    input_ids: Any,
+    attention: Any,
+    spans: list[tuple[int, int]],
+    fp32_head: bool,
+    chunk: int = 1024,
+    work: Callable[[int], None] | None = None,
+) -> Any:
     """Sum of log p(next token) over each row's span of hidden positions, computing the LM head only there.
 
-    log p = logit[target] - logsumexp(logits), in fp32 (the head matmul itself in fp32 only when ``fp32_head``)."""
+    log p = logit[target] - logsumexp(logits), in fp32 (the head matmul itself in fp32 only when ``fp32_head``).
+    ``work``: the pass's real tokens (padding not counted), reported as it runs (:func:`xlr.sampling.reporting_layers`)."""
     import torch
+
+    from xlr.sampling import reporting_layers
 
     device = input_ids.device
     lens = torch.tensor([e - s for s, e in spans], device=device)
@@ -160,12 +171,13 @@ def _forward_scores(model: Any, input_ids: Any, attention: Any, spans: list[tupl
     sums = torch.zeros(len(spans), dtype=torch.float64, device=device)
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     head = model.get_output_embeddings()
-    if decoder is None or head is None:  # no separable decoder: full logits
-        logits = model(input_ids=input_ids, attention_mask=attention).logits[rows_t, cols_t].float()
-        lp = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
-        return sums.index_add_(0, rows_t, lp.double())
-    hidden = decoder(input_ids=input_ids, attention_mask=attention).last_hidden_state[rows_t, cols_t]
-    return _head_sums(head, hidden, targets, rows_t, sums, fp32_head, chunk)
+    with reporting_layers(decoder, work, int(attention.sum()) if work else 0):
+        if decoder is None or head is None:  # no separable decoder: full logits
+            logits = model(input_ids=input_ids, attention_mask=attention).logits[rows_t, cols_t].float()
+            lp = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
+            return sums.index_add_(0, rows_t, lp.double())
+        hidden = decoder(input_ids=input_ids, attention_mask=attention).last_hidden_state[rows_t, cols_t]
+        return _head_sums(head, hidden, targets, rows_t, sums, fp32_head, chunk)
 
 
 def _head_sums(head: Any, hidden: Any, targets: Any, rows: Any, sums: Any, fp32_head: bool, chunk: int) -> Any:
@@ -182,33 +194,47 @@ def _head_sums(head: Any, hidden: Any, targets: Any, rows: Any, sums: Any, fp32_
 
 
 def _shared_prompt_scores(
-    model: Any, prompt_ids: list[int], completions: list[list[int]], fp32_head: bool, parity: str | None, pad: int, chunk: int = 1024
+    model: Any,
+    prompt_ids: list[int],
+    completions: list[list[int]],
+    fp32_head: bool,
+    parity: str | None,
+    pad: int,
+    chunk: int = 1024,
+    work: Callable[[int], None] | None = None,
 ) -> Any:
     """Sum of log p(completion | prompt) for several completions of ONE prompt: the prompt is run once, its KV cache
     repeated for every completion, and only the completions are run again (the N samples of a prompt share it).
+    ``work`` gets the tokens of each of the two forward passes (the prompt's, then the completions') as they run
+    (:func:`xlr.sampling.reporting_layers`).
 
     Positions scored as :func:`_score_positions`: correct alignment scores every completion token, the first one
     from the prompt's last hidden state; parity='icr' skips the first completion token."""
     import torch
     from transformers import DynamicCache
 
+    from xlr.sampling import reporting_layers
+
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     device = next(model.parameters()).device
     n, p_len = len(completions), len(prompt_ids)
     cache = DynamicCache()
-    pre = decoder(input_ids=torch.tensor([prompt_ids], device=device), cache=cache, use_cache=True)
+    with reporting_layers(decoder, work, p_len):
+        pre = decoder(input_ids=torch.tensor([prompt_ids], device=device), cache=cache, use_cache=True)
     cache.batch_repeat_interleave(n)
     width = max(len(c) for c in completions)
     ids = torch.tensor([c + [pad] * (width - len(c)) for c in completions], device=device)
     attn = torch.tensor([[1] * (p_len + len(c)) + [0] * (width - len(c)) for c in completions], device=device)
     pos = torch.arange(p_len, p_len + width, device=device).expand(n, -1)
-    out = decoder(input_ids=ids, attention_mask=attn, position_ids=pos, cache=cache, use_cache=True).last_hidden_state
-    # hidden state that predicts completion token j: the prompt's last position for j = 0, else completion position j - 1
-    hidden = torch.cat([pre.last_hidden_state[:, -1:].expand(n, -1, -1), out[:, :-1]], dim=1)  # [n, width, d]
-    first = 1 if parity == "icr" else 0
-    rows = torch.repeat_interleave(torch.arange(n, device=device), torch.tensor([len(c) - first for c in completions], device=device))
-    cols = torch.cat([torch.arange(first, len(c), device=device) for c in completions])
-    return _head_sums(head, hidden[rows, cols], ids[rows, cols], rows, torch.zeros(n, dtype=torch.float64, device=device), fp32_head, chunk)
+    with reporting_layers(decoder, work, sum(len(c) for c in completions)):
+        out = decoder(input_ids=ids, attention_mask=attn, position_ids=pos, cache=cache, use_cache=True).last_hidden_state
+        # hidden state that predicts completion token j: the prompt's last position for j = 0, else completion position j - 1
+        hidden = torch.cat([pre.last_hidden_state[:, -1:].expand(n, -1, -1), out[:, :-1]], dim=1)  # [n, width, d]
+        first = 1 if parity == "icr" else 0
+        rows = torch.repeat_interleave(torch.arange(n, device=device), torch.tensor([len(c) - first for c in completions], device=device))
+        cols = torch.cat([torch.arange(first, len(c), device=device) for c in completions])
+        zeros = torch.zeros(n, dtype=torch.float64, device=device)
+        return _head_sums(head, hidden[rows, cols], ids[rows, cols], rows, zeros, fp32_head, chunk)
 
 
 def score_plan(
@@ -226,6 +252,34 @@ def score_plan(
     shared = {i for idx in groups.values() for i in idx}
     rest = [i for i in range(len(enc)) if i not in shared]
     return groups, [[rest[j] for j in b] for b in length_batches([len(enc[i][0]) for i in rest], batch_tokens, max_batch)]
+
+
+def _plan_work(
+    enc: Sequence[tuple[list[int], int]], groups: dict[tuple[int, ...], list[int]], batches: list[list[int]], max_batch: int
+) -> int:
+    """Tokens one model runs through its forward passes for :func:`score_plan`'s plan: each part (at most ``max_batch``
+    rows) of a prompt group, its prompt once and its completions; each length batch, its pairs (padding not counted)."""
+    total = 0
+    for key, idx in groups.items():
+        for k in range(0, len(idx), max_batch):
+            total += len(key) + sum(len(enc[i][0]) - len(key) for i in idx[k : k + max_batch])
+    return total + sum(len(enc[i][0]) for b in batches for i in b)
+
+
+def score_work(
+    models: Sequence[Any],
+    tokenizer: Any,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    batch_tokens: int = 2048,
+    max_batch: int = MAX_BATCH,
+    share_prompts: bool = True,
+) -> int:
+    """The tokens :func:`score_models` (same arguments) runs through all ``models``: the total of a
+    :class:`xlr.sampling.Progress` bar to which it reports each forward pass, when that bar spans several calls."""
+    enc = encode_pairs(tokenizer, prompts, responses)
+    groups, batches = score_plan(enc, models, batch_tokens, max_batch, share_prompts)
+    return len(models) * _plan_work(enc, groups, batches, max_batch)
 
 
 def score_models(
@@ -246,7 +300,13 @@ def score_models(
     ``share_prompts``: responses that share a prompt (the N samples of a prompt; chosen and rejected of a pair) are
     scored together from one run of the prompt (:func:`_shared_prompt_scores`); the rest go in length-bucketed
     batches under ``batch_tokens``. ``fp32_head``: run the LM head matmul in fp32 (default: only when the model
-    itself is fp32). The logsumexp is always fp32."""
+    itself is fp32). The logsumexp is always fp32.
+
+    ``progress(k)``: k more pairs scored by every model (after each group part or batch). A
+    :class:`xlr.sampling.Progress` bar (``work``/``expect`` methods) also gets the tokens of every forward pass of
+    every model, its total declared up front (:func:`score_work`): it moves at every pass and, within a pass, as each
+    decoder layer ends (:func:`xlr.sampling.reporting_layers`), however many models and rows the pass holds (a group
+    part of up to ``max_batch`` completions, or a length batch of up to ``batch_tokens`` tokens, is one pass)."""
     import torch
 
     if parity not in (None, "none", "icr"):
@@ -257,13 +317,16 @@ def score_models(
     pad = tokenizer.pad_token_id
     device = next(models[0].parameters()).device
     groups, batches = score_plan(enc, models, batch_tokens, max_batch, share_prompts)
+    work, expect = getattr(progress, "work", None), getattr(progress, "expect", None)
+    if expect:
+        expect(len(models) * _plan_work(enc, groups, batches, max_batch), len(enc))
     for prompt_ids, idx in groups.items():  # a group's rows scored at once; a group larger than max_batch is split
         for k in range(0, len(idx), max_batch):
             part = idx[k : k + max_batch]
             completions = [enc[i][0][len(prompt_ids) :] for i in part]
             with torch.no_grad():
                 for m, model in enumerate(models):
-                    sums = _shared_prompt_scores(model, list(prompt_ids), completions, bool(fp32_head), parity, pad).tolist()
+                    sums = _shared_prompt_scores(model, list(prompt_ids), completions, bool(fp32_head), parity, pad, work=work).tolist()
                     for j, i in enumerate(part):
                         results[m][i] = sums[j]
             if progress:
@@ -276,7 +339,7 @@ def score_models(
         spans = [_score_positions(enc[i][1], len(enc[i][0]), parity) for i in idx]
         with torch.no_grad():
             for m, model in enumerate(models):
-                sums = _forward_scores(model, ids, attn, spans, bool(fp32_head)).tolist()
+                sums = _forward_scores(model, ids, attn, spans, bool(fp32_head), work=work).tolist()
                 for j, i in enumerate(idx):
                     results[m][i] = sums[j]
         if progress:
@@ -410,7 +473,9 @@ def translate_to_english(
     ``reference`` style: every text is translated (the caller decides what to skip: :func:`annotate` leaves English
     out) and the translation extracted by :func:`extract_translation`. ``plain`` style: English texts are returned
     untranslated and the others' whole generation is the translation. ``progress`` is passed to the backend's generate
-    (the texts of one prompt are generated once, so it counts distinct prompts)."""
+    (the texts of one prompt are generated once, so it counts distinct prompts); a :class:`xlr.sampling.Progress`
+    made without a total is first told the budget, distinct prompts x ``max_new_tokens``, and moves at every
+    decoding step."""
     from xlr.sampling import GenConfig
 
     if style not in RT_STYLES:
@@ -420,6 +485,9 @@ def translate_to_english(
     todo = [i for i, lg in enumerate(langs) if style == "reference" or lg != "en"]
     prompts = [translation_generation_prompt(backend.tokenizer, texts[i], langs[i], style, names) for i in todo]
     unique = list(dict.fromkeys(prompts))  # greedy: equal prompts (the same text) give equal translations, generated once
+    expect = getattr(progress, "expect", None)
+    if expect:
+        expect(len(unique) * max_new_tokens, len(unique))
     gens = (
         backend.generate(unique, GenConfig(n=1, do_sample=False, max_new_tokens=max_new_tokens, batch_size=batch_size), progress=progress)
         if unique
@@ -462,8 +530,12 @@ def annotate(
     reference (utils/generate_preference_pair.py skips English for translateToEn_rewarding): they have no row, so
     English forms no R_t pairs. ``counts``, when given, receives ``counts["r_t"]``: the translation counts
     (:attr:`Translations.counts`) and ``skipped_english``.
+
+    Bars (:class:`xlr.sampling.Progress`): the translations in token budget, at every decoding step; the scoring in
+    tokens through pi0 and pi_ref, at every forward pass and within it (:func:`score_models`); the postfixes count
+    texts and samples.
     """
-    from tqdm.auto import tqdm
+    from xlr.sampling import Progress
 
     variant, rt_style = reward.variant, reward.rt_style
     missing = sorted({s["id"] for s in samples if s["id"] not in english})
@@ -481,14 +553,21 @@ def annotate(
         skipped = n_all - len(samples)
         if skipped:
             log.info("R_t (reference style): %d English sample(s) get no reward and form no pairs, as in the reference", skipped)
-        tr = translate_to_english(
-            translator, [s["response"] for s in samples], [s["lang"] for s in samples], reward.rt_max_new_tokens, names, style=rt_style
-        )
+        with Progress("rewards R_t: pi0 translates the samples into English", item_unit="texts") as bar:  # budget: translate_to_english's
+            tr = translate_to_english(
+                translator,
+                [s["response"] for s in samples],
+                [s["lang"] for s in samples],
+                reward.rt_max_new_tokens,
+                names,
+                style=rt_style,
+                progress=bar,
+            )
         if counts is not None:
             counts["r_t"] = {**tr.counts, "skipped_english": skipped}
     prompts = [reward_prompt(variant, s["lang"], s["prompt"], english[s["id"]], names) for s in samples]
     scored = tr.texts if tr is not None else [s["response"] for s in samples]
-    with tqdm(total=len(samples), desc=f"rewards {variant}", unit="sample") as bar:
+    with Progress(f"rewards {variant}", item_unit="samples") as bar:  # total: score_models declares its tokens
         pol, ref = (
             score_models(
                 [policy, reference],
@@ -498,7 +577,7 @@ def annotate(
                 batch_tokens=reward.batch_tokens,
                 parity=reward.parity,
                 fp32_head=fp32_head,
-                progress=bar.update,
+                progress=bar,
                 share_prompts=reward.share_prompts,
             )
             if samples
@@ -644,18 +723,18 @@ def reward_accuracy(
     bootstrap CI (``n_boot`` resamples, ``seed``); as baselines, how often each model's log-likelihood alone prefers
     chosen; the accuracy per bin of the labels' rating margin (pairs with ``score_margin``); and ``per_pair`` (row,
     margin, rewards, correct). Scored by :func:`score_models` with the correct alignment and shared prompts (chosen
-    and rejected share theirs), ``batch_tokens`` per length batch."""
-    from tqdm.auto import tqdm
-
+    and rejected share theirs), ``batch_tokens`` per length batch. The bar counts the tokens through pi0 and pi_ref
+    and moves at every forward pass and within it (:func:`score_models`); its postfix counts the responses scored."""
+    from xlr.sampling import Progress
     from xlr.stats import bootstrap_ci
 
     rows = [i for i, p in enumerate(pairs) if not p.get("tie")]
     usable = [pairs[i] for i in rows]
     prompts = [p["prompt"] for p in usable] * 2
     responses = [p["chosen"] for p in usable] + [p["rejected"] for p in usable]
-    with tqdm(total=len(prompts), desc="reward accuracy (held-out pairs)", unit="response") as bar:
+    with Progress("reward accuracy (held-out pairs)", item_unit="responses") as bar:  # total: score_models declares its tokens
         pol, ref = score_models(
-            [policy, reference], tokenizer, prompts, responses, batch_tokens=batch_tokens, fp32_head=fp32_head, progress=bar.update
+            [policy, reference], tokenizer, prompts, responses, batch_tokens=batch_tokens, fp32_head=fp32_head, progress=bar
         )
     n = len(usable)
     r = [pol[i] - ref[i] for i in range(2 * n)]

@@ -13,10 +13,11 @@ processes, each on its own GPUs) that write the same shards.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,133 @@ class GenConfig:
 def derive_seed(*parts: Any) -> int:
     """A 31-bit seed from any parts, stable across processes (no Python hash randomisation)."""
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# progress bars (issue 19): every long loop's bar moves at each decoding step or forward pass, with an ETA
+
+PROGRESS_MININTERVAL_S = 2.0  # a bar is redrawn at most this often (readable under papermill and in logs)
+
+
+def progress_bar(total: float | None, desc: str, unit: str, **kw: Any) -> Any:
+    """A ``tqdm.auto`` bar as xlr's long loops draw it: redrawn at most every :data:`PROGRESS_MININTERVAL_S` seconds,
+    but at the first update after that (``miniters=1``: tqdm's dynamic miniters, learnt while updates come fast, would
+    hold redraws back when they slow down), its rate and ETA the mean since the start (``smoothing=0``: passes of
+    uneven size make a moving average jump)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, mininterval=PROGRESS_MININTERVAL_S, miniters=1, smoothing=0, **kw)
+
+
+@contextlib.contextmanager
+def reporting_layers(decoder: Any, work: Callable[[int], None] | None, tokens: int) -> Iterator[None]:
+    """Report a forward pass's ``tokens`` to ``work`` while it runs: a share as each of ``decoder.layers`` ends (forward
+    hooks, removed after the pass), the rest when the block is over (the LM head runs after the layers). A long pass
+    (a group of up to 64 completions or a full batch scored on a slow CPU, a local judge's batch) moves a bar every
+    1/(layers + 1) of its time instead of once; the numbers are untouched. No ``work``: nothing reported, no hooks."""
+    if work is None:
+        yield
+        return
+    layers = list(getattr(decoder, "layers", None) or []) if decoder is not None else []
+    steps, done = len(layers) + 1, 0
+
+    def ended(i: int) -> Callable[..., None]:
+        def hook(module: Any, args: Any, output: Any) -> None:
+            nonlocal done
+            share = max(0, tokens * (i + 1) // steps - done)  # a layer run twice reports nothing more
+            done += share
+            work(share)
+
+        return hook
+
+    handles = [layer.register_forward_hook(ended(i)) for i, layer in enumerate(layers)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+    work(tokens - done)
+
+
+class Progress:
+    """A bar counted in work (tokens) that also counts finished items (prompts, responses) in its postfix.
+
+    The loops report work as they do it: :meth:`work` after every decoding step (HFBackend: one token of budget per
+    row that took the step, plus the unused budget of each row that ended, so that the total -- jobs x max_new_tokens,
+    an upper bound -- is reached exactly when the last row ends and the ETA is conservative) or during every forward
+    pass (:func:`xlr.rewards.score_models`, :class:`xlr.judge.LocalJudge`: the tokens that pass runs through the
+    model, in shares as its layers end, :func:`reporting_layers`). Calling the object, as every backend and scorer
+    calls its plain ``progress`` callable, counts finished items.
+
+    ``total`` None: the work declares itself (:meth:`expect`, as score_models and translate_to_english do before their
+    first pass; the bar is drawn from then on); a given total is kept and ``expect`` ignored (a bar over several
+    calls, its total known up front)."""
+
+    def __init__(self, desc: str, total: int | None = None, items: int = 0, item_unit: str = "items", unit: str = "tok"):
+        self.declared, self.desc, self.unit = total is None, desc, unit
+        self.done, self.items_total, self.items_done, self.item_unit = 0, items, 0, item_unit
+        self.bar: Any = None if total is None else self._open(total)
+
+    def _open(self, total: int) -> Any:
+        self.bar = progress_bar(total, self.desc, self.unit, unit_scale=True, postfix=self._items() or None)
+        return self.bar
+
+    def _items(self) -> str:
+        return f"{self.items_done}/{self.items_total} {self.item_unit}" if self.items_total else ""
+
+    def expect(self, work: int, items: int = 0) -> None:
+        """Work (and items) about to be done, added to the total of a bar made without one (until :meth:`freeze`)."""
+        if not self.declared or not (work or items):
+            return
+        self.items_total += items
+        if self.bar is None:
+            self._open(work)
+        else:
+            self.bar.total += work
+            self._postfix()
+            self.bar.refresh()
+
+    def grow(self, work: int) -> None:
+        """Work found on the way, added to the total whatever it was: the prompt tokens a generation loop prefills
+        (known once the prompts are tokenized; a prefill of many long prompts can take minutes on a slow CPU)."""
+        if work and self.bar is not None:
+            self.bar.total += work
+            self.bar.refresh()
+
+    def freeze(self) -> None:
+        """The total is known now (a caller declared the work of several calls at once): later ``expect`` is ignored."""
+        self.declared = False
+
+    def work(self, k: int) -> None:
+        if k:
+            if self.bar is None:  # work nobody declared: a bar without a known end
+                self._open(0)
+            self.done += k
+            self.bar.update(k)
+
+    def reach(self, work: int, items: int | None = None) -> None:
+        """Advance (never back) to ``work`` done and ``items`` finished: a unit is over, credit what it did not report."""
+        self.work(max(0, work - self.done))
+        if items is not None and items > self.items_done:
+            self(items - self.items_done)
+
+    def __call__(self, k: int) -> None:
+        self.items_done += k
+        self._postfix()
+
+    def _postfix(self) -> None:
+        if self.items_total and self.bar is not None:
+            self.bar.set_postfix_str(self._items(), refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def sample_next(logits: Any, cfg: GenConfig, generator: Any = None, uniforms: Any = None) -> Any:
@@ -213,6 +341,11 @@ class HFBackend:
         stop = torch.tensor(self.stop_ids, device=self.model.device)
         batch = _Batch()
         stats = {"steps": 0, "row_steps": 0, "prefills": 0, "prefill_tokens": 0, "joins": 0}
+        work = getattr(progress, "work", None)  # a Progress bar: token budget at every step (its docstring)
+        prefill_work = work if hasattr(progress, "grow") else None  # and the prompt tokens, moved as the prefill's layers end
+        if prefill_work:  # (an engine's file reporter counts the budget alone: the launcher's bar knows no prompts)
+            progress.grow(sum(len(e) for e in encoded))
+        budget = cfg.max_new_tokens
         with torch.no_grad():
             while True:
                 free = rows_max - len(batch.rows)
@@ -221,7 +354,12 @@ class HFBackend:
                     while queue and free - n * (len(take) + 1) >= 0:
                         take.append(queue.pop())
                     rows = [_Row(i, s, torch.Generator().manual_seed(derive_seed(seed, i, s)), []) for i in take for s in range(n)]
-                    batch.join(rows, *self._prefill([encoded[i] for i in take], n))
+                    # one prefill of 8 long prompts took 94 s on a 2-core AMD CPU in fp32 (bench/progress.py): reported per layer
+                    with reporting_layers(
+                        self.model.get_decoder() if prefill_work else None, prefill_work, sum(len(encoded[i]) for i in take)
+                    ):
+                        joined = self._prefill([encoded[i] for i in take], n)
+                    batch.join(rows, *joined)
                     stats["prefills"] += 1
                     stats["prefill_tokens"] += sum(len(encoded[i]) for i in take)
                     stats["joins"] += len(take)
@@ -231,6 +369,7 @@ class HFBackend:
                 tok = sample_next(batch.logits, cfg, uniforms=u)
                 is_stop = torch.isin(tok, stop).tolist()
                 live = []
+                spent = len(batch.rows)  # every row in flight took one step of its budget
                 for j, (row, t, s) in enumerate(zip(batch.rows, tok.tolist(), is_stop, strict=True)):
                     if not s:
                         row.tokens.append(t)
@@ -238,11 +377,14 @@ class HFBackend:
                         out[row.prompt][row.sample] = Generation(
                             self.tokenizer.decode(row.tokens, skip_special_tokens=True).strip(), len(row.tokens), not s
                         )
+                        spent += budget - len(row.tokens) - int(s)  # its unused budget (steps taken: its tokens, + 1 for a stop)
                         left[row.prompt] -= 1
                         if not left[row.prompt] and progress:
                             progress(1)
                     else:
                         live.append(j)
+                if work:
+                    work(spent)
                 tok = tok[torch.tensor(live, dtype=torch.long, device=tok.device)] if len(live) < len(batch.rows) else tok
                 batch.keep(live)
                 if not batch.rows:
@@ -266,9 +408,13 @@ class HFBackend:
 
     # -- the previous loop (baseline) ----------------------------------------------------------------------------
 
-    def _decode_batch(self, prompts: list[list[int]], n: int, cfg: GenConfig, generator: Any) -> list[Generation]:
+    def _decode_batch(
+        self, prompts: list[list[int]], n: int, cfg: GenConfig, generator: Any, work: Callable[[int], None] | None = None
+    ) -> list[Generation]:
         """``n`` continuations of each prompt; the batch steps until its longest sample ends (finished rows dropped,
-        never refilled). Each prompt is prefilled ONCE and its KV cache repeated n times."""
+        never refilled). Each prompt is prefilled ONCE and its KV cache repeated n times. ``work``: called at every
+        step with the token budget spent (as in the continuous loop: the rows that stepped, the unused budget of those
+        that ended)."""
         import torch
 
         with torch.no_grad():
@@ -285,12 +431,16 @@ class HFBackend:
                 is_stop = torch.isin(tok, stop)
                 toks = tok.tolist()
                 keep = []
+                spent = len(alive)
                 for j, (row, t, s) in enumerate(zip(alive, toks, is_stop.tolist(), strict=True)):
                     if s:
                         ended[row] = True
+                        spent += cfg.max_new_tokens - len(out[row]) - 1
                     else:
                         out[row].append(t)
                         keep.append(j)
+                if work:
+                    work(spent)
                 if not keep or len(out[alive[keep[0]]]) >= cfg.max_new_tokens:
                     break
                 if len(keep) < len(alive):
@@ -311,7 +461,10 @@ class HFBackend:
         self, prompts: Sequence[str], cfg: GenConfig, seed: int | None = None, progress: Callable[[int], None] | None = None
     ) -> list[list[Generation]]:
         """``cfg.n`` generations per rendered prompt, in the order of ``prompts``. Continuous schedule: the output of
-        prompt i, sample s depends only on (seed, i, s, the prompt, cfg), not on ``batch_size`` or the other prompts."""
+        prompt i, sample s depends only on (seed, i, s, the prompt, cfg), not on ``batch_size`` or the other prompts.
+
+        ``progress(k)``: k more prompts have all their samples; a :class:`Progress` (a ``work`` method) also gets the
+        token budget spent at every decoding step, ``len(prompts) x cfg.n x cfg.max_new_tokens`` in all."""
         import torch
 
         encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
@@ -329,7 +482,7 @@ class HFBackend:
         out: list[list[Generation]] = [[] for _ in prompts]
         for start in range(0, len(order), per_batch):
             idx = order[start : start + per_batch]
-            gens = self._decode_batch([encoded[i] for i in idx], cfg.n, cfg, generator)
+            gens = self._decode_batch([encoded[i] for i in idx], cfg.n, cfg, generator, getattr(progress, "work", None))
             for j, i in enumerate(idx):
                 out[i] = gens[j * cfg.n : (j + 1) * cfg.n]
             if progress:
@@ -484,6 +637,9 @@ class VLLMBackend:
                     "log above says 'CPU Generator does not use offset', this vLLM cannot seed requests here. " + self.SEED_FIX
                 ) from e
             raise
+        work = getattr(progress, "work", None)  # a Progress bar: vLLM's call is one unit, its whole budget at once
+        if work:
+            work(len(prompts) * cfg.n * cfg.max_new_tokens)
         if progress:
             progress(len(prompts))
         stop = set(self.stop_ids)
@@ -652,20 +808,23 @@ def sample_language(
     """Sample ``cfg.n`` responses for each row (``instruction_id``, ``instruction``) into shards under ``out_dir``.
 
     Returns counts: shards written and skipped (already complete), samples, truncated samples, empty responses.
-    """
-    from tqdm.auto import tqdm
 
+    The bar counts the token budget, ``len(rows) x cfg.n x cfg.max_new_tokens``, and moves at every decoding step
+    (:class:`Progress`); its postfix counts the prompts whose samples are all done.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = shard_paths(out_dir, len(rows), shard_size)
     written = skipped = 0
-    with tqdm(total=len(rows), desc=f"sampling {lang}", unit="prompt") as bar:
+    budget = cfg.n * cfg.max_new_tokens  # per prompt
+    with Progress(f"sampling {lang}", total=len(rows) * budget, items=len(rows), item_unit="prompts") as bar:
         for k, path in enumerate(paths):
             chunk = rows[k * shard_size : (k + 1) * shard_size]
             if _shard_complete(path, len(chunk) * cfg.n):
                 skipped += 1
-                bar.update(len(chunk))
+                bar.work(len(chunk) * budget)
+                bar(len(chunk))
                 continue
-            _write_shard(backend, chunk, lang, path, cfg, seed, k, progress=bar.update)
+            _write_shard(backend, chunk, lang, path, cfg, seed, k, progress=bar)
             written += 1
             if on_shard_written:
                 on_shard_written(k)
@@ -829,7 +988,8 @@ def _engine_job(
     parent_pid: int | None = None,
 ) -> dict[str, Any]:
     """The JSON job of engine ``index``: how to start the backend, and its shards (path, language, shard index, the task's seed,
-    cfg and the shard's rows). ``parent_pid`` None: no watch on the launching process."""
+    cfg and the shard's rows). ``parent_pid`` None: no watch on the launching process. The engine writes its token budget
+    spent so far to ``progress`` (beside ``result``) every few seconds, for the launcher's bar."""
     return {
         "engine": {**engine.__dict__, "options": dict(engine.options)},
         "index": index,
@@ -838,6 +998,7 @@ def _engine_job(
         "stage": faults.stage,
         "threads": threads,
         "result": str(result),
+        "progress": str(_progress_path(Path(result))),
         "shards": [
             {
                 "path": str(path),
@@ -867,6 +1028,46 @@ _LAUNCHER_ENV = (
 )
 
 
+def _progress_path(result: Path) -> Path:
+    """Where the engine whose result is ``result`` reports its progress (an integer: token budget spent)."""
+    return result.with_name(result.name.removesuffix(".json").removesuffix(".result") + ".progress")
+
+
+class _FileProgress:
+    """An engine's :class:`Progress` stand-in: the token budget spent (every decoding step, :meth:`HFBackend.generate`)
+    written to ``path`` at most every :data:`PROGRESS_MININTERVAL_S` seconds (and by :meth:`flush`), which the
+    launcher's bar reads."""
+
+    def __init__(self, path: Path):
+        self.path, self.done, self.last = path, 0, 0.0
+
+    def work(self, k: int) -> None:
+        import time
+
+        self.done += k
+        if time.monotonic() - self.last >= PROGRESS_MININTERVAL_S:
+            self.flush()
+
+    def __call__(self, k: int) -> None:  # finished prompts: the launcher counts shards instead
+        pass
+
+    def flush(self) -> None:
+        import os
+        import time
+
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(str(self.done), encoding="utf-8")
+        os.replace(tmp, self.path)
+        self.last = time.monotonic()
+
+
+def _read_progress(path: Path) -> int:
+    try:
+        return int(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0
+
+
 def _engine_env(base: Mapping[str, str], gpus: str, root: str) -> dict[str, str]:
     """An engine's environment: this process's, with CUDA_VISIBLE_DEVICES set to the engine's GPUs, ``root`` (this xlr) first on
     PYTHONPATH, and without a torchrun / accelerate launcher's rank variables (an engine is one process of its own, whatever rank
@@ -887,14 +1088,15 @@ def _run_engines(
     work_dir: Path,
     poll_s: float,
 ) -> None:
-    """Launch one worker per engine that has shards, wait for all, raise :class:`EngineError` naming each failed one."""
+    """Launch one worker per engine that has shards, wait for all, raise :class:`EngineError` naming each failed one.
+
+    The bar counts the token budget of the missing shards (prompts x n x max_new_tokens), read from the engines'
+    progress files every ``poll_s`` (each engine writes its own every few seconds); its postfix counts shards."""
     import os
     import signal
     import subprocess
     import sys
     import time
-
-    from tqdm.auto import tqdm
 
     import xlr
     from xlr.files import atomic_write_json
@@ -906,6 +1108,7 @@ def _run_engines(
     work_dir.mkdir(parents=True, exist_ok=True)
     for k in range(dp):
         (work_dir / f"engine-{k}.result.json").unlink(missing_ok=True)  # results of this launch only
+        _progress_path(work_dir / f"engine-{k}.result.json").unlink(missing_ok=True)
     for t in tasks:
         Path(t.out_dir).mkdir(parents=True, exist_ok=True)
     root = str(Path(xlr.__file__).resolve().parents[1])  # the workers import this same xlr
@@ -941,11 +1144,15 @@ def _run_engines(
             )
         log.info("%s: %d engine(s) for %d missing shard(s) of %d; logs in %s", engine.section, len(procs), len(missing), n_shards, work_dir)
         paths = [x[2] for x in missing]
-        with tqdm(total=len(missing), desc=f"{engine.section}: {len(procs)} engines", unit="shard") as bar:
-            while any(p.poll() is None for p, _ in procs.values()):
+        budget = sum(len(chunk) * tasks[i].cfg.n * tasks[i].cfg.max_new_tokens for i, _, _, chunk in missing)
+        progress_files = [_progress_path(work_dir / f"engine-{k}.result.json") for k in procs]
+        with Progress(f"{engine.section}: {len(procs)} engines", total=budget, items=len(missing), item_unit="shards") as bar:
+            while True:
+                running = any(p.poll() is None for p, _ in procs.values())
+                bar.reach(min(budget, sum(_read_progress(f) for f in progress_files)), sum(p.is_file() for p in paths))
+                if not running:
+                    break
                 time.sleep(poll_s)
-                if (done := sum(p.is_file() for p in paths)) > bar.n:
-                    bar.update(done - bar.n)
     finally:
         for proc, log_file in procs.values():
             if proc.poll() is None:  # this process is being interrupted: take the engines down with it
@@ -1020,15 +1227,20 @@ def run_engine_job(job_path: Path) -> int:
     started = time.time()
     backend = EngineConfig(**job["engine"]).start()
     written, skipped = [], []
+    progress = _FileProgress(Path(job["progress"])) if job.get("progress") else None
     for sh in job["shards"]:
         path, cfg = Path(sh["path"]), GenConfig(**sh["cfg"])
         if _shard_complete(path, len(sh["rows"]) * cfg.n):
             skipped.append(str(path))
+            if progress:
+                progress.work(len(sh["rows"]) * cfg.n * cfg.max_new_tokens)
             continue
         t = time.time()
-        _write_shard(backend, sh["rows"], sh["lang"], path, cfg, sh["seed"], sh["index"])
+        _write_shard(backend, sh["rows"], sh["lang"], path, cfg, sh["seed"], sh["index"], progress=progress)
         written.append(str(path))
         print(f"wrote {path} ({len(sh['rows'])} prompts, {time.time() - t:.1f} s)", flush=True)
+    if progress:
+        progress.flush()
     atomic_write_json(
         Path(job["result"]),
         {
@@ -1049,10 +1261,12 @@ def load_samples(out_dir: Path) -> list[dict[str, Any]]:
 
 def greedy_answers(model: Any, tokenizer: Any, prompts: dict[str, str], max_new_tokens: int = 48) -> dict[str, str]:
     """Greedy answers to one user message per key, through the sampling backend (chat template, one batch)."""
-    gens = HFBackend(model, tokenizer).generate(
-        [render_prompt(tokenizer, p) for p in prompts.values()],
-        GenConfig(n=1, do_sample=False, max_new_tokens=max_new_tokens, batch_size=len(prompts)),
-    )
+    with Progress("greedy answers", total=len(prompts) * max_new_tokens, items=len(prompts), item_unit="answers") as bar:
+        gens = HFBackend(model, tokenizer).generate(
+            [render_prompt(tokenizer, p) for p in prompts.values()],
+            GenConfig(n=1, do_sample=False, max_new_tokens=max_new_tokens, batch_size=len(prompts)),
+            progress=bar,
+        )
     return {key: g[0].text for key, g in zip(prompts, gens, strict=True)}
 
 

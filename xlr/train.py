@@ -21,6 +21,7 @@ import contextlib
 import copy
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -270,6 +271,99 @@ def _resume_callback() -> Any:
     return ResumeCallback()
 
 
+def micro_batches(steps: int, steps_in_epoch: int, grad_accum: int) -> int:
+    """Micro-batches (forward + backward of one per-device batch) in the first ``steps`` optimizer steps, as transformers'
+    loop cuts an epoch of ``steps_in_epoch`` batches: ``grad_accum`` per step, the epoch's last step taking what is left."""
+    per_epoch = max(math.ceil(steps_in_epoch / grad_accum), 1)
+    full, rest = divmod(steps, per_epoch)
+    return full * steps_in_epoch + rest * grad_accum
+
+
+def _micro_batch_progress() -> Any:
+    """transformers' training bar (its ProgressCallback, which moves once per optimizer step: with ``grad_accum`` 4
+    and 512-token pairs, minutes on a slow CPU), counted in micro-batches instead: it moves after every forward +
+    backward (``on_substep_end``; ``on_step_end`` for a step's last), its total and, after a resume, its start from the
+    optimizer steps (:func:`micro_batches`). The per-step logs are written above it as before. Built lazily (transformers
+    is imported late)."""
+    from transformers.trainer_callback import ProgressCallback
+    from transformers.trainer_utils import has_length
+
+    from xlr.sampling import progress_bar
+
+    class MicroBatchProgress(ProgressCallback):
+        # One micro-batch (forward + backward of one pair, 2 x 512 tokens) took 42 s in fp32 on a 2-core AMD EPYC
+        # (bench/progress.py): the bar also moves inside it, a share as each decoder layer ends its forward (forward
+        # hooks) and its backward (a hook on the layer's output gradient), capped below one micro-batch; the rest is
+        # credited when the micro-batch ends. The numbers are untouched (hooks only read).
+        share, moved, count, handles = 0.0, 0.0, 0, ()
+
+        def _inside(self, *_: Any) -> None:
+            step = min(self.share, 0.95 - self.moved)
+            if step > 0 and self.training_bar is not None:
+                self.moved += step
+                self.training_bar.update(step)
+
+        def _hook_layers(self, model: Any) -> None:
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+            layers = list(getattr(decoder, "layers", None) or [])
+            if not layers:
+                return
+            self.share = 1.0 / (2 * len(layers) + 1)
+
+            def forward_hook(module: Any, args: Any, output: Any) -> None:
+                self._inside()
+                out = output[0] if isinstance(output, tuple) else output
+                if getattr(out, "requires_grad", False):
+                    out.register_hook(lambda grad: self._inside())
+
+            self.handles = tuple(layer.register_forward_hook(forward_hook) for layer in layers)
+
+        def _credit(self) -> None:
+            self.count += 1
+            self.training_bar.update(self.count - self.training_bar.n)
+            self.training_bar.n = self.count  # whole micro-batches exactly, whatever the shares' float sum
+            self.moved = 0.0
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            for h in self.handles:
+                h.remove()
+            self.handles = ()
+            super().on_train_end(args, state, control, **kwargs)
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, train_dataloader: Any = None, **kwargs: Any) -> None:
+            self.current_step = 0
+            if not state.is_world_process_zero:
+                return
+            if kwargs.get("model") is not None:
+                self._hook_layers(kwargs["model"])
+            per_epoch = len(train_dataloader) if train_dataloader is not None and has_length(train_dataloader) else None
+            if per_epoch:
+                total = micro_batches(state.max_steps, per_epoch, args.gradient_accumulation_steps)
+                done = micro_batches(state.global_step, per_epoch, args.gradient_accumulation_steps)
+            else:
+                total = state.max_steps * args.gradient_accumulation_steps
+                done = state.global_step * args.gradient_accumulation_steps
+            self.training_bar = progress_bar(total, "DPO training", "micro-batch", initial=done)
+            self.count = done
+            self._step(state)
+
+        def _step(self, state: Any) -> None:
+            self.training_bar.set_postfix_str(f"optimizer step {state.global_step}/{state.max_steps}", refresh=False)
+
+        def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero and self.training_bar is not None:
+                self._credit()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero and self.training_bar is not None:
+                self._step(state)
+                self._credit()
+                self.current_step = state.global_step
+
+    return MicroBatchProgress()
+
+
 def lora_config(lora: Any) -> Any:
     from peft import LoraConfig
 
@@ -341,7 +435,9 @@ def dpo_args(out_dir: Path, dpo: AnchorParams | TrainingParams, *, loss: DPOLoss
         warmup_steps=float(warmup_ratio),  # a float < 1: a ratio of the real optimizer steps (transformers' get_warmup_steps)
         max_length=dpo.max_length,
         precompute_ref_log_probs=dpo.precompute_ref_log_probs,
-        precompute_ref_batch_size=max(batch_size, 4),
+        # on CPU one pair at a time: a batch of 4 pairs took 40 s per forward in fp32 on a 2-core AMD EPYC, so trl's bar
+        # (one move per batch) stood still that long (bench/progress.py); a GPU gains from batching it
+        precompute_ref_batch_size=batch_size if device == "cpu" else max(batch_size, 4),
         bf16=autocast == "bf16",  # trl's default (True) errors without a GPU; only fp32 master weights train under autocast
         fp16=autocast == "fp16",
         use_cpu=device == "cpu",
@@ -431,6 +527,11 @@ def train_dpo(
             peft_config=lora_config(dpo.lora) if finetune == "lora" else None,
             callbacks=[_resume_callback()],
         )
+        from transformers.trainer_callback import ProgressCallback
+
+        if any(isinstance(cb, ProgressCallback) for cb in trainer.callback_handler.callbacks):
+            trainer.remove_callback(ProgressCallback)  # the per-step bar, replaced by one per micro-batch
+            trainer.add_callback(_micro_batch_progress())
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     history = [h for h in trainer.state.log_history if "loss" in h or "train_runtime" in h]
     step_losses = [h["loss"] for h in history if "loss" in h and "train_runtime" not in h]
