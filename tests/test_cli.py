@@ -127,7 +127,7 @@ def check_reports(rep, run):
         "git SHA",
         # the first screen: the four answers in order, the judge labelled, the paper's rows apart
         "1. Is pi0 a usable English reward here?",
-        "2. Does its reward transfer across languages?",
+        "2. Does pi0&#x27;s reward transfer across languages?",
         "3. Did the iterations change the policy?",
         "NOT INFORMATIVE",
         "4. The paper&#x27;s numbers for the same rows",
@@ -136,7 +136,12 @@ def check_reports(rep, run):
     ):
         assert text in index, text
     first = index[index.index("id='first-screen'") :]
-    assert first.index("1. Is pi0") < first.index("2. Does its reward") < first.index("3. Did the iterations") < first.index("4. The paper")
+    assert (
+        first.index("1. Is pi0")
+        < first.index("2. Does pi0&#x27;s reward")
+        < first.index("3. Did the iterations")
+        < first.index("4. The paper")
+    )
     assert index.count("data:image/png;base64") == 13
     assert all(f"href='{p}.html'" in index for p in pages)
 

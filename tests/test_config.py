@@ -152,11 +152,11 @@ def test_extends_merges_the_base_file_key_by_key(tmp_path):
     (tmp_path / "sub" / "child.yaml").write_text("extends: ../base.yaml\nname: child\nanchor: {n_train: 500}\nlanguages: {train: [en]}\n")
     p = load_params(tmp_path / "sub" / "child.yaml")
     assert (p.name, p.models.pi_ref, p.anchor.n_train, p.anchor.beta, p.languages.train) == ("child", "tiny:0", 500, 0.2, ["en"])
-    shipped = load_params(REPO / "params/cpu-pi0.yaml")
+    shipped = load_params(REPO / "params/cpu-power.yaml")
     cpu = load_params(REPO / "params/cpu.yaml")
-    assert (
-        shipped.anchor.n_train == 500 and shipped.anchor.n_eval == 200 and shipped.sampling == cpu.sampling and shipped.judge == cpu.judge
-    )
+    assert (shipped.probe.n_items, shipped.evaluation.lcb_n_prompts) == (97, 97)
+    # everything else, the anchor included (same anchor-cache key: cpu.yaml's pi0 is reused), as cpu.yaml
+    assert shipped.anchor == cpu.anchor and shipped.sampling == cpu.sampling and shipped.judge == cpu.judge and shipped.seed == cpu.seed
 
 
 def test_extends_errors_name_the_file_and_the_fix(tmp_path):

@@ -47,6 +47,7 @@ ORDER = [
     "rewards",
     "pairs",
     "train",
+    "anchors",  # the cache of train's English anchor pi0 (imports errors, files, paths, runs, models)
     "judge",
     "winrate",
     "probe",
@@ -55,6 +56,7 @@ ORDER = [
     "judge_validation",
     # what the notebooks show, the stage bodies, the study's table and runner, the command line
     "plots",
+    "browser",  # the report in headless Chromium (imports errors, files only)
     "report",
     "stages",
     "study",

@@ -18,10 +18,10 @@ from typing import Any
 
 import nbformat
 import pytest
+from conftest import Smoke
 
 from xlr import study
 from xlr.config import load_params
-from xlr.runs import Run
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -99,42 +99,7 @@ def check_executed(nb: nbformat.NotebookNode, src: Path, label: str) -> None:
 # fixtures
 
 
-@dataclass(frozen=True)
-class Smoke:
-    runs: Path
-    reports: Path
-    root: Path  # runs/<name>
-
-
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory) -> Smoke:
-    """The smoke study, every stage, in-process (``xlr run --direct``), once per session in its own runs dir. The
-    per-test autouse fixture (conftest._isolated_runs) is function-scoped and cannot reach here, so the env vars are
-    set by hand and restored afterwards; each test points them back at this run (``smoke_env``)."""
-    from xlr.study import run_study
-
-    base = tmp_path_factory.mktemp("smoke-notebooks")
-    runs, reports = base / "runs", base / "reports"
-    saved = {k: os.environ.get(k) for k in ("XLR_RUNS_DIR", "XLR_REPORTS_DIR")}
-    os.environ["XLR_RUNS_DIR"], os.environ["XLR_REPORTS_DIR"] = str(runs), str(reports)
-    try:
-        params = load_params(SMOKE)
-        run = run_study(params)
-        root = Path(run.root)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    manifest = json.loads((root / MANIFEST).read_text())
-    not_done = [k for k, v in manifest["stages"].items() if v.get("status") != "done"]
-    assert not not_done, f"smoke run: stages not done: {not_done}"
-    missing = [
-        Run.stage_key(n, i) for n, i in study.plan(params) if manifest["stages"].get(Run.stage_key(n, i), {}).get("status") != "done"
-    ]
-    assert not missing, f"smoke run: planned stages without a done record: {missing}"
-    return Smoke(runs, reports, root)
+# smoke_run (the smoke study, built once per session) lives in conftest.py: tests/test_browser.py renders its report.
 
 
 @pytest.fixture

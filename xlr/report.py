@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,9 @@ def provenance_rows(params: Params, run: Run) -> list[tuple[str, str]]:
 
     def model(role: str, spec: str) -> str:
         rec = models.get(role) or {}
-        h = rec.get("weights_sha256") or rec.get("source_gguf_sha256")
+        h = rec.get("source_gguf_sha256") or rec.get("weights_sha256")
+        if isinstance(h, dict):  # per weight file: the first file's hash stands for the folder (all are in the manifest)
+            h = next(iter(h.values()), None)
         return f"{spec}" + (f" (sha256 {str(h)[:12]}…)" if h else "")
 
     ev = params.evaluation
@@ -49,7 +52,7 @@ def provenance_rows(params: Params, run: Run) -> list[tuple[str, str]]:
             "pi0",
             model("pi0", params.models.pi0)
             if params.models.pi0 != "build"
-            else f"built here by English DPO of pi_ref on {params.anchor.n_train} pairs",
+            else f"built by English DPO of pi_ref on {params.anchor.n_train} pairs" + _anchor_cache_note(models.get("pi0") or {}),
         ),
         (
             "judge",
@@ -104,6 +107,16 @@ def provenance_rows(params: Params, run: Run) -> list[tuple[str, str]]:
             or "not recorded",
         ),
     ]
+
+
+def _anchor_cache_note(pi0: dict[str, Any]) -> str:
+    """The anchor cache's part in pi0 (xlr.anchors; the manifest's models.pi0.anchor_cache)."""
+    c = pi0.get("anchor_cache") or {}
+    if c.get("status") == "reused":
+        return f"; REUSED from the anchor cache: {c.get('key')} built {c.get('built_at')} by run {(c.get('built_by') or {}).get('run')} ({c.get('entry')})"
+    if c.get("status") == "stored":
+        return f"; built in this run and stored in the anchor cache as {c.get('key')}"
+    return f"; anchor cache: {c['status']}" if c.get("status") else ""
 
 
 def provenance_html(params: Params, run: Run) -> str:
@@ -461,6 +474,219 @@ def to_html(notebook: Path, out: Path, with_code: bool = False) -> Path:
     return out
 
 
+@dataclass
+class Answer:
+    """One of the first screen's four answers: the question, its headline number(s) with CI and n, one sentence on what
+    it means at this run's scale, what made it (stage, data, precision), and a small table whose every row carries a
+    sentence of its own ("what it means here")."""
+
+    number: int
+    question: str
+    headline: str
+    reading: str
+    made_by: str
+    table: pd.DataFrame | None = None
+
+
+def _ci_word(lo: float, hi: float, chance: float = 0.5) -> str:
+    if lo > chance:
+        return "above chance"
+    if hi < chance:
+        return "below chance (prefers the wrong one)"
+    return "not distinguishable from chance"
+
+
+def _answer_pi0(params: Params, run: Run) -> Answer:
+    q = "1. Is pi0 a usable English reward here?"
+    a = read_json(run.layout.reward_accuracy)
+    pi0 = (run.manifest.get("models") or {}).get("pi0") or {}
+    cache = pi0.get("anchor_cache") or {}
+    if a is None:
+        if params.models.pi0 != "build":
+            return Answer(
+                1,
+                q,
+                "not measured here",
+                f"pi0 was given ({params.models.pi0}), not built: its held-out accuracy is not measured here.",
+                "–",
+            )
+        return Answer(1, q, "not yet measured", "The anchor stage has not run.", "anchor stage")
+    lo, hi = a["ci95"]
+    word = _ci_word(lo, hi)
+    reading = (
+        f"pi0's implicit reward (log pi0 − log pi_ref) prefers the chosen answer of held-out English pairs {a['accuracy']:.2f} of the time: "
+        f"{word}. The method rests on this (the paper's premise: an English DPO model whose reward ranks answers); "
+        + (
+            "it holds here, so the rewards of the iterations carry English signal."
+            if lo > 0.5
+            else "it is not shown here, so the iterations below train on rewards that may be noise."
+        )
+    )
+    how = cache.get("status", "")
+    made = (
+        f"anchor stage: LoRA DPO of {params.models.pi_ref} on {params.anchor.n_train} UltraFeedback pairs "
+        f"(beta {params.anchor.beta}, seed {params.seed}); {a['n']} held-out pairs without ties, scored in {a.get('score_dtype', '?')}"
+        + (
+            f"; reused anchor {cache.get('key')} built {cache.get('built_at', '?')[:16]} by {(cache.get('built_by') or {}).get('run', '?')}"
+            if how == "reused"
+            else ""
+        )
+        + (
+            f"; anchor cache: {how}" + (f" ({cache.get('key')})" if cache.get("key") and how != "reused" else "")
+            if how and how != "reused"
+            else ""
+        )
+    )
+    return Answer(1, q, f"accuracy {a['accuracy']:.2f} [95% CI {lo:.2f}, {hi:.2f}], n {a['n']}", reading, made)
+
+
+def _answer_probe(params: Params, run: Run) -> Answer:
+    from xlr.probe import read_probe
+
+    q = "2. Does pi0's reward transfer across languages?"
+    doc = read_probe(run.root)
+    if not doc or not doc.get("summary"):
+        return Answer(2, q, "not measured", "The probe has not run (probe.enabled, or the probe stage).", "probe stage")
+    rows = doc["summary"]
+    variants = [v for v in ("R_c", "R_m", "R_t") if any(r["variant"] == v for r in rows)]
+    by: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        by.setdefault((r["lang"], r["test"]), {})[r["variant"]] = r
+    table = []
+    for lang in dict.fromkeys(r["lang"] for r in rows):
+        row: dict[str, Any] = {"lang": lang}
+        meaning = []
+        for test, what in (("language", f"rewards answering in {lang}"), ("quality", "ranks quality")):
+            cell = by.get((lang, test))
+            if not cell or "R_c" not in cell:
+                continue
+            row.setdefault("n", cell["R_c"]["n"])
+            for v in variants:
+                if v in cell:
+                    row[f"{test}: {v}"] = f"{cell[v]['fraction']:.2f} [{cell[v]['ci95'][0]:.2f}, {cell[v]['ci95'][1]:.2f}]"
+            lo, hi = cell["R_c"]["ci95"]
+            meaning.append(f"{what}: " + ("yes" if lo > 0.5 else "the opposite" if hi < 0.5 else "not shown"))
+        row["what it means here (R_c)"] = "; ".join(meaning)
+        table.append(row)
+    df = pd.DataFrame(table) if table else None
+    lang_rows = [by[k]["R_c"] for k in by if k[1] == "language" and "R_c" in by[k]]
+    qual_rows = [by[k]["R_c"] for k in by if k[1] == "quality" and k[0] != "en" and "R_c" in by[k]]
+    above_l = sum(r["ci95"][0] > 0.5 for r in lang_rows)
+    above_q = sum(r["ci95"][0] > 0.5 for r in qual_rows)
+    headline = (
+        f"R_c above chance: language {above_l}/{len(lang_rows)}, quality {above_q}/{len(qual_rows)} languages; n {rows[0]['n']} per cell"
+    )
+    reading = (
+        "Each cell: the fraction of X-AlpacaEval instructions where the expected answer gets the higher reward [95% CI]; 0.5 is chance. "
+        "The paper's claim is that the English reward still ranks answers in other languages (quality) and rewards answering in the "
+        "language asked for (language); Fig. 3 orders R_c > R_m > R_t."
+    )
+    made = (
+        f"probe stage: pi0/pi_ref log-ratio on GPT-4-turbo's and gpt-3.5-turbo's shipped X-AlpacaEval answers, "
+        f"{params.probe.n_items} instructions/language, variants {', '.join(variants)}, scored in {doc.get('dtype', '?')}; no judge, nothing generated"
+        + (" (R_t: pi0's translations)" if "R_t" in variants else "")
+    )
+    vr = variant_runs(params, run)
+    if len(vr) > 1:
+        made += f"; full runs per reward variant: {', '.join(f'{v}: {p.name}' for v, p in vr.items())} (figures below)"
+    return Answer(2, q, headline, reading, made, df)
+
+
+def _fidelity_set(rows: list[dict[str, Any]]) -> str | None:
+    sets = list(dict.fromkeys(r["set"] for r in rows))
+    for s in ("lcb-crosslingual", "x-alpacaeval"):
+        if s in sets:
+            return s
+    return sets[0] if sets else None
+
+
+def _models(params: Params) -> list[str]:
+    return ["pi_ref", "pi0", *(f"pi{t}" for t in range(1, params.iterations + 1))]
+
+
+def _answer_policy(params: Params, run: Run) -> Answer:
+    q = "3. Did the iterations change the policy?"
+    f = read_json(run.layout.fidelity)
+    last = f"pi{params.iterations}" if params.iterations else "pi0"
+    if not f or not f.get("rows"):
+        return Answer(3, q, "not measured", "Evaluation has not run.", "generation, metrics stages")
+    chosen = _fidelity_set(f["rows"])
+    rows = [r for r in f["rows"] if r["set"] == chosen and not (chosen == "x-alpacaeval" and r["lang"] == "en")]
+    models = [m for m in _models(params) if any(r["model"] == m for r in rows)]
+    table = []
+    n_sig = n_rows = 0
+    for lang in dict.fromkeys(r["lang"] for r in rows):
+        cell = {r["model"]: r for r in rows if r["lang"] == lang}
+        row: dict[str, Any] = {"lang": lang, "n": (cell.get("pi0") or next(iter(cell.values())))["n"]}
+        for m in models:
+            r = cell.get(m)
+            if r is None:
+                row[m] = "–"
+            elif r.get("unsupported"):
+                row[m] = "not scored"
+            else:
+                wpr = f" / {r['wpr']:.0f}" if r.get("wpr") is not None else ""
+                row[m] = f"{r['lpr']:.0f}{wpr}" + (f" [{r['lpr_ci95'][0]:.0f}, {r['lpr_ci95'][1]:.0f}]" if r.get("lpr_ci95") else "")
+        t = ((cell.get(last) or {}).get("vs_pi0") or {}).get("line_pass")
+        if last != "pi0" and t and t.get("p_value") is not None:
+            n_rows += 1
+            sig = t["p_value"] < 0.05
+            n_sig += sig
+            row[f"{last} − pi0 LPR [pts] (p)"] = f"{t['diff']:+.0f} (p {t['p_value']:.2g})"
+            row["what it means here"] = (
+                (f"{last} answers in {lang} more often than pi0" if t["diff"] > 0 else f"{last} answers in {lang} less often than pi0")
+                if sig
+                else "no change shown on these prompts"
+            )
+        table.append(row)
+    verdict = judge_verdict(run)
+    s = read_json(run.layout.eval_summary)
+    judge_line = ""
+    if s is not None:
+        avg = {}
+        for m in models:
+            mr = [r for r in s["rows"] if r["model"] == m and r.get("win_rate") is not None]
+            if mr:
+                lc = [r["length_controlled_winrate"] for r in mr if r.get("length_controlled_winrate") is not None]
+                avg[m] = (sum(r["win_rate"] for r in mr) / len(mr), sum(lc) / len(lc) if lc else None, sum(r["n_judged"] for r in mr))
+        label = (
+            "informative"
+            if verdict and verdict["informative"]
+            else f"NOT INFORMATIVE ({verdict['reason']})"
+            if verdict
+            else "judge not validated"
+        )
+        judge_line = (
+            f" Judge WR / LC vs GPT-4-turbo, mean over languages [%], {label}: "
+            + "; ".join(f"{m} {w:.1f} / " + (f"{lc:.1f}" if lc is not None else "–") + f" (n {n})" for m, (w, lc, n) in avg.items())
+            + "."
+        )
+    headline = (
+        f"{last} vs pi0, language fidelity: changed (p < 0.05) in {n_sig} of {n_rows} languages"
+        if n_rows
+        else "no paired test (one model only)"
+    )
+    reading = (
+        f"LPR / WPR [%] (line- / word-level pass rate, answers wholly in the requested language; 95% CI of LPR); the "
+        f"paired McNemar test of {last} against pi0 on the same prompts.{judge_line}"
+    )
+    made = (
+        f"generation + metrics stages: {chosen} prompts, {f.get('detector')} language ID; "
+        f"{params.evaluation.lcb_n_prompts or 'all'} LCB / {params.evaluation.n_prompts or 805} X-AlpacaEval prompts per language, "
+        f"T {params.evaluation.temperature}, ≤ {params.evaluation.lcb_max_new_tokens} / {params.evaluation.max_new_tokens} new tokens; "
+        f"judge {params.judge.backend} {params.judge.model} ({params.judge.protocol})"
+    )
+    return Answer(3, q, headline, reading, made, pd.DataFrame(table) if table else None)
+
+
+PAPER_ROWS = {  # our rows -> the paper's Table 2 rows (Llama-3-8B; its KTO variant of pi0 has no counterpart here)
+    "pi_ref": "Llama-3-8B-SFT (pi_I)",
+    "pi0": "Llama-3-8B-SFT-DPO (pi0)",
+    "pi1": "ICR iteration 1 (pi1)",
+    "pi2": "ICR iteration 2 (pi2)",
+}
+
+
 def paper_rows(models: list[str], data_dir: Any = None) -> pd.DataFrame | None:
     """The paper's Table 2 rows (Llama-3-8B, GPT-4-turbo judge, 805 prompts: THEIR setting) for the study's models:
     pi0 -> the paper's pi0, pi1/pi2 -> its ICR iterations. None where the table is not found."""
@@ -470,127 +696,108 @@ def paper_rows(models: list[str], data_dir: Any = None) -> pd.DataFrame | None:
         t = data.load_paper_table2(data_dir)
     except (data.DataError, FileNotFoundError):
         return None
-    # the paper's rows that correspond to ours (its KTO variant of pi0 has no counterpart here)
-    names = {
-        "pi_ref": "Llama-3-8B-SFT (pi_I)",
-        "pi0": "Llama-3-8B-SFT-DPO (pi0)",
-        "pi1": "ICR iteration 1 (pi1)",
-        "pi2": "ICR iteration 2 (pi2)",
-    }
     rows = []
     for m in models:
-        sub = t[t["model"] == names[m]] if m in names else t.iloc[:0]
+        sub = t[t["model"] == PAPER_ROWS[m]] if m in PAPER_ROWS else t.iloc[:0]
         for r in sub.itertuples():
             rows.append({"our row": m, "paper's model": r.model, "lang": r.lang, "paper's LC [%]": r.lc, "paper's WR [%]": r.wr})
     return pd.DataFrame(rows) if rows else None
 
 
-def first_screen(params: Params, run: Run) -> list[tuple[str, str, pd.DataFrame | None]]:
+def _answer_paper(params: Params, run: Run) -> Answer:
+    q = "4. The paper's numbers for the same rows (their setting, not ours)"
+    models = _models(params)
+    pr = paper_rows(models, params.data.data_dir)
+    made = "the paper's Table 2 (x-alpacaeval/paper-table2.csv): Llama-3-8B SFT/DPO, GPT-4-turbo judge, 805 prompts × en/es/ru/de/fr"
+    if pr is None:
+        return Answer(
+            4, q, "paper-table2.csv not found", "The paper's numbers are not available here (xlr data check lists the file).", made
+        )
+    avg = (
+        pr[pr["lang"] == "avg"]
+        .set_index("our row")
+        .rename(columns={"paper's LC [%]": "lc", "paper's WR [%]": "wr", "paper's model": "model"})
+    )
+    s = read_json(run.layout.eval_summary)
+    ours: dict[str, tuple[float, float | None]] = {}
+    if s is not None:
+        langs = set(params.languages.train)
+        for m in models:
+            mr = [r for r in s["rows"] if r["model"] == m and r["lang"] in langs and r.get("win_rate") is not None]
+            if mr:
+                lc = [r["length_controlled_winrate"] for r in mr if r.get("length_controlled_winrate") is not None]
+                ours[m] = (sum(r["win_rate"] for r in mr) / len(mr), sum(lc) / len(lc) if lc else None)
+    base = avg.loc["pi0"] if "pi0" in avg.index else None
+    table = []
+    for m in models:
+        if m not in avg.index:
+            continue
+        p = avg.loc[m]
+        row: dict[str, Any] = {"row": m, "paper's model": p["model"], "PAPER: LC / WR [%] (avg)": f"{p['lc']:.2f} / {p['wr']:.2f}"}
+        w = ours.get(m)
+        row["ours: LC / WR [%] (avg, our judge)"] = ("–" if w[1] is None else f"{w[1]:.1f}") + f" / {w[0]:.1f}" if w else "–"
+        if base is not None and m not in ("pi0", "pi_ref"):
+            row["what it means here"] = (
+                f"the paper gains {p['lc'] - base['lc']:+.2f} LC over its pi0 with 8B models and 3000 prompts/language; "
+                "our number comes from another model, judge and size and is not comparable to it"
+            )
+        elif m == "pi0":
+            row["what it means here"] = "the paper's starting point: its English DPO model"
+        else:
+            row["what it means here"] = "the SFT model both rewards are measured against"
+        table.append(row)
+    headline = (
+        f"paper, avg over 5 languages: pi0 {base['lc']:.2f} / {base['wr']:.2f} LC / WR"
+        + "".join(f"; {m} {avg.loc[m]['lc']:.2f} / {avg.loc[m]['wr']:.2f}" for m in models[2:] if m in avg.index)
+        if base is not None
+        else "–"
+    )
+    reading = (
+        "The paper's own numbers, in their own column; never pooled or compared as equals with ours (per language: the paper-table2.csv)."
+    )
+    return Answer(4, q, headline, reading, made, pd.DataFrame(table) if table else None)
+
+
+def first_screen(params: Params, run: Run) -> list[Answer]:
     """The answers a reader needs first, in order, each with its CI, n and what made it: (1) is pi0 a usable English
     reward here, (2) does its reward transfer across languages (the probe), (3) did the iterations change the policy
-    where it shows (language fidelity vs pi0; judge WR/LC only where the judge is informative), (4) the paper's numbers
-    for the same rows, in their own table. Returns (question, one-sentence reading, table)."""
-    out: list[tuple[str, str, pd.DataFrame | None]] = []
-    a = read_json(run.layout.reward_accuracy)
-    if a is not None:
-        lo, hi = a["ci95"]
-        verdict = "above chance" if lo > 0.5 else "not shown to be above chance"
-        out.append(
-            (
-                "1. Is pi0 a usable English reward here?",
-                f"pi0's implicit reward prefers the chosen answer of {a['n']} held-out English UltraFeedback pairs {a['accuracy']:.2f} of the time "
-                f"(95% CI {lo:.2f}–{hi:.2f}): {verdict}. The paper's premise is an English DPO model whose reward ranks well.",
-                None,
-            )
-        )
-    else:
-        out.append(
-            (
-                "1. Is pi0 a usable English reward here?",
-                "pi0 was given (not built here): its held-out accuracy was not measured; see the probe's English rows.",
-                None,
-            )
-        )
-    pt = probe_table(run.root)
-    if pt is not None:
-        out.append(
-            (
-                "2. Does its reward transfer across languages? (probe: pi0/pi_ref only, no judge)",
-                "Each cell: the fraction of X-AlpacaEval instructions where the expected answer gets the higher reward [95% CI]; 0.5 is chance. "
-                "language: GPT-4-turbo's answer in L beats the same answer in English under G(x); quality: GPT-4-turbo beats gpt-3.5-turbo in L.",
-                pt,
-            )
-        )
-    else:
-        out.append(("2. Does its reward transfer across languages?", "The probe has not run (probe.enabled or the probe stage).", None))
-    f = read_json(run.layout.fidelity)
-    if f:
-        rows = []
-        for r in f["rows"]:
-            if r["set"] == "x-alpacaeval" and r["lang"] == "en":
-                continue
-            t = (r.get("vs_pi0") or {}).get("line_pass")
-            rows.append(
-                {
-                    "set": r["set"],
-                    "lang": r["lang"],
-                    "model": r["model"],
-                    "n": r["n"],
-                    "LPR [%]": _fmt_ci(r.get("lpr"), r.get("lpr_ci95")),
-                    "vs pi0 [pts] (McNemar p)": _p(t) if r["model"] != "pi0" else "–",
-                }
-            )
-        last = f"pi{params.iterations}" if params.iterations else "pi0"
-        fid = None
-        if rows:
-            d = pd.DataFrame(rows)
-            order = [m for m in ("pi_ref", "pi0", *(f"pi{t}" for t in range(1, params.iterations + 1))) if m in set(d["model"])]
-            fid = d.pivot_table(index=["set", "lang"], columns="model", values="LPR [%]", aggfunc="first")[order]
-            if last != "pi0":
-                fid[f"{last} vs pi0 [pts] (McNemar p)"] = d[d["model"] == last].set_index(["set", "lang"])["vs pi0 [pts] (McNemar p)"]
-        sig = [r for r in f["rows"] if r["model"] == last and ((r.get("vs_pi0") or {}).get("line_pass") or {}).get("p_value", 1) < 0.05]
-        out.append(
-            (
-                f"3. Did the iterations change the policy? Language fidelity (LPR, {f.get('detector')}; judge-free)",
-                f"Line-level pass rate [95% CI] per model: answers wholly in the requested language. {last} differs from pi0 at p < 0.05 "
-                f"(McNemar, same prompts) in {len(sig)} of {sum(r['model'] == last for r in f['rows'])} set/language rows"
-                + (f": {', '.join(r['set'] + '/' + r['lang'] for r in sig)}." if sig else "."),
-                fid.reset_index() if fid is not None else None,
-            )
-        )
-    verdict = judge_verdict(run)
-    if verdict is not None:
-        b, lb = verdict["balanced"], verdict["length_baseline"]
-        reading = (
-            f"The judge ({verdict['protocol']}) agrees with GPT-4-turbo on {b.get('agreement', math.nan):.2f} of a verdict-balanced AlpacaEval 2 sample "
-            f"(CI {b.get('ci95', [math.nan])[0]:.2f}–{b.get('ci95', [math.nan, math.nan])[1]:.2f}, n {b.get('n_items')}); 'the longer output wins' scores "
-            f"{lb.get('agreement', math.nan):.2f}. "
-        )
-        reading += (
-            "It is informative: its win rates below carry signal."
-            if verdict["informative"]
-            else f"It is NOT INFORMATIVE ({verdict['reason']}): its win rates are shown for the record only and no conclusion rests on them."
-        )
-        out.append(("3b. Judge win rates (only where the judge is informative)", reading, headline_table(run, params)))
-    pr = paper_rows([m for m in ("pi_ref", "pi0", *(f"pi{t}" for t in range(1, params.iterations + 1)))], params.data.data_dir)
-    if pr is not None:
-        pr = pr[pr["lang"] == "avg"] if (pr["lang"] == "avg").any() else pr
-        out.append(
-            (
-                "4. The paper's numbers for the same rows (THEIR setting: Llama-3-8B SFT/DPO, GPT-4-turbo judge, 805 prompts x 5 languages)",
-                "From the paper's Table 2, average over en/es/ru/de/fr; never mixed with ours above. Per language: x-alpacaeval/paper-table2.csv.",
-                pr,
-            )
-        )
-    return out
+    where it shows (language fidelity vs pi0; judge WR/LC labelled "not informative" unless the judge is), (4) the
+    paper's numbers for the same rows, in their own column."""
+    return [_answer_pi0(params, run), _answer_probe(params, run), _answer_policy(params, run), _answer_paper(params, run)]
+
+
+FIRST_SCREEN_CSS = (
+    "#first-screen{display:grid;grid-template-columns:1fr 1fr;gap:8px;font-size:12px}"
+    ".answer{border:1px solid #999;border-radius:4px;padding:4px 8px;overflow:hidden}"
+    ".answer h3{margin:2px 0;font-size:14px} .answer .headline{font-size:15px;font-weight:bold;margin:2px 0}"
+    ".answer p{margin:2px 0} .answer .made{color:#555;font-size:11px} .answer table{font-size:11px;margin-top:3px}"
+    ".setup{font-size:12px;margin:2px 0 6px 0;padding:3px 6px;background:#f3f3f3;border:1px solid #bbb}"
+)
+
+
+def setup_line(params: Params, run: Run) -> str:
+    """One line on top: what made every number below (model, judge, data sizes, seeds), OUR run, not the paper's."""
+    ev = params.evaluation
+    pi0 = params.models.pi0 if params.models.pi0 != "build" else f"built by English DPO on {params.anchor.n_train} pairs"
+    return (
+        f"OUR run ({params.name}), not the paper's: pi_ref {params.models.pi_ref}; pi0 {pi0}; judge {params.judge.backend} "
+        f"{params.judge.model}; train {params.data.n_train_prompts} prompts/language/iteration × {len(params.languages.train)} languages, "
+        f"N {params.sampling.n_samples}, {params.iterations} iterations; eval {ev.n_prompts or 805} X-AlpacaEval + {ev.lcb_n_prompts or 'all'} LCB "
+        f"prompts/language; probe {params.probe.n_items if params.probe.enabled else 0}/language; seed {params.seed}. Full provenance below."
+    )
 
 
 def first_screen_html(params: Params, run: Run) -> str:
-    parts = ["<div id='first-screen'>"]
-    for q, reading, df in first_screen(params, run):
-        parts.append(f"<h3>{html.escape(q)}</h3><p>{html.escape(reading)}</p>")
-        if df is not None and not df.empty:
-            parts.append(df.to_html(index=False, na_rep="–", escape=True))
+    parts = [f"<style>{FIRST_SCREEN_CSS}</style><p class='setup'>{html.escape(setup_line(params, run))}</p>", "<div id='first-screen'>"]
+    for a in first_screen(params, run):
+        parts.append(
+            f"<section class='answer' data-answer='{a.number}'><h3>{html.escape(a.question)}</h3>"
+            f"<p class='headline'>{html.escape(a.headline)}</p><p>{html.escape(a.reading)}</p>"
+            f"<p class='made'>Made by: {html.escape(a.made_by)}</p>"
+        )
+        if a.table is not None and not a.table.empty:
+            parts.append(a.table.to_html(index=False, na_rep="–", escape=True))
+        parts.append("</section>")
     return "\n".join(parts) + "</div>"
 
 
@@ -599,10 +806,11 @@ def index_html(params: Params, run: Run, timings: dict[str, float], pages: list[
 
     parts = [
         f"<html><head><meta charset='utf-8'><title>xlr: {html.escape(params.name)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1200px;margin:auto} table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:2px 6px}</style>",
-        f"</head><body><h1>xlr report: {html.escape(params.name)}</h1>",
+        "<style>body{font-family:sans-serif;max-width:1380px;margin:auto} table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:1px 5px}</style>",
+        f"</head><body><h1 style='font-size:20px;margin:4px 0'>xlr report: {html.escape(params.name)}</h1>",
+        first_screen_html(params, run),  # the four answers first (a 1400x900 screen holds them: tests/test_browser.py)
+        "<h2>Provenance</h2>",
         provenance_html(params, run),
-        first_screen_html(params, run),
     ]
 
     def table(title: str, df: pd.DataFrame | None) -> None:

@@ -161,3 +161,36 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     if a.size < 2 or np.all(a == a[0]) or np.all(b == b[0]):
         return math.nan
     return float(spearmanr(a, b).statistic)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Power calculation: how many items a per-language fraction needs (the sizes of params/cpu.yaml are chosen by these)
+
+Z95 = 1.959963984540054  # the normal quantile of 0.975
+Z80 = 0.8416212335729143  # of 0.80: 80% power
+
+
+def ci_halfwidth(p: float, n: int, z: float = Z95) -> float:
+    """Half-width of the normal-approximation 95% CI of a fraction ``p`` measured on ``n`` items: z * sqrt(p(1-p)/n).
+    The study's CIs are percentile bootstraps over items, which this matches for fractions away from 0 and 1
+    (tests/test_stats_power.py compares the two)."""
+    if n <= 0:
+        raise ValueError(f"n = {n}: a fraction needs at least one item")
+    return z * math.sqrt(p * (1 - p) / n)
+
+
+def n_for_halfwidth(halfwidth: float, p: float = 0.5, z: float = Z95) -> int:
+    """The fewest items whose 95% CI of a fraction near ``p`` is no wider than +-``halfwidth`` (p = 0.5, the widest,
+    unless a measured rate says otherwise): ceil(z^2 p(1-p) / h^2)."""
+    if not 0 < halfwidth < 1:
+        raise ValueError(f"halfwidth {halfwidth}: use a fraction in (0, 1), e.g. 0.10 for +-10 points")
+    return math.ceil(z * z * p * (1 - p) / (halfwidth * halfwidth))
+
+
+def mcnemar_detectable_difference(n: int, discordant: float, z_alpha: float = Z95, z_beta: float = Z80) -> float:
+    """The smallest difference of two paired pass rates (e.g. LPR of pi2 and pi0 on the same prompts) that McNemar's
+    test finds at two-sided level 5% with 80% power, for ``n`` pairs of which a fraction ``discordant`` disagree
+    (Connor 1987's normal approximation, equal-size cells: delta = (z_a + z_b) * sqrt(discordant / n))."""
+    if n <= 0 or not 0 < discordant <= 1:
+        raise ValueError(f"n {n}, discordant {discordant}: need n > 0 and 0 < discordant <= 1")
+    return (z_alpha + z_beta) * math.sqrt(discordant / n)
