@@ -13,21 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import time
 
 import numpy as np
 
 from xlr import data as D
 from xlr import winrate as W
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return "unknown"
+from xlr.runtime import cpu_name
 
 
 def fmt(x: float, nd: int = 2) -> str:

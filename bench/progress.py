@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +44,7 @@ from tqdm.std import tqdm as std_tqdm
 from xlr import data
 from xlr.config import AnchorParams, JudgeParams, LoraParams, RewardParams, SamplingParams
 from xlr.models import load_model
-from xlr.runtime import set_threads
+from xlr.runtime import cpu_name, set_threads
 
 STAGES = ("sampling", "rewards", "accuracy", "probe", "judging", "dpo")
 STAGE = {"name": "setup"}  # the stage now running: each bar is filed under it
@@ -115,14 +113,6 @@ def summarize(rec: dict, max_gap: float) -> dict:
         "median_gap_s": round(statistics.median(gaps), 3) if gaps else None,
         "ok": bool(gaps) and max(gaps) <= max_gap,
     }
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 # ------------------------------------------------------------------------------------------------------------------

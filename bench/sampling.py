@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import tempfile
 import time
@@ -34,18 +33,10 @@ import torch
 from xlr import data
 from xlr.chat import model_eos_ids, render_prompt, stop_token_ids
 from xlr.models import load_model, resolve_spec
-from xlr.runtime import set_threads
+from xlr.runtime import cpu_name, set_threads
 from xlr.sampling import GenConfig, HFBackend
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def step_probe(model, sizes, context: int = 200, steps: int = 4) -> dict[int, float]:

@@ -604,6 +604,19 @@ def _models(params: Params) -> list[str]:
     return ["pi_ref", "pi0", *(f"pi{t}" for t in range(1, params.iterations + 1))]
 
 
+def _mean_win_rates(
+    summary: dict[str, Any], models: list[str], langs: set[str] | None = None
+) -> dict[str, tuple[float, float | None, int]]:
+    """model -> (mean WR, mean LC or None, items judged) over its eval/summary.json rows (of ``langs`` when given)."""
+    out = {}
+    for m in models:
+        mr = [r for r in summary["rows"] if r["model"] == m and (langs is None or r["lang"] in langs) and r.get("win_rate") is not None]
+        if mr:
+            lc = [r["length_controlled_winrate"] for r in mr if r.get("length_controlled_winrate") is not None]
+            out[m] = (sum(r["win_rate"] for r in mr) / len(mr), sum(lc) / len(lc) if lc else None, sum(r["n_judged"] for r in mr))
+    return out
+
+
 def _answer_policy(params: Params, run: Run) -> Answer:
     q = "3. Did the iterations change the policy?"
     f = read_json(run.layout.fidelity)
@@ -643,12 +656,7 @@ def _answer_policy(params: Params, run: Run) -> Answer:
     s = read_json(run.layout.eval_summary)
     judge_line = ""
     if s is not None:
-        avg = {}
-        for m in models:
-            mr = [r for r in s["rows"] if r["model"] == m and r.get("win_rate") is not None]
-            if mr:
-                lc = [r["length_controlled_winrate"] for r in mr if r.get("length_controlled_winrate") is not None]
-                avg[m] = (sum(r["win_rate"] for r in mr) / len(mr), sum(lc) / len(lc) if lc else None, sum(r["n_judged"] for r in mr))
+        avg = _mean_win_rates(s, models)
         label = (
             "informative"
             if verdict and verdict["informative"]
@@ -719,14 +727,7 @@ def _answer_paper(params: Params, run: Run) -> Answer:
         .rename(columns={"paper's LC [%]": "lc", "paper's WR [%]": "wr", "paper's model": "model"})
     )
     s = read_json(run.layout.eval_summary)
-    ours: dict[str, tuple[float, float | None]] = {}
-    if s is not None:
-        langs = set(params.languages.train)
-        for m in models:
-            mr = [r for r in s["rows"] if r["model"] == m and r["lang"] in langs and r.get("win_rate") is not None]
-            if mr:
-                lc = [r["length_controlled_winrate"] for r in mr if r.get("length_controlled_winrate") is not None]
-                ours[m] = (sum(r["win_rate"] for r in mr) / len(mr), sum(lc) / len(lc) if lc else None)
+    ours = _mean_win_rates(s, models, set(params.languages.train)) if s is not None else {}
     base = avg.loc["pi0"] if "pi0" in avg.index else None
     table = []
     for m in models:

@@ -170,3 +170,15 @@ def release_memory() -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except (OSError, AttributeError):  # musl and others have no malloc_trim: nothing to give back this way
             pass
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``lscpu``'s "Model name"), which every timing in bench/RESULTS.md states."""
+    import platform
+    import subprocess
+
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        return platform.processor() or "unknown CPU"
